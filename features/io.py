@@ -1,0 +1,181 @@
+"""Reading and writing manifest files: CSV or Parquet, streamed in chunks, written atomically.
+
+Readers raise :class:`~features.schema.ManifestFileError` for file-level problems (missing file,
+unknown format, unreadable content, missing required column, no rows) with a one-line message that
+names the file. Writers write to a hidden temporary name beside the target and rename it only when
+the whole file is complete, so that a failed command never leaves a partial output.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from features.schema import ManifestFileError, check_columns
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+DEFAULT_CHUNK_ROWS = 200_000
+_BYTES_PER_ROW_ESTIMATE = 160
+
+
+def file_format(path: str | Path) -> str:
+    """Return ``"csv"`` or ``"parquet"`` from the file name, or raise ManifestFileError."""
+    name = str(path).lower()
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    raise ManifestFileError(f"{path}: unknown format (use .csv, .csv.gz or .parquet)")
+
+
+def _csv_header(path: Path) -> list[str]:
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
+
+
+def _iter_csv(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    header = _csv_header(path)
+    check_columns(header, str(path))
+    # Every column as text: the schema parses values itself, so a bad value becomes a row-level
+    # reason instead of a file-level type-inference failure.
+    convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in header},
+                                   strings_can_be_null=True, quoted_strings_can_be_null=True)
+    read = pacsv.ReadOptions(block_size=max(1 << 20, chunk_rows * _BYTES_PER_ROW_ESTIMATE))
+    with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
+        for batch in reader:
+            yield batch.to_pandas()
+
+
+def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    parquet = pq.ParquetFile(path)
+    check_columns(parquet.schema_arrow.names, str(path))
+    for batch in parquet.iter_batches(batch_size=chunk_rows):
+        yield batch.to_pandas()
+
+
+def iter_manifest_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """Stream a manifest file as raw DataFrames of about ``chunk_rows`` rows.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.csv``, ``.csv.gz`` or ``.parquet`` file.
+    chunk_rows : int
+        Approximate number of rows per chunk.
+
+    Yields
+    ------
+    DataFrame
+        Raw values (CSV: text) with a RangeIndex continuing across chunks.
+
+    Raises
+    ------
+    ManifestFileError
+        File missing, unknown format, unreadable, missing a required column, or without rows.
+    """
+    if chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be > 0, got {chunk_rows}")
+    path = Path(path)
+    kind = file_format(path)
+    if not path.is_file():
+        raise ManifestFileError(f"{path}: file not found")
+    reader = _iter_csv if kind == "csv" else _iter_parquet
+    offset = 0
+    try:
+        for chunk in reader(path, chunk_rows):
+            if chunk.empty:
+                continue
+            chunk.index = pd.RangeIndex(offset, offset + len(chunk))
+            offset += len(chunk)
+            yield chunk
+    except ManifestFileError:
+        raise
+    except (pa.ArrowException, OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestFileError(f"{path}: cannot read {kind}: {str(exc).splitlines()[0]}") from exc
+    if offset == 0:
+        raise ManifestFileError(f"{path}: no rows")
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a whole manifest file (raw values); see :func:`iter_manifest_chunks`."""
+    return pd.concat(list(iter_manifest_chunks(path)))
+
+
+def _arrow_field(field: pa.Field) -> pa.Field:
+    # All-missing columns become text so that later chunks fit the schema; timestamps are dates
+    # in the canonical schema, so they are written as ISO dates.
+    if pa.types.is_null(field.type):
+        return pa.field(field.name, pa.string())
+    if pa.types.is_timestamp(field.type):
+        return pa.field(field.name, pa.date32())
+    return field
+
+
+def _arrow_schema(frame: pd.DataFrame) -> pa.Schema:
+    """Arrow schema of the first chunk, which every later chunk is cast to."""
+    return pa.schema([_arrow_field(f) for f in pa.Schema.from_pandas(frame, preserve_index=False)])
+
+
+class AtomicTableWriter:
+    """Write DataFrame chunks to CSV or Parquet, appearing under ``path`` only when complete.
+
+    Use as a context manager: on a clean exit the temporary file is renamed to ``path``; on an
+    exception it is deleted and ``path`` is left untouched.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file; the format follows its extension.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.kind = file_format(self.path)
+        self.temporary = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self.rows_written = 0
+        self._writer = None
+        self._schema: pa.Schema | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Append one chunk; its columns must match the first chunk's."""
+        if self._schema is None:
+            self._schema = _arrow_schema(frame)
+            self._writer = self._open(self._schema)
+        table = pa.Table.from_pandas(frame, preserve_index=False).cast(self._schema)
+        self._writer.write_table(table)
+        self.rows_written += len(frame)
+
+    def _open(self, schema: pa.Schema):
+        if self.kind == "parquet":
+            return pq.ParquetWriter(self.temporary, schema)
+        return pacsv.CSVWriter(self.temporary, schema)
+
+    def __enter__(self) -> "AtomicTableWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if exc_type is not None:
+            self.temporary.unlink(missing_ok=True)
+            return
+        if self._writer is None:
+            raise ValueError(f"{self.path}: nothing was written (call write at least once)")
+        os.replace(self.temporary, self.path)
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write one DataFrame to CSV or Parquet atomically."""
+    with AtomicTableWriter(path) as writer:
+        writer.write(frame)

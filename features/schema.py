@@ -1,0 +1,282 @@
+"""The canonical manifest schema: column names, parsing, row rules and the quarantine.
+
+Every command reads manifest lines through :func:`validate_manifest`. It parses the raw values
+(strings from CSV, or typed values from Parquet), checks the row rules with a pandera schema and
+splits the lines into valid typed rows and quarantined rows that keep their original values and a
+readable reason per failed rule. Every input row ends in exactly one of the two.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+TEXT_COLUMNS = (
+    "declaration_id", "hs_code", "description", "quantity_unit", "package_type",
+    "origin_country", "export_country", "port_of_loading", "port_of_discharge",
+    "transshipment_ports", "transport_mode", "shipper_id", "consignee_id", "importer_id",
+    "declarant_id", "found_commodity",
+)
+FLOAT_COLUMNS = ("gross_weight_kg", "net_weight_kg", "quantity", "declared_value_usd")
+INT_COLUMNS = ("line_no", "packages", "containers", "inspected", "misdeclared")
+DATE_COLUMNS = ("declared_at",)
+
+CANONICAL_COLUMNS = (
+    "declaration_id", "line_no", "declared_at", "hs_code", "description", "gross_weight_kg",
+    "net_weight_kg", "quantity", "quantity_unit", "packages", "package_type", "containers",
+    "declared_value_usd", "origin_country", "export_country", "port_of_loading",
+    "port_of_discharge", "transshipment_ports", "transport_mode", "shipper_id", "consignee_id",
+    "importer_id", "declarant_id", "inspected", "misdeclared", "found_commodity",
+)
+REQUIRED_COLUMNS = (
+    "declaration_id", "declared_at", "hs_code", "gross_weight_kg", "declared_value_usd",
+    "origin_country", "export_country",
+)
+LABEL_COLUMNS = ("inspected", "misdeclared", "found_commodity")
+KEY_COLUMNS = ("declaration_id", "line_no")
+TRANSPORT_MODES = ("sea", "air", "road", "rail", "post")
+FOUND_COMMODITIES = ("antimony", "gallium", "germanium", "rare_earth", "none")
+REASON_COLUMN = "quarantine_reason"
+
+_LOCODE = r"[A-Z]{2}[A-Z2-9]{3}"
+_UPPER_COLUMNS = ("origin_country", "export_country", "port_of_loading", "port_of_discharge",
+                  "transshipment_ports")
+
+
+class ManifestFileError(ValueError):
+    """A problem with a whole file (unreadable, unknown format, missing column, no rows)."""
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Outcome of :func:`validate_manifest`.
+
+    Attributes
+    ----------
+    valid : DataFrame
+        Typed canonical columns (plus any extra input columns) of the rows that passed every rule.
+    quarantine : DataFrame
+        Original values of the rows that failed, with ``quarantine_reason`` (rules joined by "; ").
+    """
+
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+
+
+def check_columns(columns: list[str] | pd.Index, source: str) -> None:
+    """Raise :class:`ManifestFileError` naming ``source`` and the first missing required column."""
+    missing = [column for column in REQUIRED_COLUMNS if column not in set(columns)]
+    if missing:
+        raise ManifestFileError(
+            f"{source}: missing required column '{missing[0]}'"
+            + (f" (and {', '.join(missing[1:])})" if len(missing) > 1 else "")
+        )
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    text = values.astype("string").str.strip()
+    return text.mask(text == "")
+
+
+def _parse_column(raw: pd.Series, column: str) -> pd.Series:
+    if column in DATE_COLUMNS:
+        text = _as_text(raw) if not pd.api.types.is_datetime64_any_dtype(raw) else raw
+        return pd.to_datetime(text, format="ISO8601", errors="coerce").dt.tz_localize(None)
+    if column in FLOAT_COLUMNS or column in INT_COLUMNS:
+        numbers = raw if pd.api.types.is_numeric_dtype(raw) else _as_text(raw)
+        return pd.to_numeric(numbers, errors="coerce").astype("float64")
+    text = _as_text(raw)
+    if column == "hs_code":
+        return text.str.replace(r"[.\s]", "", regex=True)
+    if column in _UPPER_COLUMNS:
+        return text.str.upper().str.replace(r"\s", "", regex=True)
+    if column in ("transport_mode", "found_commodity"):
+        return text.str.lower()
+    return text
+
+
+def parse_manifest(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, set[tuple]]:
+    """Parse raw manifest values into typed canonical columns.
+
+    Parameters
+    ----------
+    raw : DataFrame
+        Manifest lines as read (strings or typed values); must hold the required columns.
+
+    Returns
+    -------
+    typed : DataFrame
+        Every canonical column (absent optional ones as missing, ``line_no`` defaulting to 1),
+        followed by the extra input columns unchanged.
+    parse_errors : Series of str
+        Per row, the values that could not be parsed ("" when none).
+    unparsed : set of (index, column)
+        Where a present value could not be parsed.
+    """
+    typed = pd.DataFrame(index=raw.index)
+    errors = pd.Series("", index=raw.index, dtype="object")
+    unparsed: set[tuple] = set()
+    for column in CANONICAL_COLUMNS:
+        if column not in raw.columns:
+            typed[column] = _missing_column(column, len(raw), raw.index)
+            continue
+        parsed = _parse_column(raw[column], column)
+        present = raw[column].notna() & (raw[column].astype("string").str.strip() != "")
+        failed = present & parsed.isna()
+        kind = "date" if column in DATE_COLUMNS else "number"
+        if column in FLOAT_COLUMNS + INT_COLUMNS + DATE_COLUMNS and failed.any():
+            for index, value in raw.loc[failed, column].items():
+                errors.loc[index] += f"{column}: unparseable {kind} '{value}'; "
+                unparsed.add((index, column))
+        typed[column] = parsed
+    typed["line_no"] = typed["line_no"].fillna(1.0)
+    extras = [column for column in raw.columns if column not in CANONICAL_COLUMNS]
+    typed = pd.concat([typed, raw[extras]], axis=1) if extras else typed
+    return typed, errors, unparsed
+
+
+def _missing_column(column: str, n_rows: int, index: pd.Index) -> pd.Series:
+    if column in DATE_COLUMNS:
+        return pd.Series(pd.NaT, index=index, dtype="datetime64[ns]")
+    if column in FLOAT_COLUMNS or column in INT_COLUMNS:
+        return pd.Series(np.nan, index=index, dtype="float64")
+    return pd.Series(pd.NA, index=index, dtype="string")
+
+
+def _whole(series: pd.Series) -> pd.Series:
+    return series.isna() | (series == series.round())
+
+
+def _build_schema() -> pa.DataFrameSchema:
+    text = pa.Column("string", nullable=True, required=True)
+    columns = {name: text for name in TEXT_COLUMNS}
+    columns.update({
+        "declaration_id": pa.Column("string", nullable=False, checks=pa.Check.str_length(min_value=1)),
+        "declared_at": pa.Column("datetime64[ns]", nullable=False),
+        "hs_code": pa.Column("string", nullable=False, checks=pa.Check.str_matches(r"^\d{6,10}$")),
+        "origin_country": pa.Column("string", nullable=False, checks=pa.Check.str_matches(r"^[A-Z]{2}$")),
+        "export_country": pa.Column("string", nullable=False, checks=pa.Check.str_matches(r"^[A-Z]{2}$")),
+        "port_of_loading": pa.Column("string", nullable=True, checks=pa.Check.str_matches(f"^{_LOCODE}$")),
+        "port_of_discharge": pa.Column("string", nullable=True, checks=pa.Check.str_matches(f"^{_LOCODE}$")),
+        "transshipment_ports": pa.Column(
+            "string", nullable=True, checks=pa.Check.str_matches(f"^{_LOCODE}(;{_LOCODE})*$")),
+        "transport_mode": pa.Column("string", nullable=True, checks=pa.Check.isin(TRANSPORT_MODES)),
+        "found_commodity": pa.Column("string", nullable=True, checks=pa.Check.isin(FOUND_COMMODITIES)),
+        "gross_weight_kg": pa.Column(float, nullable=False, checks=pa.Check.gt(0)),
+        "net_weight_kg": pa.Column(float, nullable=True, checks=pa.Check.gt(0)),
+        "quantity": pa.Column(float, nullable=True, checks=pa.Check.gt(0)),
+        "declared_value_usd": pa.Column(float, nullable=False, checks=pa.Check.ge(0)),
+        "line_no": pa.Column(float, nullable=False, checks=[pa.Check.ge(1), pa.Check(_whole, name="whole number")]),
+        "packages": pa.Column(float, nullable=True, checks=[pa.Check.ge(1), pa.Check(_whole, name="whole number")]),
+        "containers": pa.Column(float, nullable=True, checks=[pa.Check.ge(0), pa.Check(_whole, name="whole number")]),
+        "inspected": pa.Column(float, nullable=True, checks=pa.Check.isin([0, 1])),
+        "misdeclared": pa.Column(float, nullable=True, checks=pa.Check.isin([0, 1])),
+    })
+    row_checks = [
+        pa.Check(lambda df: ~(df["net_weight_kg"] > df["gross_weight_kg"]),
+                 name="net_weight_kg <= gross_weight_kg"),
+        pa.Check(lambda df: ~((df["misdeclared"].notna()) & (df["inspected"] != 1)),
+                 name="misdeclared is known only for inspected lines"),
+    ]
+    return pa.DataFrameSchema(columns, checks=row_checks, strict=False, coerce=False)
+
+
+_ROW_CHECK_NAMES = ("net_weight_kg <= gross_weight_kg", "misdeclared is known only for inspected lines")
+_RULE_TEXT = {
+    "not_nullable": "is missing",
+    "greater_than(0)": "must be > 0",
+    "greater_than_or_equal_to(0)": "must be >= 0",
+    "greater_than_or_equal_to(1)": "must be >= 1",
+    "str_length(1, None)": "must not be empty",
+}
+
+
+def _rule_phrase(column: str | None, check: str, value: object) -> str:
+    check = str(check)
+    if column is None or (isinstance(column, float) and np.isnan(column)):
+        return f"{check} does not hold"
+    if check.startswith("str_matches"):
+        pattern = {"hs_code": "6-10 digits", "origin_country": "a two-letter country code",
+                   "export_country": "a two-letter country code"}.get(column, "UN/LOCODEs (5 characters)")
+        return f"{column} must be {pattern}, got '{value}'"
+    if check.startswith("isin"):
+        return f"{column} has an unknown value '{value}'"
+    phrase = _RULE_TEXT.get(check, check)
+    return f"{column} {phrase}" + ("" if check == "not_nullable" else f", got {value}")
+
+
+def _schema_reasons(typed: pd.DataFrame, schema: pa.DataFrameSchema, unparsed: set[tuple]) -> pd.Series:
+    """One reason per failed rule and row; a value that did not parse is not reported again as missing."""
+    reasons = pd.Series("", index=typed.index, dtype="object")
+    try:
+        schema.validate(typed, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases.dropna(subset=["index"])
+        wide = cases["check"].isin(_ROW_CHECK_NAMES)
+        cases.loc[wide, "column"] = None
+        cases = cases.drop_duplicates(subset=["index", "column", "check"])
+        for index, column, check, value in cases[["index", "column", "check", "failure_case"]].itertuples(index=False):
+            if check == "not_nullable" and (index, column) in unparsed:
+                continue
+            reasons.loc[index] += _rule_phrase(column, check, value) + "; "
+    return reasons
+
+
+def duplicate_key_mask(typed: pd.DataFrame, seen: set[int] | None = None) -> pd.Series:
+    """Flag rows whose (declaration_id, line_no) appeared earlier in this frame or in ``seen``.
+
+    ``seen`` holds 64-bit hashes of keys met in earlier chunks of the same file and is updated in
+    place, so that a streamed file is checked for duplicates across chunks too.
+    """
+    keys = pd.util.hash_pandas_object(typed[list(KEY_COLUMNS)], index=False).to_numpy()
+    duplicated = pd.Series(pd.Series(keys).duplicated().to_numpy(), index=typed.index)
+    if seen is not None:
+        duplicated |= pd.Series(np.fromiter((key in seen for key in keys), bool, len(keys)), index=typed.index)
+        seen.update(keys.tolist())
+    return duplicated
+
+
+def validate_manifest(raw: pd.DataFrame, source: str = "<frame>", seen_keys: set[int] | None = None) -> ValidationResult:
+    """Split manifest lines into valid typed rows and quarantined rows with reasons.
+
+    Parameters
+    ----------
+    raw : DataFrame
+        Manifest lines as read from a file (any subset of columns holding the required ones).
+    source : str
+        Name of the file, used in file-level error messages.
+    seen_keys : set of int, optional
+        Hashes of (declaration_id, line_no) keys from earlier chunks of the same file; updated.
+
+    Returns
+    -------
+    ValidationResult
+
+    Raises
+    ------
+    ManifestFileError
+        When a required column is missing.
+    """
+    check_columns(raw.columns, source)
+    typed, parse_errors, unparsed = parse_manifest(raw)
+    reasons = parse_errors + _schema_reasons(typed, _build_schema(), unparsed)
+    clean_keys = reasons == ""
+    duplicated = pd.Series(False, index=typed.index)
+    duplicated[clean_keys] = duplicate_key_mask(typed[clean_keys], seen_keys)
+    reasons = reasons.where(~duplicated, reasons + "duplicate (declaration_id, line_no); ")
+    bad = reasons != ""
+    valid = _finalise_types(typed[~bad])
+    quarantine = raw[bad].copy()
+    quarantine[REASON_COLUMN] = reasons[bad].str.rstrip("; ").to_numpy()
+    return ValidationResult(valid=valid, quarantine=quarantine)
+
+
+def _finalise_types(typed: pd.DataFrame) -> pd.DataFrame:
+    typed = typed.copy()
+    for column in INT_COLUMNS:
+        typed[column] = typed[column].astype("Int64")
+    return typed

@@ -1,0 +1,362 @@
+"""Feature transformers: validated manifest lines in, model features out.
+
+Each transformer follows scikit-learn conventions: ``__init__`` only stores its arguments, ``fit``
+learns state into attributes ending in ``_`` (reference values are copied into that state, so that a
+fitted pipeline does not depend on the tables installed at scoring time), ``transform`` checks that it
+is fitted and returns a new frame with its columns added, never changing its input.
+
+Fitted state is plain JSON (:meth:`JsonStateMixin.get_state`), so a pipeline is saved and loaded as
+data, without pickle: see :mod:`features.pipeline`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from features.reference import ReferenceTables, load_reference
+
+UNKNOWN = "unknown"
+MISSING = "missing"
+
+
+class JsonStateMixin:
+    """Save and restore a fitted transformer as JSON-compatible data.
+
+    Subclasses list their fitted attributes in ``_fitted_attributes``; their values must be JSON
+    types (numbers, strings, lists, dicts with string keys).
+    """
+
+    _fitted_attributes: tuple[str, ...] = ()
+    categorical_outputs: tuple[str, ...] = ()
+    reason_group: str = "other"
+
+    def get_state(self) -> dict:
+        """Return ``{"class", "params", "fitted"}`` for a fitted transformer."""
+        check_is_fitted(self)
+        return {
+            "class": type(self).__name__,
+            "params": self.get_params(deep=False),
+            "fitted": {name: getattr(self, name) for name in self._fitted_attributes},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict):
+        """Rebuild a fitted transformer from :meth:`get_state` output."""
+        if state.get("class") != cls.__name__:
+            raise ValueError(f"state is for {state.get('class')!r}, not {cls.__name__!r}")
+        transformer = cls(**state["params"])
+        for name in cls._fitted_attributes:
+            setattr(transformer, name, state["fitted"][name])
+        return transformer
+
+    def feature_groups(self) -> dict[str, str]:
+        """Reason group of each numeric model feature this step adds."""
+        check_is_fitted(self)
+        return {name: self.reason_group for name in self.numeric_features_}
+
+
+def as_float(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Column as float64 with missing values as NaN (NaN for every row if the column is absent)."""
+    if column not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def as_text(frame: pd.DataFrame, column: str, fill: str = MISSING) -> pd.Series:
+    """Column as strings with missing values replaced by ``fill``."""
+    if column not in frame.columns:
+        return pd.Series(fill, index=frame.index, dtype="string")
+    return frame[column].astype("string").fillna(fill)
+
+
+def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``, NaN where the denominator is not > 0 or either is missing."""
+    valid = (denominator > 0) & np.isfinite(numerator) & np.isfinite(denominator)
+    return np.divide(numerator, denominator, out=np.full(len(numerator), np.nan), where=valid)
+
+
+def safe_log10(values: np.ndarray) -> np.ndarray:
+    """log10 of positive values, NaN elsewhere (no -inf for zero)."""
+    valid = np.isfinite(values) & (values > 0)
+    return np.log10(values, out=np.full(len(values), np.nan), where=valid)
+
+
+def band_log_distance(log_values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Signed log10 distance to the band [low, high]: 0 inside, negative below, positive above."""
+    below = np.minimum(log_values - np.log10(low), 0.0)
+    above = np.maximum(log_values - np.log10(high), 0.0)
+    return below + above
+
+
+def _reference(reference_dir: str | None) -> ReferenceTables:
+    return load_reference(reference_dir)
+
+
+class WeightFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
+    """Weights and packing density: log weights, net/gross ratio, kg per package and per container.
+
+    Metal ingots fill a container's weight limit long before its volume while genuine crafts are
+    light for their volume, so kilograms per package and per container are a density proxy.
+    """
+
+    _fitted_attributes = ("numeric_features_",)
+    reason_group = "weight"
+
+    def fit(self, X: pd.DataFrame, y=None):
+        self.numeric_features_ = [
+            "log_gross_weight_kg", "log_net_weight_kg", "net_gross_ratio",
+            "kg_per_package", "log_kg_per_package", "kg_per_container", "log_kg_per_container",
+        ]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self)
+        gross, net = as_float(X, "gross_weight_kg"), as_float(X, "net_weight_kg")
+        per_package = safe_ratio(gross, as_float(X, "packages"))
+        per_container = safe_ratio(gross, as_float(X, "containers"))
+        return X.assign(
+            log_gross_weight_kg=safe_log10(gross),
+            log_net_weight_kg=safe_log10(net),
+            net_gross_ratio=safe_ratio(net, gross),
+            kg_per_package=per_package,
+            log_kg_per_package=safe_log10(per_package),
+            kg_per_container=per_container,
+            log_kg_per_container=safe_log10(per_container),
+        )
+
+
+def net_or_gross(X: pd.DataFrame) -> np.ndarray:
+    """Net weight where declared, else gross weight: the weight that value per kg refers to."""
+    net = as_float(X, "net_weight_kg")
+    return np.where(np.isfinite(net) & (net > 0), net, as_float(X, "gross_weight_kg"))
+
+
+def lookup_by_prefix(hs_codes: pd.Series, table: dict[str, object], lengths=(6, 4, 2)) -> pd.Series:
+    """Value of the longest HS prefix of each code found in ``table`` (missing where none is)."""
+    result = pd.Series(pd.NA, index=hs_codes.index, dtype="object")
+    for length in lengths:
+        hits = hs_codes.str.slice(0, length).map(table)
+        result = result.where(result.notna(), hits)
+    return result
+
+
+class ValueFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
+    """Value per kg, its log-ratio to the declared code's typical value, distance to price bands.
+
+    Parameters
+    ----------
+    min_count : int
+        Lines an HS prefix needs at fit time for its own typical value per kg; rarer prefixes fall
+        back to the shorter prefix (6 → 4 → 2 digits) and then to the global median.
+    reference_dir : str, optional
+        Folder of the reference tables; the packaged tables by default.
+    """
+
+    _fitted_attributes = ("typical_log_value_per_kg_", "global_log_value_per_kg_",
+                          "hs_band_low_", "hs_band_high_", "price_bands_", "numeric_features_")
+    reason_group = "price"
+
+    def __init__(self, min_count: int = 20, reference_dir: str | None = None):
+        self.min_count = min_count
+        self.reference_dir = reference_dir
+
+    def fit(self, X: pd.DataFrame, y=None):
+        if self.min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {self.min_count}")
+        log_vpk = pd.Series(safe_log10(safe_ratio(as_float(X, "declared_value_usd"), net_or_gross(X))),
+                            index=X.index)
+        hs = as_text(X, "hs_code", "")
+        self.typical_log_value_per_kg_ = {}
+        for length in (6, 4, 2):
+            stats = log_vpk.groupby(hs.str.slice(0, length)).agg(["median", "count"])
+            stats = stats[stats["count"] >= self.min_count]
+            self.typical_log_value_per_kg_.update({k: round(float(v), 6) for k, v in stats["median"].items()})
+        self.global_log_value_per_kg_ = round(float(np.nanmedian(log_vpk)), 6) if log_vpk.notna().any() else 0.0
+        reference = _reference(self.reference_dir)
+        banded = reference.hs_codes.dropna(subset=["usd_per_kg_low", "usd_per_kg_high"])
+        self.hs_band_low_ = {row.hs_prefix: float(row.usd_per_kg_low) for row in banded.itertuples()}
+        self.hs_band_high_ = {row.hs_prefix: float(row.usd_per_kg_high) for row in banded.itertuples()}
+        self.price_bands_ = {band: [float(row.usd_per_kg_low), float(row.usd_per_kg_high)]
+                             for band, row in reference.price_bands.iterrows()}
+        self.numeric_features_ = (["value_per_kg", "log_value_per_kg", "hs_typical_usd_per_kg",
+                                   "value_log_ratio_hs", "hs_band_log_distance"]
+                                  + [f"band_dist_{band}" for band in self.price_bands_])
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self)
+        value_per_kg = safe_ratio(as_float(X, "declared_value_usd"), net_or_gross(X))
+        log_vpk = safe_log10(value_per_kg)
+        hs = as_text(X, "hs_code", "")
+        typical = lookup_by_prefix(hs, self.typical_log_value_per_kg_)
+        typical = typical.fillna(self.global_log_value_per_kg_).to_numpy(dtype="float64")
+        new = {
+            "value_per_kg": value_per_kg,
+            "log_value_per_kg": log_vpk,
+            "hs_typical_usd_per_kg": np.power(10.0, typical),
+            "value_log_ratio_hs": log_vpk - typical,
+            "hs_band_log_distance": self._declared_band_distance(hs, log_vpk),
+        }
+        for band, (low, high) in self.price_bands_.items():
+            new[f"band_dist_{band}"] = band_log_distance(log_vpk, low, high)
+        return X.assign(**new)
+
+    def _declared_band_distance(self, hs: pd.Series, log_vpk: np.ndarray) -> np.ndarray:
+        low = lookup_by_prefix(hs, self.hs_band_low_, lengths=(6, 4)).to_numpy(dtype="float64", na_value=np.nan)
+        high = lookup_by_prefix(hs, self.hs_band_high_, lengths=(6, 4)).to_numpy(dtype="float64", na_value=np.nan)
+        return band_log_distance(log_vpk, low, high)
+
+
+class DeclaredHSFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
+    """Declared HS code: chapter, heading, subheading, cover-code flags and the declared target good.
+
+    Parameters
+    ----------
+    reference_dir : str, optional
+        Folder of the reference tables; the packaged tables by default.
+    """
+
+    _fitted_attributes = ("role_", "commodity_", "cover_family_", "numeric_features_")
+    categorical_outputs = ("hs_chapter", "hs_heading", "hs_subheading", "cover_family", "declared_target")
+    reason_group = "declared_goods"
+
+    def __init__(self, reference_dir: str | None = None):
+        self.reference_dir = reference_dir
+
+    def fit(self, X: pd.DataFrame, y=None):
+        codes = _reference(self.reference_dir).hs_codes.fillna({"commodity": "none", "cover_family": "none"})
+        self.role_ = dict(zip(codes["hs_prefix"], codes["role"]))
+        self.commodity_ = dict(zip(codes["hs_prefix"], codes["commodity"]))
+        self.cover_family_ = dict(zip(codes["hs_prefix"], codes["cover_family"]))
+        self.numeric_features_ = ["is_cover_code", "is_target_code"]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self)
+        hs = as_text(X, "hs_code", "")
+        role = lookup_by_prefix(hs, self.role_, lengths=(6, 4)).fillna("other")
+        return X.assign(
+            hs_chapter=hs.str.slice(0, 2),
+            hs_heading=hs.str.slice(0, 4),
+            hs_subheading=hs.str.slice(0, 6),
+            is_cover_code=(role == "cover").to_numpy(dtype="float64"),
+            is_target_code=(role == "target").to_numpy(dtype="float64"),
+            cover_family=lookup_by_prefix(hs, self.cover_family_, lengths=(6, 4)).fillna("none").astype("string"),
+            declared_target=lookup_by_prefix(hs, self.commodity_, lengths=(6, 4)).fillna("none").astype("string"),
+        )
+
+
+class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
+    """Route: countries, diversion hubs, transshipments, ports, mode, capacity, days since controls.
+
+    Parameters
+    ----------
+    reference_dir : str, optional
+        Folder of the reference tables; the packaged tables by default.
+    """
+
+    _fitted_attributes = ("hubs_", "producer_countries_", "measures_", "measure_labels_", "numeric_features_")
+    categorical_outputs = ("origin_country", "export_country", "port_of_loading", "port_of_discharge",
+                           "transport_mode")
+    reason_group = "route"
+
+    def __init__(self, reference_dir: str | None = None):
+        self.reference_dir = reference_dir
+
+    def fit(self, X: pd.DataFrame, y=None):
+        reference = _reference(self.reference_dir)
+        self.hubs_ = sorted(reference.diversion_hubs)
+        self.producer_countries_ = sorted(set().union(*(reference.producers(c) for c in reference.commodities)))
+        measures = reference.control_dates[reference.control_dates["kind"] != "suspension"]
+        self.measures_ = {row.measure_id: row.date.strftime("%Y-%m-%d") for row in measures.itertuples()}
+        self.measure_labels_ = {row.measure_id: row.label for row in measures.itertuples()}
+        self.numeric_features_ = (["origin_ne_export", "via_hub", "declared_origin_is_hub",
+                                   "n_transshipments", "export_lacks_capacity"]
+                                  + [f"days_since_{measure}" for measure in self.measures_])
+        return self
+
+    def feature_groups(self) -> dict[str, str]:
+        groups = super().feature_groups()
+        groups.update({f"days_since_{m}": "timing" for m in self.measures_})
+        return groups
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self)
+        origin, export = as_text(X, "origin_country"), as_text(X, "export_country")
+        transship = as_text(X, "transshipment_ports", "")
+        hubs = set(self.hubs_)
+        hub_port = f"(?:^|;)(?:{'|'.join(self.hubs_)})" if self.hubs_ else r"(?!)"
+        via_hub = (export.isin(hubs) | transship.str.contains(hub_port, regex=True)
+                   | as_text(X, "port_of_loading", "").str.slice(0, 2).isin(hubs))
+        new = {
+            "origin_ne_export": (origin != export).to_numpy(dtype="float64"),
+            "via_hub": via_hub.to_numpy(dtype="float64"),
+            "declared_origin_is_hub": origin.isin(hubs).to_numpy(dtype="float64"),
+            "n_transshipments": np.where(transship == "", 0, transship.str.count(";") + 1).astype("float64"),
+            "export_lacks_capacity": (~export.isin(set(self.producer_countries_))).to_numpy(dtype="float64"),
+        }
+        declared = pd.to_datetime(X["declared_at"]) if "declared_at" in X else pd.Series(pd.NaT, index=X.index)
+        for measure, date in self.measures_.items():
+            new[f"days_since_{measure}"] = (declared - pd.Timestamp(date)).dt.days.to_numpy(dtype="float64")
+        for column in self.categorical_outputs:
+            new[column] = as_text(X, column)
+        return X.assign(**new)
+
+
+class CategoryEncoder(JsonStateMixin, TransformerMixin, BaseEstimator):
+    """Map categorical columns to integer codes learned at fit; unseen or rare values become 0.
+
+    Code 0 is "unknown" (a value not seen at least ``min_count`` times at fit, or missing), so a new
+    port or country at scoring time is never an error. Codes ``1..n`` follow descending frequency.
+
+    Parameters
+    ----------
+    columns : tuple of str
+        Columns to encode; each becomes ``<column>_code``.
+    min_count : int
+        Occurrences a value needs at fit to get its own code.
+    max_categories : int
+        Most codes per column (the most frequent values).
+    """
+
+    _fitted_attributes = ("vocabulary_", "numeric_features_")
+    reason_group = "categorical"
+
+    def __init__(self, columns: tuple[str, ...] = (), min_count: int = 5, max_categories: int = 250):
+        self.columns = columns
+        self.min_count = min_count
+        self.max_categories = max_categories
+
+    def fit(self, X: pd.DataFrame, y=None):
+        if self.min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {self.min_count}")
+        if self.max_categories < 1:
+            raise ValueError(f"max_categories must be >= 1, got {self.max_categories}")
+        self.vocabulary_ = {column: self._vocabulary(as_text(X, column)) for column in self.columns}
+        self.numeric_features_ = []
+        return self
+
+    def _vocabulary(self, values: pd.Series) -> list[str]:
+        counts = values[values != MISSING].value_counts()
+        counts = counts[counts >= self.min_count]
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return [str(value) for value, _ in ordered[: self.max_categories]]
+
+    @property
+    def code_columns(self) -> list[str]:
+        """Names of the integer code columns this encoder adds."""
+        return [f"{column}_code" for column in self.columns]
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self)
+        new = {}
+        for column, categories in self.vocabulary_.items():
+            codes = pd.Categorical(as_text(X, column), categories=categories).codes
+            new[f"{column}_code"] = (codes.astype("int32") + 1)
+        return X.assign(**new)
+
+    def feature_groups(self) -> dict[str, str]:
+        return {}

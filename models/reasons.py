@@ -1,0 +1,134 @@
+"""Reasons an inspector can read: the top contributions of a line's score, as plain phrases.
+
+LightGBM's ``pred_contrib`` (TreeSHAP) gives each feature's contribution to a line's raw score.
+Contributions are summed per reason group (price, route, weight, declared goods, timing...) and the
+three groups that push the score up most are written as phrases with the line's own numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+MAX_REASONS = 3
+SEPARATOR = " | "
+
+
+@dataclass(frozen=True)
+class PhraseContext:
+    """Fitted reference values the phrases quote (taken from the bundle's pipeline)."""
+
+    hubs: frozenset[str]
+    price_bands: dict[str, list[float]]
+    measures: dict[str, str]
+    measure_labels: dict[str, str]
+
+    @classmethod
+    def from_pipeline(cls, pipeline) -> "PhraseContext":
+        route, value = pipeline.named_steps["route"], pipeline.named_steps["value"]
+        return cls(frozenset(route.hubs_), dict(value.price_bands_), dict(route.measures_),
+                   dict(route.measure_labels_))
+
+
+def _number(value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+def _text(value, default: str = "") -> str:
+    return default if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def price_phrase(row: dict, context: PhraseContext) -> str:
+    """'declared 52.10 USD/kg; HS 7901 typically 2.90 USD/kg; in the antimony band 19-62 USD/kg'."""
+    value_per_kg = _number(row.get("value_per_kg"))
+    if not math.isfinite(value_per_kg) or value_per_kg <= 0:
+        return "declared value missing or zero"
+    phrase = (f"declared {value_per_kg:,.2f} USD/kg; HS {_text(row.get('hs_code'))[:4]} typically "
+              f"{_number(row.get('hs_typical_usd_per_kg')):,.2f} USD/kg")
+    inside = [f"{band.replace('_', ' ')} {low:g}-{high:g} USD/kg"
+              for band, (low, high) in context.price_bands.items()
+              if _number(row.get(f"band_dist_{band}")) == 0]
+    return phrase + (f"; in the price band of {', '.join(inside[:2])}" if inside else "")
+
+
+def route_phrase(row: dict, context: PhraseContext) -> str:
+    """'origin CN, exported from TH (diversion hub) via CNSHA;THLCH to USLAX by sea'."""
+    origin, export = _text(row.get("origin_country"), "?"), _text(row.get("export_country"), "?")
+    parts = [f"origin {origin}" if origin == export else f"origin {origin}, exported from {export}"]
+    if export in context.hubs:
+        parts[-1] += " (diversion hub)"
+    transship = _text(row.get("transshipment_ports"))
+    if transship:
+        parts.append(f"via {transship}")
+    if _number(row.get("export_lacks_capacity")) == 1 and export in context.hubs:
+        parts.append(f"{export} has no production capacity for the controlled goods")
+    discharge, mode = _text(row.get("port_of_discharge")), _text(row.get("transport_mode"))
+    tail = " ".join(p for p in (f"to {discharge}" if discharge else "", f"by {mode}" if mode else "") if p)
+    return ", ".join(parts) + (f" {tail}" if tail else "")
+
+
+def weight_phrase(row: dict, context: PhraseContext) -> str:
+    """'1,000 kg per package, 20.0 t per container' (a density proxy)."""
+    parts = []
+    per_package, per_container = _number(row.get("kg_per_package")), _number(row.get("kg_per_container"))
+    if math.isfinite(per_package):
+        parts.append(f"{per_package:,.0f} kg per package")
+    if math.isfinite(per_container):
+        parts.append(f"{per_container / 1000:,.1f} t per container")
+    gross = _number(row.get("gross_weight_kg"))
+    return ", ".join(parts) if parts else f"gross weight {gross:,.0f} kg"
+
+
+def declared_goods_phrase(row: dict, context: PhraseContext) -> str:
+    """'declared as HS 790111 (metal ingot cover code)'."""
+    hs = _text(row.get("hs_code"))[:6]
+    if _number(row.get("is_cover_code")) == 1:
+        return f"declared as HS {hs}, a known cover code ({_text(row.get('cover_family')).replace('_', ' ')})"
+    if _number(row.get("is_target_code")) == 1:
+        return f"declared as HS {hs}, a controlled {_text(row.get('declared_target')).replace('_', ' ')} code"
+    return f"declared as HS {hs}"
+
+
+def timing_phrase(row: dict, context: PhraseContext) -> str:
+    """'declared 30 days after the Chinese Ga/Ge/Sb export ban to the US (2024-12-03)'."""
+    elapsed = {m: _number(row.get(f"days_since_{m}")) for m in context.measures}
+    after = {m: d for m, d in elapsed.items() if math.isfinite(d) and d >= 0}
+    if not after:
+        return "declared before the export controls"
+    measure = min(after, key=after.get)
+    return (f"declared {after[measure]:,.0f} days after the {context.measure_labels.get(measure, measure)} "
+            f"({context.measures[measure]})")
+
+
+PHRASES = {
+    "price": price_phrase,
+    "route": route_phrase,
+    "weight": weight_phrase,
+    "declared_goods": declared_goods_phrase,
+    "timing": timing_phrase,
+}
+
+
+def group_contributions(contributions: np.ndarray, features: list[str], groups: dict[str, str]) -> pd.DataFrame:
+    """Sum per-feature contributions (rows × features, bias column dropped) into reason groups."""
+    names = sorted(set(groups[f] for f in features))
+    membership = np.zeros((len(features), len(names)))
+    for i, feature in enumerate(features):
+        membership[i, names.index(groups[feature])] = 1.0
+    return pd.DataFrame(contributions[:, : len(features)] @ membership, columns=names)
+
+
+def write_reasons(derived: pd.DataFrame, grouped: pd.DataFrame, context: PhraseContext) -> list[str]:
+    """The top positive reason groups of each line as phrases joined by ``' | '``."""
+    reasons = []
+    for row, (_, contribution) in zip(derived.to_dict("records"), grouped.iterrows()):
+        top = contribution[contribution > 0].sort_values(ascending=False).index[:MAX_REASONS]
+        reasons.append(SEPARATOR.join(PHRASES[g](row, context) for g in top if g in PHRASES))
+    return reasons

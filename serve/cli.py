@@ -1,0 +1,190 @@
+"""The ``misdeclare`` command line: one subcommand per job.
+
+Each command parses its options, calls the domain code and reports. Errors that the user can fix
+(bad files, bad settings, a tampered bundle) end the command with a one-line message and exit code
+1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="misdeclare: score import manifest lines for disguised antimony, gallium, "
+                       "germanium and rare earths.", no_args_is_help=True, add_completion=False)
+console = Console()
+errors = Console(stderr=True)
+
+DEFAULT_MODEL_NAME = "misdeclare"
+DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
+
+
+def friendly_errors(command):
+    """Turn the errors a user can fix into a one-line message and exit code 1."""
+    from features.schema import ManifestFileError
+    from models.bundle import BundleError
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (ManifestFileError, BundleError, ValueError, FileNotFoundError) as exc:
+            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from exc
+
+    return wrapper
+
+
+def _parse_date(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{option} must be an ISO date (YYYY-MM-DD), got {value!r}") from exc
+
+
+@app.command()
+@friendly_errors
+def generate(
+    out: Annotated[Path, typer.Option("--out", help="Output file (.csv, .csv.gz or .parquet).")],
+    rows: Annotated[int, typer.Option("--rows", help="Number of manifest lines.")] = 100_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bytes.")] = 0,
+    start: Annotated[str, typer.Option("--start", help="First declaration date.")] = "2023-01-01",
+    end: Annotated[str, typer.Option("--end", help="Last declaration date.")] = "2026-06-30",
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML overriding generator settings.")] = None,
+    unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Drop labels and simulation truth, as a "
+                                                                  "manifest arrives for scoring.")] = False,
+) -> None:
+    """Generate synthetic manifest lines grounded in the domain facts."""
+    from features.io import write_table
+    from features.schema import LABEL_COLUMNS
+    from training.synthetic import generate_manifest, load_generator_config
+
+    frame = generate_manifest(rows, seed, _parse_date(start, "--start"), _parse_date(end, "--end"),
+                              config=load_generator_config(config))
+    if unlabelled:
+        frame = frame.drop(columns=[c for c in frame.columns if c in LABEL_COLUMNS or c.startswith("sim_")])
+    write_table(frame, out)
+    console.print(f"wrote {len(frame):,} lines to {out}")
+
+
+@app.command()
+@friendly_errors
+def train(
+    data: Annotated[list[Path], typer.Argument(help="Labelled manifest file(s) (CSV or Parquet).")],
+    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = DEFAULT_MODEL_NAME,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML overriding training settings.")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                                        help="MLflow tracking URI.")] = None,
+    quarantine: Annotated[Optional[Path], typer.Option("--quarantine", help="Where rows failing validation go.")] = None,
+) -> None:
+    """Train the risk model on labelled lines, track it in MLflow and register a version."""
+    from training.config import load_train_config
+    from training.jobs import train_and_register
+
+    settings = load_train_config(config)
+    with console.status("training..."):
+        outcome = train_and_register(list(data), settings, model_name, tracking_uri, quarantine)
+    _print_training(outcome, model_name, settings)
+
+
+def _print_training(outcome, model_name: str, settings) -> None:
+    data, metrics = outcome.data, outcome.result.metrics
+    console.print(f"read {data.lines_read:,} lines: {len(data.lines):,} valid, {len(data.quarantine):,} quarantined"
+                  + (f" (see {outcome.quarantine_path})" if outcome.quarantine_path else ""))
+    periods = outcome.result.split.boundaries
+    console.print(f"train < {periods['train_end']} | valid {periods['valid_start']}..{periods['valid_end']} "
+                  f"| test {periods['test_start']}..{periods['test_end']}")
+    table = Table(title="held-out test period (inspected lines)")
+    for column in ("metric", "value"):
+        table.add_column(column)
+    for key in ["test_average_precision", "test_roc_auc", "test_brier"] + [
+            f"test_{kind}_at_{r * 100:g}pct" for r in settings.inspection_rates for kind in ("precision", "recall")]:
+        table.add_row(key.removeprefix("test_"), f"{metrics[key]:.3f}")
+    console.print(table)
+    alias = " and set as champion" if outcome.champion else " (champion unchanged)"
+    console.print(f"MLflow run {outcome.run_id}; registered {model_name} version {outcome.version}{alias}")
+
+
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.completed:,} lines"), TimeElapsedColumn(), console=console,
+                    disable=not console.is_terminal, transient=True)
+
+
+@app.command()
+@friendly_errors
+def score(
+    input: Annotated[Path, typer.Argument(help="Manifest file to score (CSV or Parquet).")],
+    out: Annotated[Path, typer.Option("--out", help="Scored output file (.csv or .parquet).")],
+    model: Annotated[str, typer.Option("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle "
+                                                       "folder.")] = DEFAULT_MODEL_URI,
+    quarantine: Annotated[Optional[Path], typer.Option("--quarantine", help="Rows failing validation "
+                                                                            "(default: <out>.quarantine.csv).")] = None,
+    explain: Annotated[str, typer.Option("--explain", help="Lines that get reasons: flagged, red, all, none.")] = "flagged",
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk.")] = 200_000,
+    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                                        help="MLflow tracking URI.")] = None,
+) -> None:
+    """Score a manifest file: risk score, channel, reasons and suspected commodity per line."""
+    from models.bundle import load_bundle
+    from serve.batch import score_file
+
+    bundle = load_bundle(model, tracking_uri=tracking_uri)
+    with _progress() as progress:
+        task = progress.add_task(f"scoring {input.name}", total=None)
+        summary = score_file(input, out, bundle, quarantine, chunk_rows, explain,
+                             on_chunk=lambda n: progress.advance(task, n))
+    channels = ", ".join(f"{summary.channels.get(c, 0):,} {c}" for c in ("red", "yellow", "green"))
+    console.print(f"scored {summary.lines_scored:,} of {summary.lines_read:,} lines with {bundle.version} "
+                  f"({channels}) in {summary.seconds:.1f} s -> {summary.output}")
+    console.print(f"quarantined {summary.lines_quarantined:,} lines -> {summary.quarantine}")
+
+
+def print_riskiest(scored_path: Path, top: int = 10) -> None:
+    """Print the ``top`` riskiest lines of a scored file with their reasons."""
+    from features.io import read_manifest
+
+    frame = read_manifest(scored_path)
+    frame["risk_score"] = frame["risk_score"].astype(float)
+    table = Table(title=f"{top} riskiest lines of {scored_path.name}", show_lines=True)
+    for column in ("declaration", "HS", "route", "risk", "channel", "suspected", "reasons"):
+        table.add_column(column, overflow="fold")
+    for row in frame.nlargest(top, "risk_score").itertuples():
+        table.add_row(f"{row.declaration_id}/{row.line_no}", str(row.hs_code),
+                      f"{row.origin_country}>{row.export_country}", f"{row.risk_score:.3f}", str(row.channel),
+                      str(row.suspected_commodity), str(row.reasons).replace(" | ", "\n"))
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def demo(
+    workdir: Annotated[Path, typer.Option("--workdir", help="Folder for the demo's files.")] = Path("demo"),
+    rows: Annotated[int, typer.Option("--rows", help="Lines of labelled history to generate.")] = 300_000,
+    incoming_rows: Annotated[int, typer.Option("--incoming-rows", help="Lines of the later manifest.")] = 50_000,
+) -> None:
+    """Generate history, train and register the champion, score a later manifest, show the riskiest."""
+    history, incoming, scored = workdir / "history.csv", workdir / "incoming.csv", workdir / "scored.csv"
+    console.rule("1. labelled history 2023-01-01..2026-06-30")
+    generate(out=history, rows=rows, seed=1, start="2023-01-01", end="2026-06-30", config=None, unlabelled=False)
+    console.rule("2. train, track in MLflow, register")
+    train(data=[history], model_name=DEFAULT_MODEL_NAME, config=None, tracking_uri=None, quarantine=None)
+    console.rule("3. a later manifest as it arrives (no labels)")
+    generate(out=incoming, rows=incoming_rows, seed=2, start="2026-07-01", end="2026-09-30", config=None,
+             unlabelled=True)
+    console.rule("4. score it with the champion")
+    score(input=incoming, out=scored, model=DEFAULT_MODEL_URI, quarantine=None, explain="flagged",
+          chunk_rows=200_000, tracking_uri=None)
+    print_riskiest(scored)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

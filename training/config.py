@@ -1,0 +1,71 @@
+"""Training settings: defaults in ``training/data/train.yaml``, overridable by a user YAML file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a training run (see ``training/data/train.yaml`` for what each one means)."""
+
+    label_delay_days: int
+    valid_fraction: float
+    test_fraction: float
+    seed: int
+    num_threads: int
+    learning_rate: float
+    num_leaves: int
+    min_child_samples: int
+    max_rounds: int
+    early_stopping_rounds: int
+    feature_fraction: float
+    lambda_l2: float
+    min_hs_count: int
+    min_category_count: int
+    red_rate: float
+    yellow_rate: float
+    inspection_rates: tuple[float, ...]
+    commodity_rounds: int
+
+    def __post_init__(self):
+        for name in ("valid_fraction", "test_fraction", "red_rate", "yellow_rate"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+        if self.valid_fraction + self.test_fraction >= 0.8:
+            raise ValueError(f"valid_fraction + test_fraction must be < 0.8, got "
+                             f"{self.valid_fraction + self.test_fraction}")
+        if self.label_delay_days < 0:
+            raise ValueError(f"label_delay_days must be >= 0, got {self.label_delay_days}")
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+
+    def as_dict(self) -> dict:
+        """Plain dict of the settings (for logging as MLflow parameters)."""
+        return asdict(self)
+
+
+def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfig:
+    """Read the default settings, then a user YAML (if given), then keyword overrides.
+
+    Raises
+    ------
+    ValueError
+        On an unknown setting name or an out-of-range value.
+    """
+    text = resources.files("training").joinpath("data", "train.yaml").read_text(encoding="utf-8")
+    values = yaml.safe_load(text)
+    if path is not None:
+        values.update(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+    values["inspection_rates"] = tuple(float(r) for r in values["inspection_rates"])
+    return TrainConfig(**values)

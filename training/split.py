@@ -1,0 +1,68 @@
+"""Time-based splits with a gap for the label delay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Three consecutive periods separated by gaps of ``label_delay_days``.
+
+    Attributes
+    ----------
+    train, valid, test : DataFrame
+        All lines (labelled or not) of each period.
+    boundaries : dict
+        ISO dates: train_end, valid_start, valid_end, test_start, test_end (ends exclusive, but
+        test_end which is the last date present).
+    """
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    boundaries: dict[str, str]
+
+
+def time_split(lines: pd.DataFrame, valid_fraction: float, test_fraction: float,
+               label_delay_days: int) -> TimeSplit:
+    """Split lines by ``declared_at`` into train | gap | valid | gap | test.
+
+    The test period is the latest ``test_fraction`` of the date range, the validation period the
+    ``valid_fraction`` before it; each is preceded by a gap of ``label_delay_days`` whose lines are
+    left out, because their outcomes would not yet be known when the later period is scored.
+
+    Raises
+    ------
+    ValueError
+        When a period would be empty.
+    """
+    dates = pd.to_datetime(lines["declared_at"])
+    first, last = dates.min(), dates.max()
+    span = last - first
+    gap = pd.Timedelta(days=label_delay_days)
+    test_start = last - span * test_fraction
+    valid_end = test_start - gap
+    valid_start = valid_end - span * valid_fraction
+    train_end = valid_start - gap
+    periods = {
+        "train": lines[dates < train_end],
+        "valid": lines[(dates >= valid_start) & (dates < valid_end)],
+        "test": lines[dates >= test_start],
+    }
+    for name, period in periods.items():
+        if period.empty:
+            raise ValueError(f"the {name} period is empty: the data spans {first.date()} to {last.date()}, "
+                             f"too short for valid_fraction={valid_fraction}, test_fraction={test_fraction}, "
+                             f"label_delay_days={label_delay_days}")
+    boundaries = {"train_start": first, "train_end": train_end, "valid_start": valid_start,
+                  "valid_end": valid_end, "test_start": test_start, "test_end": last}
+    return TimeSplit(**periods, boundaries={k: v.strftime("%Y-%m-%d") for k, v in boundaries.items()})
+
+
+def labelled(lines: pd.DataFrame) -> pd.DataFrame:
+    """The inspected lines with a known outcome: the only lines with labels."""
+    known = (lines["inspected"] == 1) & lines["misdeclared"].notna()
+    return lines[known.fillna(False).astype(bool)]

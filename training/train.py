@@ -1,0 +1,174 @@
+"""Fit the feature pipeline and the LightGBM models; build the bundle spec.
+
+This module is pure computation: DataFrames and settings in, boosters and a JSON-compatible spec
+out. MLflow logging lives in :mod:`training.tracking`; file I/O in the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from features.pipeline import (
+    build_feature_pipeline,
+    categorical_features,
+    feature_groups,
+    model_features,
+    pipeline_to_spec,
+    transform_features,
+)
+from features.reference import load_reference
+from models.predict import apply_calibration, channel_for
+from training.config import TrainConfig
+from training.metrics import ranking_metrics
+from training.split import TimeSplit, labelled, time_split
+
+SPEC_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    """Everything a training run produced.
+
+    Attributes
+    ----------
+    booster, commodity_booster : lightgbm.Booster
+        Risk model and suspected-commodity model (None when too few confirmed cases).
+    spec : dict
+        The bundle's feature spec (pipeline state, calibration, thresholds, summary).
+    metrics : dict
+        ``valid_*`` and ``test_*`` ranking metrics of the calibrated score on labelled lines.
+    split : TimeSplit
+        The periods used.
+    test_scores : DataFrame
+        Labelled test lines with ``risk_score`` (for plots).
+    importance : Series
+        Gain importance per feature.
+    """
+
+    booster: lgb.Booster
+    commodity_booster: lgb.Booster | None
+    spec: dict
+    metrics: dict[str, float]
+    split: TimeSplit
+    test_scores: pd.DataFrame
+    importance: pd.Series
+
+
+def lightgbm_params(config: TrainConfig, objective: str = "binary", **extra) -> dict:
+    """LightGBM parameters, deterministic for ``config.seed`` and ``config.num_threads``."""
+    return {
+        "objective": objective, "learning_rate": config.learning_rate, "num_leaves": config.num_leaves,
+        "min_child_samples": config.min_child_samples, "feature_fraction": config.feature_fraction,
+        "lambda_l2": config.lambda_l2, "seed": config.seed, "num_threads": config.num_threads,
+        "deterministic": True, "force_row_wise": True, "verbosity": -1, **extra,
+    }
+
+
+def fit_risk_model(X_train, y_train, X_valid, y_valid, categorical: list[str], config: TrainConfig) -> lgb.Booster:
+    """Binary LightGBM with class weighting and early stopping on the validation period."""
+    positives = max(int(y_train.sum()), 1)
+    params = lightgbm_params(config, scale_pos_weight=(len(y_train) - positives) / positives,
+                             metric="average_precision")
+    train_set = lgb.Dataset(X_train, y_train, categorical_feature=categorical, free_raw_data=False)
+    valid_set = lgb.Dataset(X_valid, y_valid, categorical_feature=categorical, reference=train_set)
+    return lgb.train(params, train_set, num_boost_round=config.max_rounds, valid_sets=[valid_set],
+                     callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+
+
+def fit_platt_calibration(raw_scores: np.ndarray, y: np.ndarray) -> dict:
+    """Platt scaling of raw scores: class weighting distorts probabilities, so map them back.
+
+    A monotone two-parameter map keeps the model's ranking (no ties, unlike isotonic steps).
+    """
+    model = LogisticRegression(C=1e6, max_iter=1000).fit(raw_scores.reshape(-1, 1), y)
+    return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
+
+
+def fit_commodity_model(X: pd.DataFrame, found: pd.Series, categorical: list[str], commodities: list[str],
+                        config: TrainConfig) -> lgb.Booster | None:
+    """Multiclass model of the commodity found on confirmed misdeclarations (None if too few)."""
+    known = found.isin(commodities)
+    if known.sum() < 20 or found[known].nunique() < 2:
+        return None
+    y = found[known].map({c: i for i, c in enumerate(commodities)}).to_numpy()
+    params = lightgbm_params(config, objective="multiclass", num_class=len(commodities),
+                             min_child_samples=5)
+    data = lgb.Dataset(X[known.to_numpy()], y, categorical_feature=categorical)
+    return lgb.train(params, data, num_boost_round=config.commodity_rounds)
+
+
+def channel_thresholds(scores: np.ndarray, red_rate: float, yellow_rate: float) -> dict[str, float]:
+    """Score thresholds sending ``red_rate`` of lines to red and the next ``yellow_rate`` to yellow."""
+    return {"red": float(np.quantile(scores, 1 - red_rate)),
+            "yellow": float(np.quantile(scores, 1 - red_rate - yellow_rate))}
+
+
+def _design(pipeline, lines: pd.DataFrame):
+    _, X = transform_features(pipeline, lines)
+    return X
+
+
+def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | None = None) -> TrainResult:
+    """Train the risk and commodity models on validated manifest lines.
+
+    The feature pipeline is fitted on every line of the training period (labelled or not: typical
+    values per kg and vocabularies need no labels); the models on its inspected lines only. Early
+    stopping, calibration and channel thresholds use the validation period; the test period is only
+    measured.
+
+    Parameters
+    ----------
+    lines : DataFrame
+        Validated canonical lines with labels (``inspected``, ``misdeclared``, ``found_commodity``).
+    config : TrainConfig
+    reference_dir : str, optional
+        Folder of the reference tables.
+    """
+    split = time_split(lines, config.valid_fraction, config.test_fraction, config.label_delay_days)
+    train_l, valid_l, test_l = (labelled(p) for p in (split.train, split.valid, split.test))
+    for name, period in (("train", train_l), ("valid", valid_l)):
+        if period["misdeclared"].nunique() < 2:
+            raise ValueError(f"the {name} period needs both misdeclared and clean inspected lines")
+    pipeline = build_feature_pipeline(reference_dir, min_count=config.min_hs_count,
+                                      min_category_count=config.min_category_count).fit(split.train)
+    categorical = categorical_features(pipeline)
+    X_train, X_valid = _design(pipeline, train_l), _design(pipeline, valid_l)
+    y_train, y_valid = train_l["misdeclared"].to_numpy("int64"), valid_l["misdeclared"].to_numpy("int64")
+    booster = fit_risk_model(X_train, y_train, X_valid, y_valid, categorical, config)
+    calibration = fit_platt_calibration(booster.predict(X_valid, raw_score=True), y_valid)
+    all_valid_scores = apply_calibration(booster.predict(_design(pipeline, split.valid), raw_score=True), calibration)
+    thresholds = channel_thresholds(all_valid_scores, config.red_rate, config.yellow_rate)
+    commodities = load_reference(reference_dir).commodities
+    commodity_booster = fit_commodity_model(X_train, train_l["found_commodity"], categorical, commodities, config)
+
+    metrics, test_scores = {}, test_l.copy()
+    for prefix, frame, X in (("valid", valid_l, X_valid), ("test", test_l, _design(pipeline, test_l))):
+        scores = apply_calibration(booster.predict(X, raw_score=True), calibration)
+        metrics.update({f"{prefix}_{k}": v for k, v in ranking_metrics(
+            frame["misdeclared"].to_numpy("int64"), scores, config.inspection_rates,
+            frame["declared_value_usd"].to_numpy("float64")).items()})
+        if prefix == "test":
+            test_scores["risk_score"] = scores
+    metrics["best_iteration"] = float(booster.best_iteration)
+    spec = {
+        "spec_version": SPEC_VERSION,
+        "pipeline": pipeline_to_spec(pipeline),
+        "model_features": model_features(pipeline),
+        "categorical_features": categorical,
+        "feature_groups": feature_groups(pipeline),
+        "calibration": calibration,
+        "channel_thresholds": thresholds,
+        "channel_rates": {"red": config.red_rate, "yellow": config.yellow_rate},
+        "commodities": commodities,
+        "training": {"periods": split.boundaries, "train_labelled_lines": len(train_l),
+                     "train_positives": int(y_train.sum()), "best_iteration": booster.best_iteration,
+                     "settings": config.as_dict()},
+    }
+    importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name()).sort_values(ascending=False)
+    test_scores["channel"] = channel_for(test_scores["risk_score"].to_numpy(), thresholds)
+    return TrainResult(booster, commodity_booster, spec, metrics, split, test_scores, importance)
