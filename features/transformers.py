@@ -91,6 +91,19 @@ def band_log_distance(log_values: np.ndarray, low: float, high: float) -> np.nda
     return below + above
 
 
+def via_hub_mask(frame: pd.DataFrame, hubs: set[str]) -> pd.Series:
+    """Lines exported from, loaded in, or transshipped through a diversion hub country.
+
+    The first two letters of a UN/LOCODE are the country, so ports need no lookup table.
+    """
+    if not hubs:
+        return pd.Series(False, index=frame.index)
+    hub_port = f"(?:^|;)(?:{'|'.join(sorted(hubs))})"
+    return (as_text(frame, "export_country").isin(hubs)
+            | as_text(frame, "transshipment_ports", "").str.contains(hub_port, regex=True)
+            | as_text(frame, "port_of_loading", "").str.slice(0, 2).isin(hubs))
+
+
 def _reference(reference_dir: str | None) -> ReferenceTables:
     return load_reference(reference_dir)
 
@@ -288,9 +301,7 @@ class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         origin, export = as_text(X, "origin_country"), as_text(X, "export_country")
         transship = as_text(X, "transshipment_ports", "")
         hubs = set(self.hubs_)
-        hub_port = f"(?:^|;)(?:{'|'.join(self.hubs_)})" if self.hubs_ else r"(?!)"
-        via_hub = (export.isin(hubs) | transship.str.contains(hub_port, regex=True)
-                   | as_text(X, "port_of_loading", "").str.slice(0, 2).isin(hubs))
+        via_hub = via_hub_mask(X, hubs)
         new = {
             "origin_ne_export": (origin != export).to_numpy(dtype="float64"),
             "via_hub": via_hub.to_numpy(dtype="float64"),

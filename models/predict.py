@@ -69,7 +69,8 @@ def reasons_for(bundle, derived: pd.DataFrame, X: pd.DataFrame, mask: np.ndarray
     return reasons
 
 
-def score_frame(bundle, lines: pd.DataFrame, explain: str = "flagged", num_threads: int = 2) -> pd.DataFrame:
+def score_frame(bundle, lines: pd.DataFrame, explain: str = "flagged", num_threads: int = 2,
+                past: pd.DataFrame | None = None) -> pd.DataFrame:
     """Score validated manifest lines.
 
     Parameters
@@ -82,6 +83,9 @@ def score_frame(bundle, lines: pd.DataFrame, explain: str = "flagged", num_threa
         Which lines get reasons.
     num_threads : int
         LightGBM threads.
+    past : DataFrame, optional
+        Lines seen before (history store, earlier chunks of the same file) for the entity and flow
+        history features; without it, history comes from ``lines`` alone.
 
     Returns
     -------
@@ -89,7 +93,7 @@ def score_frame(bundle, lines: pd.DataFrame, explain: str = "flagged", num_threa
         ``lines`` with ``risk_score``, ``channel``, ``reasons``, ``suspected_commodity`` and
         ``model_version`` appended.
     """
-    derived, X = transform_features(bundle.pipeline, lines)
+    derived, X = transform_features(bundle.pipeline, lines, past)
     risk = apply_calibration(bundle.booster.predict(X, raw_score=True, num_threads=num_threads),
                              bundle.spec["calibration"])
     channels = channel_for(risk, bundle.spec["channel_thresholds"])

@@ -107,12 +107,72 @@ def timing_phrase(row: dict, context: PhraseContext) -> str:
             f"({context.measures[measure]})")
 
 
+def party_phrase(party: str):
+    """Phrase builder for one party's history ('shipper', 'consignee', 'importer', 'declarant')."""
+
+    def phrase(row: dict, context: PhraseContext) -> str:
+        prefix = f"{party}_id"
+        name = _text(row.get(prefix), "unknown")
+        before = _number(row.get(f"{prefix}_lines_before"))
+        if not math.isfinite(before):
+            return f"{party} not declared"
+        if before == 0:
+            return f"{party} {name} never seen before"
+        parts = [f"{party} {name}: {before:,.0f} earlier lines"]
+        first = _number(row.get(f"{prefix}_days_since_first"))
+        if math.isfinite(first):
+            parts.append(f"first seen {first:,.0f} days ago")
+        known = _number(row.get(f"{prefix}_outcomes_known"))
+        if known > 0:
+            parts.append(f"{known:,.0f} inspected, smoothed misdeclaration rate "
+                         f"{_number(row.get(f'{prefix}_misdeclared_rate')):.0%}")
+        return ", ".join(parts)
+
+    return phrase
+
+
+def switch_phrase(row: dict, context: PhraseContext) -> str:
+    """A consignee that bought the controlled good directly from China before the controls."""
+    name = _text(row.get("consignee_id"), "unknown")
+    if _number(row.get("consignee_switched_to_hub")) == 1:
+        return f"consignee {name} imported controlled goods directly from China before the controls, now via a hub"
+    if _number(row.get("consignee_direct_cn_target_before")) == 1:
+        return f"consignee {name} imported controlled goods directly from China before the controls"
+    return f"consignee {name} has no record of direct controlled imports from China"
+
+
+def flow_phrase(row: dict, context: PhraseContext) -> str:
+    """'14 lines TH → USLAX of HS 7901 in the last 4 weeks, 9.3x the earlier weekly rate'."""
+    trailing, ratio = _number(row.get("flow_lines_trailing")), _number(row.get("flow_surge_ratio"))
+    flow = (f"{_text(row.get('export_country'), '?')} -> {_text(row.get('port_of_discharge'), '?')} "
+            f"of HS {_text(row.get('hs_code'))[:4]}")
+    return f"{trailing:,.0f} earlier lines {flow} in the last 4 weeks, {ratio:,.1f}x the earlier weekly rate"
+
+
+def description_phrase(row: dict, context: PhraseContext) -> str:
+    """'description "metal parts" is vague' / '... does not match the declared code'."""
+    text = _text(row.get("description")).strip()
+    if not text:
+        return "no goods description"
+    if _number(row.get("desc_mentions_target")) == 1:
+        return f'description "{text}" names a controlled good'
+    if _number(row.get("desc_hs_mismatch")) == 1:
+        return f'description "{text}" does not match HS {_text(row.get("hs_code"))[:4]}'
+    if _number(row.get("desc_is_vague")) == 1:
+        return f'description "{text}" is vague'
+    return f'description "{text}"'
+
+
 PHRASES = {
     "price": price_phrase,
     "route": route_phrase,
     "weight": weight_phrase,
     "declared_goods": declared_goods_phrase,
     "timing": timing_phrase,
+    "description": description_phrase,
+    "switch": switch_phrase,
+    "flow": flow_phrase,
+    **{f"{party}_history": party_phrase(party) for party in ("shipper", "consignee", "importer", "declarant")},
 }
 
 

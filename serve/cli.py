@@ -24,6 +24,9 @@ errors = Console(stderr=True)
 
 DEFAULT_MODEL_NAME = "misdeclare"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
+HistoryOption = Annotated[Optional[Path], typer.Option(
+    "--history", envvar="MISDECLARE_HISTORY_DIR",
+    help="History store folder (lines seen so far, for party and flow history; default ./history).")]
 
 
 def friendly_errors(command):
@@ -83,14 +86,17 @@ def train(
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
                                                         help="MLflow tracking URI.")] = None,
     quarantine: Annotated[Optional[Path], typer.Option("--quarantine", help="Where rows failing validation go.")] = None,
+    history: HistoryOption = None,
 ) -> None:
     """Train the risk model on labelled lines, track it in MLflow and register a version."""
+    from features.history_store import HistoryStore, resolve_history_dir
     from training.config import load_train_config
     from training.jobs import train_and_register
 
     settings = load_train_config(config)
     with console.status("training..."):
-        outcome = train_and_register(list(data), settings, model_name, tracking_uri, quarantine)
+        outcome = train_and_register(list(data), settings, model_name, tracking_uri, quarantine,
+                                     HistoryStore(resolve_history_dir(history)))
     _print_training(outcome, model_name, settings)
 
 
@@ -131,8 +137,10 @@ def score(
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk.")] = 200_000,
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
                                                         help="MLflow tracking URI.")] = None,
+    history: HistoryOption = None,
 ) -> None:
     """Score a manifest file: risk score, channel, reasons and suspected commodity per line."""
+    from features.history_store import HistoryStore, resolve_history_dir
     from models.bundle import load_bundle
     from serve.batch import score_file
 
@@ -140,7 +148,8 @@ def score(
     with _progress() as progress:
         task = progress.add_task(f"scoring {input.name}", total=None)
         summary = score_file(input, out, bundle, quarantine, chunk_rows, explain,
-                             on_chunk=lambda n: progress.advance(task, n))
+                             on_chunk=lambda n: progress.advance(task, n),
+                             history=HistoryStore(resolve_history_dir(history)))
     channels = ", ".join(f"{summary.channels.get(c, 0):,} {c}" for c in ("red", "yellow", "green"))
     console.print(f"scored {summary.lines_scored:,} of {summary.lines_read:,} lines with {bundle.version} "
                   f"({channels}) in {summary.seconds:.1f} s -> {summary.output}")
@@ -172,16 +181,18 @@ def demo(
 ) -> None:
     """Generate history, train and register the champion, score a later manifest, show the riskiest."""
     history, incoming, scored = workdir / "history.csv", workdir / "incoming.csv", workdir / "scored.csv"
+    store = workdir / "history"
     console.rule("1. labelled history 2023-01-01..2026-06-30")
     generate(out=history, rows=rows, seed=1, start="2023-01-01", end="2026-06-30", config=None, unlabelled=False)
     console.rule("2. train, track in MLflow, register")
-    train(data=[history], model_name=DEFAULT_MODEL_NAME, config=None, tracking_uri=None, quarantine=None)
+    train(data=[history], model_name=DEFAULT_MODEL_NAME, config=None, tracking_uri=None, quarantine=None,
+          history=store)
     console.rule("3. a later manifest as it arrives (no labels)")
     generate(out=incoming, rows=incoming_rows, seed=2, start="2026-07-01", end="2026-09-30", config=None,
              unlabelled=True)
     console.rule("4. score it with the champion")
     score(input=incoming, out=scored, model=DEFAULT_MODEL_URI, quarantine=None, explain="flagged",
-          chunk_rows=200_000, tracking_uri=None)
+          chunk_rows=200_000, tracking_uri=None, history=store)
     print_riskiest(scored)
 
 

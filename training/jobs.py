@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.history_store import HistoryStore
 from features.io import iter_manifest_chunks, write_table
 from features.schema import ManifestFileError, validate_manifest
 from training.config import TrainConfig
@@ -61,11 +62,13 @@ class TrainingOutcome:
 
 
 def train_and_register(paths: list[str | Path], config: TrainConfig, model_name: str,
-                       tracking_uri: str | None = None, quarantine_path: str | Path | None = None) -> TrainingOutcome:
+                       tracking_uri: str | None = None, quarantine_path: str | Path | None = None,
+                       history: HistoryStore | None = None) -> TrainingOutcome:
     """Read, validate, train, log to MLflow and register a model version.
 
     Rows that fail validation are written to ``quarantine_path`` (default
-    ``<first file stem>.quarantine.csv``) when there are any.
+    ``<first file stem>.quarantine.csv``) when there are any. The valid lines are added to the
+    ``history`` store, so that scoring later files sees the parties met in training.
     """
     from training.tracking import log_training_run
 
@@ -76,4 +79,6 @@ def train_and_register(paths: list[str | Path], config: TrainConfig, model_name:
         write_table(data.quarantine, written)
     result = train_model(data.lines, config)
     run_id, version, champion = log_training_run(result, config, paths, model_name, tracking_uri)
+    if history is not None:
+        history.append(data.lines)
     return TrainingOutcome(result, data, run_id, version, champion, written)

@@ -108,11 +108,6 @@ def channel_thresholds(scores: np.ndarray, red_rate: float, yellow_rate: float) 
             "yellow": float(np.quantile(scores, 1 - red_rate - yellow_rate))}
 
 
-def _design(pipeline, lines: pd.DataFrame):
-    _, X = transform_features(pipeline, lines)
-    return X
-
-
 def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | None = None) -> TrainResult:
     """Train the risk and commodity models on validated manifest lines.
 
@@ -129,25 +124,30 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
     reference_dir : str, optional
         Folder of the reference tables.
     """
+    lines = lines.reset_index(drop=True)
     split = time_split(lines, config.valid_fraction, config.test_fraction, config.label_delay_days)
     train_l, valid_l, test_l = (labelled(p) for p in (split.train, split.valid, split.test))
     for name, period in (("train", train_l), ("valid", valid_l)):
         if period["misdeclared"].nunique() < 2:
             raise ValueError(f"the {name} period needs both misdeclared and clean inspected lines")
     pipeline = build_feature_pipeline(reference_dir, min_count=config.min_hs_count,
-                                      min_category_count=config.min_category_count).fit(split.train)
+                                      min_category_count=config.min_category_count,
+                                      label_delay_days=config.label_delay_days).fit(split.train)
     categorical = categorical_features(pipeline)
-    X_train, X_valid = _design(pipeline, train_l), _design(pipeline, valid_l)
+    # One transform of every line: history features are point-in-time (strictly earlier lines,
+    # outcomes only after the label delay), so later periods see earlier ones as they would live.
+    _, X_all = transform_features(pipeline, lines)
+    X_train, X_valid, X_test = (X_all.loc[period.index] for period in (train_l, valid_l, test_l))
     y_train, y_valid = train_l["misdeclared"].to_numpy("int64"), valid_l["misdeclared"].to_numpy("int64")
     booster = fit_risk_model(X_train, y_train, X_valid, y_valid, categorical, config)
     calibration = fit_platt_calibration(booster.predict(X_valid, raw_score=True), y_valid)
-    all_valid_scores = apply_calibration(booster.predict(_design(pipeline, split.valid), raw_score=True), calibration)
+    all_valid_scores = apply_calibration(booster.predict(X_all.loc[split.valid.index], raw_score=True), calibration)
     thresholds = channel_thresholds(all_valid_scores, config.red_rate, config.yellow_rate)
     commodities = load_reference(reference_dir).commodities
     commodity_booster = fit_commodity_model(X_train, train_l["found_commodity"], categorical, commodities, config)
 
     metrics, test_scores = {}, test_l.copy()
-    for prefix, frame, X in (("valid", valid_l, X_valid), ("test", test_l, _design(pipeline, test_l))):
+    for prefix, frame, X in (("valid", valid_l, X_valid), ("test", test_l, X_test)):
         scores = apply_calibration(booster.predict(X, raw_score=True), calibration)
         metrics.update({f"{prefix}_{k}": v for k, v in ranking_metrics(
             frame["misdeclared"].to_numpy("int64"), scores, config.inspection_rates,
