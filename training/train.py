@@ -108,7 +108,8 @@ def channel_thresholds(scores: np.ndarray, red_rate: float, yellow_rate: float) 
             "yellow": float(np.quantile(scores, 1 - red_rate - yellow_rate))}
 
 
-def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | None = None) -> TrainResult:
+def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | None = None,
+                split: TimeSplit | None = None, extra_categorical: tuple[str, ...] = ()) -> TrainResult:
     """Train the risk and commodity models on validated manifest lines.
 
     The feature pipeline is fitted on every line of the training period (labelled or not: typical
@@ -123,16 +124,25 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
     config : TrainConfig
     reference_dir : str, optional
         Folder of the reference tables.
+    split : TimeSplit, optional
+        Periods to use (their frames must be row subsets of ``lines``, same index); by default
+        :func:`~training.split.time_split` with the config's fractions and label delay.
+    extra_categorical : tuple of str
+        Further input columns the pipeline encodes as categories (e.g. from a mapped source schema).
     """
-    lines = lines.reset_index(drop=True)
-    split = time_split(lines, config.valid_fraction, config.test_fraction, config.label_delay_days)
+    if split is None:
+        lines = lines.reset_index(drop=True)
+        split = time_split(lines, config.valid_fraction, config.test_fraction, config.label_delay_days)
+    elif not lines.index.is_unique:
+        raise ValueError("lines must have a unique index when a split is given")
     train_l, valid_l, test_l = (labelled(p) for p in (split.train, split.valid, split.test))
     for name, period in (("train", train_l), ("valid", valid_l)):
         if period["misdeclared"].nunique() < 2:
             raise ValueError(f"the {name} period needs both misdeclared and clean inspected lines")
     pipeline = build_feature_pipeline(reference_dir, min_count=config.min_hs_count,
                                       min_category_count=config.min_category_count,
-                                      label_delay_days=config.label_delay_days).fit(split.train)
+                                      label_delay_days=config.label_delay_days,
+                                      extra_categorical=extra_categorical).fit(split.train)
     categorical = categorical_features(pipeline)
     # One transform of every line: history features are point-in-time (strictly earlier lines,
     # outcomes only after the label delay), so later periods see earlier ones as they would live.
