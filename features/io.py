@@ -39,7 +39,8 @@ def file_format(path: str | Path) -> str:
 
 def _csv_header(path: Path) -> list[str]:
     opener = gzip.open if str(path).lower().endswith(".gz") else open
-    with opener(path, "rt", newline="", encoding="utf-8") as handle:
+    # utf-8-sig: spreadsheet exports start with a byte-order mark, which pyarrow skips too.
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
         return next(csv.reader(handle), [])
 
 

@@ -43,6 +43,7 @@ FOUND_COMMODITIES = ("antimony", "gallium", "germanium", "rare_earth", "none")
 REASON_COLUMN = "quarantine_reason"
 
 _LOCODE = r"[A-Z]{2}[A-Z2-9]{3}"
+_UTC_OFFSET = r"^(.*\d[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 _UPPER_COLUMNS = ("origin_country", "export_country", "port_of_loading", "port_of_discharge",
                   "transshipment_ports")
 
@@ -84,11 +85,16 @@ def _as_text(values: pd.Series) -> pd.Series:
 
 def _parse_column(raw: pd.Series, column: str) -> pd.Series:
     if column in DATE_COLUMNS:
-        text = _as_text(raw) if not pd.api.types.is_datetime64_any_dtype(raw) else raw
-        return pd.to_datetime(text, format="ISO8601", errors="coerce").dt.tz_localize(None)
+        if pd.api.types.is_datetime64_any_dtype(raw):
+            return pd.to_datetime(raw, errors="coerce").dt.tz_localize(None)
+        # Keep the local time written on each line: values with different UTC offsets (or with and
+        # without one) cannot share a timezone, and pandas would reject the whole column.
+        text = _as_text(raw).str.replace(_UTC_OFFSET, r"\1", regex=True)
+        return pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True).dt.tz_localize(None)
     if column in FLOAT_COLUMNS or column in INT_COLUMNS:
         numbers = raw if pd.api.types.is_numeric_dtype(raw) else _as_text(raw)
-        return pd.to_numeric(numbers, errors="coerce").astype("float64")
+        numbers = pd.to_numeric(numbers, errors="coerce").astype("float64")
+        return numbers.where(np.isfinite(numbers))  # "inf" is no weight or value: unparseable
     text = _as_text(raw)
     if column == "hs_code":
         return text.str.replace(r"[.\s]", "", regex=True)
@@ -192,6 +198,7 @@ _RULE_TEXT = {
     "greater_than_or_equal_to(0)": "must be >= 0",
     "greater_than_or_equal_to(1)": "must be >= 1",
     "str_length(1, None)": "must not be empty",
+    "whole number": "must be a whole number",
 }
 
 

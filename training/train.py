@@ -22,6 +22,7 @@ from features.pipeline import (
     transform_features,
 )
 from features.reference import load_reference
+from features.schema import LABEL_COLUMNS
 from models.predict import apply_calibration, channel_for
 from training.config import TrainConfig
 from training.metrics import ranking_metrics
@@ -108,6 +109,22 @@ def channel_thresholds(scores: np.ndarray, red_rate: float, yellow_rate: float) 
             "yellow": float(np.quantile(scores, 1 - red_rate - yellow_rate))}
 
 
+def hide_labels_outside(lines: pd.DataFrame, known: pd.Index) -> pd.DataFrame:
+    """Copy of ``lines`` with the outcomes of every line not in ``known`` removed.
+
+    Features of all periods are computed in one transform: history features are point-in-time
+    (strictly earlier lines, outcomes only after the label delay). Outcomes of the validation and
+    test periods are hidden as well, as they would not be in the history store of a model trained
+    at the end of the training period; so no held-out label reaches any feature.
+    """
+    hidden = lines.copy()
+    outside = ~hidden.index.isin(known)
+    for column in LABEL_COLUMNS:
+        if column in hidden.columns:
+            hidden[column] = hidden[column].mask(outside)
+    return hidden
+
+
 def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | None = None,
                 split: TimeSplit | None = None, extra_categorical: tuple[str, ...] = ()) -> TrainResult:
     """Train the risk and commodity models on validated manifest lines.
@@ -144,9 +161,7 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
                                       label_delay_days=config.label_delay_days,
                                       extra_categorical=extra_categorical).fit(split.train)
     categorical = categorical_features(pipeline)
-    # One transform of every line: history features are point-in-time (strictly earlier lines,
-    # outcomes only after the label delay), so later periods see earlier ones as they would live.
-    _, X_all = transform_features(pipeline, lines)
+    _, X_all = transform_features(pipeline, hide_labels_outside(lines, split.train.index))
     X_train, X_valid, X_test = (X_all.loc[period.index] for period in (train_l, valid_l, test_l))
     y_train, y_valid = train_l["misdeclared"].to_numpy("int64"), valid_l["misdeclared"].to_numpy("int64")
     booster = fit_risk_model(X_train, y_train, X_valid, y_valid, categorical, config)
