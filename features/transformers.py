@@ -271,7 +271,8 @@ class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         Folder of the reference tables; the packaged tables by default.
     """
 
-    _fitted_attributes = ("hubs_", "producer_countries_", "measures_", "measure_labels_", "numeric_features_")
+    _fitted_attributes = ("hubs_", "producer_countries_", "measures_", "measure_labels_", "measure_commodities_",
+                          "numeric_features_")
     categorical_outputs = ("origin_country", "export_country", "port_of_loading", "port_of_discharge",
                            "transport_mode")
     reason_group = "route"
@@ -286,6 +287,7 @@ class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         measures = reference.control_dates[reference.control_dates["kind"] != "suspension"]
         self.measures_ = {row.measure_id: row.date.strftime("%Y-%m-%d") for row in measures.itertuples()}
         self.measure_labels_ = {row.measure_id: row.label for row in measures.itertuples()}
+        self.measure_commodities_ = {row.measure_id: row.commodities.split(";") for row in measures.itertuples()}
         self.numeric_features_ = (["origin_ne_export", "via_hub", "declared_origin_is_hub",
                                    "n_transshipments", "export_lacks_capacity"]
                                   + [f"days_since_{measure}" for measure in self.measures_])

@@ -41,7 +41,8 @@ def suspected_commodity(bundle, X: pd.DataFrame, flagged: np.ndarray, num_thread
     result = np.full(len(X), NO_COMMODITY, dtype=object)
     if bundle.commodity_booster is None or not flagged.any():
         return result
-    probabilities = bundle.commodity_booster.predict(X[flagged], num_threads=num_threads)
+    features = bundle.spec.get("commodity_features", list(X.columns))
+    probabilities = bundle.commodity_booster.predict(X.loc[flagged, features], num_threads=num_threads)
     result[flagged] = np.asarray(bundle.spec["commodities"], dtype=object)[probabilities.argmax(axis=1)]
     return result
 
@@ -97,11 +98,12 @@ def score_frame(bundle, lines: pd.DataFrame, explain: str = "flagged", num_threa
     risk = apply_calibration(bundle.booster.predict(X, raw_score=True, num_threads=num_threads),
                              bundle.spec["calibration"])
     channels = channel_for(risk, bundle.spec["channel_thresholds"])
-    flagged = channels != "green"
+    suspected = suspected_commodity(bundle, X, channels != "green", num_threads)
+    derived = derived.assign(suspected_commodity=suspected)
     return lines.assign(
         risk_score=risk,
         channel=channels,
         reasons=reasons_for(bundle, derived, X, explain_mask(channels, explain), num_threads),
-        suspected_commodity=suspected_commodity(bundle, X, flagged, num_threads),
+        suspected_commodity=suspected,
         model_version=bundle.version,
     )

@@ -25,12 +25,13 @@ class PhraseContext:
     price_bands: dict[str, list[float]]
     measures: dict[str, str]
     measure_labels: dict[str, str]
+    measure_commodities: dict[str, list[str]]
 
     @classmethod
     def from_pipeline(cls, pipeline) -> "PhraseContext":
         route, value = pipeline.named_steps["route"], pipeline.named_steps["value"]
         return cls(frozenset(route.hubs_), dict(value.price_bands_), dict(route.measures_),
-                   dict(route.measure_labels_))
+                   dict(route.measure_labels_), dict(route.measure_commodities_))
 
 
 def _number(value) -> float:
@@ -97,8 +98,14 @@ def declared_goods_phrase(row: dict, context: PhraseContext) -> str:
 
 
 def timing_phrase(row: dict, context: PhraseContext) -> str:
-    """'declared 30 days after the Chinese Ga/Ge/Sb export ban to the US (2024-12-03)'."""
-    elapsed = {m: _number(row.get(f"days_since_{m}")) for m in context.measures}
+    """'declared 30 days after the Chinese Ga/Ge/Sb export ban to the US (2024-12-03)'.
+
+    The latest control before the line that applies to its suspected commodity (any control when
+    no commodity is suspected).
+    """
+    suspected = _text(row.get("suspected_commodity"), "none")
+    applicable = [m for m in context.measures if suspected in context.measure_commodities.get(m, [])]
+    elapsed = {m: _number(row.get(f"days_since_{m}")) for m in (applicable or context.measures)}
     after = {m: d for m, d in elapsed.items() if math.isfinite(d) and d >= 0}
     if not after:
         return "declared before the export controls"

@@ -157,19 +157,20 @@ def score(
 
 
 def print_riskiest(scored_path: Path, top: int = 10) -> None:
-    """Print the ``top`` riskiest lines of a scored file with their reasons."""
+    """Print the ``top`` riskiest lines of a scored file, each with its reasons on its own lines."""
     from features.io import read_manifest
 
     frame = read_manifest(scored_path)
     frame["risk_score"] = frame["risk_score"].astype(float)
-    table = Table(title=f"{top} riskiest lines of {scored_path.name}", show_lines=True)
-    for column in ("declaration", "HS", "route", "risk", "channel", "suspected", "reasons"):
-        table.add_column(column, overflow="fold")
-    for row in frame.nlargest(top, "risk_score").itertuples():
-        table.add_row(f"{row.declaration_id}/{row.line_no}", str(row.hs_code),
-                      f"{row.origin_country}>{row.export_country}", f"{row.risk_score:.3f}", str(row.channel),
-                      str(row.suspected_commodity), str(row.reasons).replace(" | ", "\n"))
-    console.print(table)
+    console.rule(f"the {top} riskiest lines of {scored_path.name}")
+    for rank, row in enumerate(frame.nlargest(top, "risk_score").itertuples(), start=1):
+        colour = {"red": "red", "yellow": "yellow"}.get(str(row.channel), "green")
+        console.print(f"[bold]{rank:>2}. {row.declaration_id}/{row.line_no}[/]  HS {row.hs_code}  "
+                      f"{row.origin_country} -> {row.export_country} -> {row.port_of_discharge}  "
+                      f"risk {row.risk_score:.3f} [{colour}]{row.channel}[/]  suspected {row.suspected_commodity}",
+                      highlight=False)
+        for reason in str(row.reasons).split(" | "):
+            console.print(f"      - {reason}", highlight=False, soft_wrap=True)
 
 
 @app.command()

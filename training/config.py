@@ -31,6 +31,7 @@ class TrainConfig:
     yellow_rate: float
     inspection_rates: tuple[float, ...]
     commodity_rounds: int
+    commodity_feature_groups: tuple[str, ...]
 
     def __post_init__(self):
         for name in ("valid_fraction", "test_fraction", "red_rate", "yellow_rate"):
@@ -68,4 +69,5 @@ def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfi
     if unknown:
         raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
     values["inspection_rates"] = tuple(float(r) for r in values["inspection_rates"])
+    values["commodity_feature_groups"] = tuple(values["commodity_feature_groups"])
     return TrainConfig(**values)

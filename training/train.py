@@ -97,8 +97,7 @@ def fit_commodity_model(X: pd.DataFrame, found: pd.Series, categorical: list[str
     if known.sum() < 20 or found[known].nunique() < 2:
         return None
     y = found[known].map({c: i for i, c in enumerate(commodities)}).to_numpy()
-    params = lightgbm_params(config, objective="multiclass", num_class=len(commodities),
-                             min_child_samples=5)
+    params = lightgbm_params(config, objective="multiclass", num_class=len(commodities))
     data = lgb.Dataset(X[known.to_numpy()], y, categorical_feature=categorical)
     return lgb.train(params, data, num_boost_round=config.commodity_rounds)
 
@@ -169,7 +168,10 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
     all_valid_scores = apply_calibration(booster.predict(X_all.loc[split.valid.index], raw_score=True), calibration)
     thresholds = channel_thresholds(all_valid_scores, config.red_rate, config.yellow_rate)
     commodities = load_reference(reference_dir).commodities
-    commodity_booster = fit_commodity_model(X_train, train_l["found_commodity"], categorical, commodities, config)
+    groups = feature_groups(pipeline)
+    commodity_features = [f for f in X_train.columns if groups[f] in config.commodity_feature_groups]
+    commodity_booster = fit_commodity_model(X_train[commodity_features], train_l["found_commodity"],
+                                            [c for c in categorical if c in commodity_features], commodities, config)
 
     metrics, test_scores = {}, test_l.copy()
     for prefix, frame, X in (("valid", valid_l, X_valid), ("test", test_l, X_test)):
@@ -185,7 +187,8 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
         "pipeline": pipeline_to_spec(pipeline),
         "model_features": model_features(pipeline),
         "categorical_features": categorical,
-        "feature_groups": feature_groups(pipeline),
+        "feature_groups": groups,
+        "commodity_features": commodity_features,
         "calibration": calibration,
         "channel_thresholds": thresholds,
         "channel_rates": {"red": config.red_rate, "yellow": config.yellow_rate},
