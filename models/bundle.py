@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +171,12 @@ def load_bundle(uri: str | Path, tracking_uri: str | None = None) -> ModelBundle
     if text.startswith("models:/"):
         from models.registry import download_registered_bundle
 
-        folder, version, expected = download_registered_bundle(text, tracking_uri=tracking_uri)
-        return load_bundle_folder(folder, version=version, expected_manifest_sha256=expected)
+        # Loading reads every file into memory, so the downloaded copy is removed afterwards
+        # instead of piling up in the temporary folder at each command or service start.
+        with tempfile.TemporaryDirectory(prefix="misdeclare-bundle-") as destination:
+            folder, version, expected = download_registered_bundle(text, tracking_uri=tracking_uri,
+                                                                   destination=destination)
+            bundle = load_bundle_folder(folder, version=version, expected_manifest_sha256=expected)
+        bundle.path = None
+        return bundle
     return load_bundle_folder(text)

@@ -8,6 +8,7 @@ value). Ranking ties are broken by position (stable sort), so results are reprod
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
@@ -20,7 +21,8 @@ def top_k_mask(scores: np.ndarray, rate: float) -> np.ndarray:
     if not 0 < rate <= 1:
         raise ValueError(f"rate must be in (0, 1], got {rate}")
     scores = np.asarray(scores, dtype="float64")
-    k = math.ceil(rate * len(scores))
+    # Decimal: in binary floating point 0.07 * 100 is 7.000000000000001, whose ceiling is 8.
+    k = math.ceil(Decimal(repr(float(rate))) * len(scores))
     order = np.argsort(-scores, kind="stable")
     mask = np.zeros(len(scores), dtype=bool)
     mask[order[:k]] = True

@@ -43,9 +43,11 @@ def time_split(lines: pd.DataFrame, valid_fraction: float, test_fraction: float,
     first, last = dates.min(), dates.max()
     span = last - first
     gap = pd.Timedelta(days=label_delay_days)
-    test_start = last - span * test_fraction
+    # Boundaries fall on midnight, so that the reported ISO dates are exactly where the periods
+    # start (inclusive) and end (exclusive).
+    test_start = (last - span * test_fraction).floor("D")
     valid_end = test_start - gap
-    valid_start = valid_end - span * valid_fraction
+    valid_start = (valid_end - span * valid_fraction).floor("D")
     train_end = valid_start - gap
     periods = {
         "train": lines[dates < train_end],
