@@ -157,12 +157,12 @@ class AtomicTableWriter:
         self.rows_written += len(frame)
 
     def _open(self, schema: pa.Schema):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.kind == "parquet":
             return pq.ParquetWriter(self.temporary, schema)
         return pacsv.CSVWriter(self.temporary, schema)
 
     def __enter__(self) -> "AtomicTableWriter":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -367,8 +367,9 @@ class CategoryEncoder(JsonStateMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         new = {}
         for column, categories in self.vocabulary_.items():
-            codes = pd.Categorical(as_text(X, column), categories=categories).codes
-            new[f"{column}_code"] = (codes.astype("int32") + 1)
+            # get_indexer gives -1 for unseen values, which becomes code 0 ("unknown").
+            codes = pd.Index(categories, dtype="object").get_indexer(as_text(X, column).astype("object"))
+            new[f"{column}_code"] = (codes + 1).astype("int32")
         return X.assign(**new)
 
     def feature_groups(self) -> dict[str, str]:

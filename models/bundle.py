@@ -103,8 +103,18 @@ def save_bundle(directory: str | Path, booster: lgb.Booster, spec: dict,
     return sha256_file(folder / MANIFEST)
 
 
-def verify_bundle(directory: str | Path, expected_manifest_sha256: str | None = None) -> dict:
-    """Check every file of a bundle against its manifest; return the manifest.
+def read_verified(directory: str | Path, expected_manifest_sha256: str | None = None) -> tuple[dict, str, dict[str, bytes]]:
+    """Read every file of a bundle once and check it against the manifest.
+
+    The bytes that were hashed are the bytes returned, so a file swapped after the check cannot
+    be loaded unchecked.
+
+    Returns
+    -------
+    manifest : dict
+    manifest_sha256 : str
+    contents : dict of str to bytes
+        Each listed file's verified bytes.
 
     Raises
     ------
@@ -116,22 +126,31 @@ def verify_bundle(directory: str | Path, expected_manifest_sha256: str | None = 
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{folder}: not a model bundle (no {MANIFEST})")
-    if expected_manifest_sha256 and sha256_file(manifest_path) != expected_manifest_sha256:
+    manifest_bytes = manifest_path.read_bytes()
+    manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
+    if expected_manifest_sha256 and manifest_sha != expected_manifest_sha256:
         raise BundleError(f"{folder}: {MANIFEST} does not match the hash registered with the model")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = json.loads(manifest_bytes.decode("utf-8"))
     if manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{folder}: unknown bundle format_version {manifest.get('format_version')!r}")
     listed = manifest.get("files", {})
     present = {p.name for p in folder.iterdir() if p.is_file()} - {MANIFEST}
     if present - set(listed):
         raise BundleError(f"{folder}: unexpected file(s) {sorted(present - set(listed))}")
+    contents = {}
     for name, expected in listed.items():
         path = folder / name
         if not path.is_file():
             raise BundleError(f"{folder}: missing file {name}")
-        if sha256_file(path) != expected:
+        contents[name] = path.read_bytes()
+        if hashlib.sha256(contents[name]).hexdigest() != expected:
             raise BundleError(f"{folder}: {name} was modified (SHA-256 mismatch); refusing to load")
-    return manifest
+    return manifest, manifest_sha, contents
+
+
+def verify_bundle(directory: str | Path, expected_manifest_sha256: str | None = None) -> dict:
+    """Check every file of a bundle against its manifest; return the manifest (see :func:`read_verified`)."""
+    return read_verified(directory, expected_manifest_sha256)[0]
 
 
 def load_bundle_folder(directory: str | Path, version: str | None = None,
@@ -148,13 +167,12 @@ def load_bundle_folder(directory: str | Path, version: str | None = None,
         Hash the manifest must have (recorded in the registry at registration).
     """
     folder = Path(directory)
-    manifest = verify_bundle(folder, expected_manifest_sha256)
-    manifest_sha = sha256_file(folder / MANIFEST)
-    spec = json.loads((folder / SPEC_FILE).read_text(encoding="utf-8"))
-    booster = lgb.Booster(model_str=(folder / MODEL_FILE).read_text(encoding="utf-8"))
+    manifest, manifest_sha, contents = read_verified(folder, expected_manifest_sha256)
+    spec = json.loads(contents[SPEC_FILE].decode("utf-8"))
+    booster = lgb.Booster(model_str=contents[MODEL_FILE].decode("utf-8"))
     commodity = None
-    if COMMODITY_MODEL_FILE in manifest["files"]:
-        commodity = lgb.Booster(model_str=(folder / COMMODITY_MODEL_FILE).read_text(encoding="utf-8"))
+    if COMMODITY_MODEL_FILE in contents:
+        commodity = lgb.Booster(model_str=contents[COMMODITY_MODEL_FILE].decode("utf-8"))
     return ModelBundle(booster=booster, commodity_booster=commodity, spec=spec,
                        pipeline=pipeline_from_spec(spec["pipeline"]),
                        version=version or f"local:{manifest_sha[:12]}",

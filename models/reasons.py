@@ -47,7 +47,7 @@ def _text(value, default: str = "") -> str:
 
 
 def price_phrase(row: dict, context: PhraseContext) -> str:
-    """'declared 52.10 USD/kg; HS 7901 typically 2.90 USD/kg; in the antimony band 19-62 USD/kg'."""
+    """'declared 52.10 USD/kg; HS 7901 typically 2.90 USD/kg; in the price band of antimony 19-62 USD/kg'."""
     value_per_kg = _number(row.get("value_per_kg"))
     if not math.isfinite(value_per_kg) or value_per_kg <= 0:
         return "declared value missing or zero"
@@ -68,11 +68,13 @@ def route_phrase(row: dict, context: PhraseContext) -> str:
     transship = _text(row.get("transshipment_ports"))
     if transship:
         parts.append(f"via {transship}")
-    if _number(row.get("export_lacks_capacity")) == 1 and export in context.hubs:
-        parts.append(f"{export} has no production capacity for the controlled goods")
     discharge, mode = _text(row.get("port_of_discharge")), _text(row.get("transport_mode"))
     tail = " ".join(p for p in (f"to {discharge}" if discharge else "", f"by {mode}" if mode else "") if p)
-    return ", ".join(parts) + (f" {tail}" if tail else "")
+    if tail:
+        parts[-1] += f" {tail}"
+    if _number(row.get("export_lacks_capacity")) == 1 and export in context.hubs:
+        parts.append(f"{export} has no production capacity for the controlled goods")
+    return ", ".join(parts)
 
 
 def weight_phrase(row: dict, context: PhraseContext) -> str:
@@ -196,6 +198,7 @@ def write_reasons(derived: pd.DataFrame, grouped: pd.DataFrame, context: PhraseC
     """The top positive reason groups of each line as phrases joined by ``' | '``."""
     reasons = []
     for row, (_, contribution) in zip(derived.to_dict("records"), grouped.iterrows()):
-        top = contribution[contribution > 0].sort_values(ascending=False).index[:MAX_REASONS]
-        reasons.append(SEPARATOR.join(PHRASES[g](row, context) for g in top if g in PHRASES))
+        speakable = contribution[[g for g in contribution.index if g in PHRASES]]
+        top = speakable[speakable > 0].sort_values(ascending=False).index[:MAX_REASONS]
+        reasons.append(SEPARATOR.join(PHRASES[g](row, context) for g in top))
     return reasons

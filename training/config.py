@@ -43,8 +43,10 @@ class TrainConfig:
                              f"{self.valid_fraction + self.test_fraction}")
         if self.label_delay_days < 0:
             raise ValueError(f"label_delay_days must be >= 0, got {self.label_delay_days}")
-        if self.num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        for name in ("num_threads", "max_rounds", "early_stopping_rounds", "commodity_rounds",
+                     "min_hs_count", "min_category_count", "num_leaves"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     def as_dict(self) -> dict:
         """Plain dict of the settings (for logging as MLflow parameters)."""

@@ -53,12 +53,12 @@ def test_price_phrase(row, phrase):
 @pytest.mark.parametrize(("row", "phrase"), [
     pytest.param({"origin_country": "CN", "export_country": "TH", "transshipment_ports": "CNSHA;THLCH",
                   "export_lacks_capacity": 1.0, "port_of_discharge": "USLAX", "transport_mode": "sea"},
-                 "origin CN, exported from TH (diversion hub), via CNSHA;THLCH, "
-                 "TH has no production capacity for the controlled goods to USLAX by sea", id="via-hub"),
+                 "origin CN, exported from TH (diversion hub), via CNSHA;THLCH to USLAX by sea, "
+                 "TH has no production capacity for the controlled goods", id="via-hub"),
     pytest.param({"origin_country": "CN", "export_country": "MX", "transshipment_ports": None,
                   "export_lacks_capacity": 1.0, "port_of_discharge": "USLRD", "transport_mode": "road"},
-                 "origin CN, exported from MX (diversion hub), "
-                 "MX has no production capacity for the controlled goods to USLRD by road", id="land-border"),
+                 "origin CN, exported from MX (diversion hub) to USLRD by road, "
+                 "MX has no production capacity for the controlled goods", id="land-border"),
     pytest.param({"origin_country": "DE", "export_country": "DE", "transshipment_ports": pd.NA,
                   "export_lacks_capacity": 0.0, "port_of_discharge": "USHOU", "transport_mode": "sea"},
                  "origin DE to USHOU by sea", id="direct"),
@@ -144,8 +144,8 @@ def test_write_reasons_orders_positive_groups_and_keeps_three():
 
     assert reasons == [
         "declared 52.10 USD/kg; HS 7901 typically 2.90 USD/kg; in the price band of antimony 19-62 USD/kg"
-        " | origin CN, exported from TH (diversion hub), TH has no production capacity for the controlled goods"
-        " to USLAX by sea"
+        " | origin CN, exported from TH (diversion hub) to USLAX by sea, TH has no production capacity for the"
+        " controlled goods"
         " | declared as HS 790111, a known cover code (metal ingot)",
         "gross weight 500 kg",
     ]
