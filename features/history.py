@@ -79,13 +79,15 @@ def flow_key(frame: pd.DataFrame) -> pd.Series:
             + "|" + as_text(frame, "port_of_discharge"))
 
 
-def relevant_past(past: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
-    """Past lines sharing a party or a flow with a current line: the only ones any feature reads.
+def relevant_past(past: pd.DataFrame, current: pd.DataFrame,
+                  entities: tuple[str, ...] = ENTITY_COLUMNS) -> pd.DataFrame:
+    """Past lines sharing an entity (party or extra key) or a flow with a current line.
 
-    Filtering first keeps scoring a small batch against a large history store cheap.
+    These are the only past lines any feature reads; filtering first keeps scoring a small batch
+    against a large history store cheap.
     """
     keep = flow_key(past).isin(set(flow_key(current)))
-    for entity in ENTITY_COLUMNS:
+    for entity in entities:
         keep |= past[entity].isin(set(current[entity].dropna()))
     return past[keep.fillna(False).to_numpy(dtype=bool)]
 
@@ -113,18 +115,28 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         Flow surge: volume in the last ``trailing_days`` vs. the ``baseline_days`` before them.
     reference_dir : str, optional
         Folder of the reference tables.
+    extra_entities : tuple of str
+        Further input columns whose values get the same history as a party (e.g. a source schema's
+        goods profile); missing values have no history.
     """
 
     _fitted_attributes = ("global_rate_", "hubs_", "switch_dates_", "numeric_features_")
     reason_group = "history"
 
     def __init__(self, label_delay_days: int = 30, prior_strength: float = 5.0, trailing_days: int = 28,
-                 baseline_days: int = 182, reference_dir: str | None = None):
+                 baseline_days: int = 182, reference_dir: str | None = None,
+                 extra_entities: tuple[str, ...] = ()):
         self.label_delay_days = label_delay_days
         self.prior_strength = prior_strength
         self.trailing_days = trailing_days
         self.baseline_days = baseline_days
         self.reference_dir = reference_dir
+        self.extra_entities = extra_entities
+
+    @property
+    def entities(self) -> tuple[str, ...]:
+        """The parties, then the extra entities (derived from params: saved specs need no new field)."""
+        return ENTITY_COLUMNS + tuple(self.extra_entities)
 
     def fit(self, X: pd.DataFrame, y=None):
         for name in ("label_delay_days", "trailing_days", "baseline_days"):
@@ -137,7 +149,7 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         reference = load_reference(self.reference_dir)
         self.hubs_ = sorted(reference.diversion_hubs)
         self.switch_dates_ = switch_dates(reference)
-        self.numeric_features_ = [f"{entity}_{name}" for entity in ENTITY_COLUMNS for name in (
+        self.numeric_features_ = [f"{entity}_{name}" for entity in self.entities for name in (
             "lines_before", "days_since_first", "distinct_hs_before", "distinct_routes_before",
             "outcomes_known", "misdeclared_rate")] + [
             "consignee_direct_cn_target_before", "consignee_switched_to_hub",
@@ -149,7 +161,7 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         groups = {}
         for name in self.numeric_features_:
-            entity = next((e for e in ENTITY_COLUMNS if name.startswith(e)), None)
+            entity = next((e for e in self.entities if name.startswith(e)), None)
             groups[name] = (f"{entity.removesuffix('_id')}_history" if entity
                             else "switch" if name.startswith("consignee_") else "flow")
         return groups
@@ -159,7 +171,7 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         combined, is_current = self._combine(X, past)
         days = day_numbers(combined)
         new: dict[str, np.ndarray] = {}
-        for entity in ENTITY_COLUMNS:
+        for entity in self.entities:
             new.update(self._entity_features(combined, days, entity))
         new.update(self._switch_features(combined, days))
         new.update(self._flow_features(combined, days))
@@ -167,10 +179,11 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         return X.assign(**current)
 
     def _combine(self, X: pd.DataFrame, past: pd.DataFrame | None) -> tuple[pd.DataFrame, np.ndarray]:
-        current = X.reindex(columns=list(HISTORY_COLUMNS))
+        columns = list(HISTORY_COLUMNS) + [c for c in self.extra_entities if c not in HISTORY_COLUMNS]
+        current = X.reindex(columns=columns)
         if past is None or past.empty:
             return current.reset_index(drop=True), np.ones(len(current), dtype=bool)
-        past = relevant_past(past.reindex(columns=list(HISTORY_COLUMNS)), current)
+        past = relevant_past(past.reindex(columns=columns), current, self.entities)
         keys = pd.MultiIndex.from_frame(current[["declaration_id", "line_no"]].astype("string"))
         past_keys = pd.MultiIndex.from_frame(past[["declaration_id", "line_no"]].astype("string"))
         past = past[~past_keys.isin(keys)]

@@ -63,7 +63,8 @@ class FeaturePipeline:
 
 
 def build_feature_pipeline(reference_dir: str | None = None, min_count: int = 20, min_category_count: int = 5,
-                           label_delay_days: int = 30, extra_categorical: tuple[str, ...] = ()) -> FeaturePipeline:
+                           label_delay_days: int = 30, extra_categorical: tuple[str, ...] = (),
+                           history_entities: tuple[str, ...] = ()) -> FeaturePipeline:
     """Return the unfitted feature pipeline.
 
     Parameters
@@ -78,6 +79,8 @@ def build_feature_pipeline(reference_dir: str | None = None, min_count: int = 20
         Days before an inspection outcome may feed an entity's misdeclaration rate.
     extra_categorical : tuple of str
         Further input columns to use as categories (e.g. a source schema's office or procedure).
+    history_entities : tuple of str
+        Further input columns with a party-like history (e.g. a source schema's goods profile).
     """
     steps = [
         ("weight", WeightFeatures()),
@@ -85,7 +88,8 @@ def build_feature_pipeline(reference_dir: str | None = None, min_count: int = 20
         ("declared_hs", DeclaredHSFeatures(reference_dir=reference_dir)),
         ("description", DescriptionFeatures()),
         ("route", RouteFeatures(reference_dir=reference_dir)),
-        ("history", HistoryFeatures(label_delay_days=label_delay_days, reference_dir=reference_dir)),
+        ("history", HistoryFeatures(label_delay_days=label_delay_days, reference_dir=reference_dir,
+                                    extra_entities=tuple(history_entities))),
     ]
     categorical = tuple(c for _, step in steps for c in step.categorical_outputs) + tuple(extra_categorical)
     steps.append(("encode", CategoryEncoder(columns=categorical, min_count=min_category_count)))

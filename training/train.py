@@ -70,12 +70,18 @@ def lightgbm_params(config: TrainConfig, objective: str = "binary", **extra) -> 
     }
 
 
-def fit_risk_model(X_train, y_train, X_valid, y_valid, categorical: list[str], config: TrainConfig) -> lgb.Booster:
-    """Binary LightGBM with class weighting and early stopping on the validation period."""
-    positives = max(int(y_train.sum()), 1)
-    params = lightgbm_params(config, scale_pos_weight=(len(y_train) - positives) / positives,
+def fit_risk_model(X_train, y_train, X_valid, y_valid, categorical: list[str], config: TrainConfig,
+                   weight: np.ndarray | None = None) -> lgb.Booster:
+    """Binary LightGBM with class weighting and early stopping on the validation period.
+
+    ``weight`` (one per training line, e.g. inverse selection probabilities) enters the loss and the
+    class balance, which compares weighted totals; without it every line counts once, as before.
+    """
+    counts = np.ones(len(y_train)) if weight is None else np.asarray(weight, dtype="float64")
+    positives = max(float(counts[np.asarray(y_train) == 1].sum()), 1.0)
+    params = lightgbm_params(config, scale_pos_weight=(float(counts.sum()) - positives) / positives,
                              metric="average_precision")
-    train_set = lgb.Dataset(X_train, y_train, categorical_feature=categorical, free_raw_data=False)
+    train_set = lgb.Dataset(X_train, y_train, weight=weight, categorical_feature=categorical, free_raw_data=False)
     valid_set = lgb.Dataset(X_valid, y_valid, categorical_feature=categorical, reference=train_set)
     return lgb.train(params, train_set, num_boost_round=config.max_rounds, valid_sets=[valid_set],
                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
@@ -125,7 +131,8 @@ def hide_labels_outside(lines: pd.DataFrame, known: pd.Index) -> pd.DataFrame:
 
 
 def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | None = None,
-                split: TimeSplit | None = None, extra_categorical: tuple[str, ...] = ()) -> TrainResult:
+                split: TimeSplit | None = None, extra_categorical: tuple[str, ...] = (),
+                weight_column: str | None = None, history_entities: tuple[str, ...] = ()) -> TrainResult:
     """Train the risk and commodity models on validated manifest lines.
 
     The feature pipeline is fitted on every line of the training period (labelled or not: typical
@@ -145,6 +152,12 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
         :func:`~training.split.time_split` with the config's fractions and label delay.
     extra_categorical : tuple of str
         Further input columns the pipeline encodes as categories (e.g. from a mapped source schema).
+    weight_column : str, optional
+        Column of ``lines`` holding a training weight per line (retraining puts inverse selection
+        probabilities there); only the risk model's training lines are weighted, validation,
+        calibration and thresholds are not.
+    history_entities : tuple of str
+        Further input columns the pipeline keeps a party-like history for (e.g. a goods profile).
     """
     if split is None:
         lines = lines.reset_index(drop=True)
@@ -158,12 +171,14 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
     pipeline = build_feature_pipeline(reference_dir, min_count=config.min_hs_count,
                                       min_category_count=config.min_category_count,
                                       label_delay_days=config.label_delay_days,
-                                      extra_categorical=extra_categorical).fit(split.train)
+                                      extra_categorical=extra_categorical,
+                                      history_entities=history_entities).fit(split.train)
     categorical = categorical_features(pipeline)
     _, X_all = transform_features(pipeline, hide_labels_outside(lines, split.train.index))
     X_train, X_valid, X_test = (X_all.loc[period.index] for period in (train_l, valid_l, test_l))
     y_train, y_valid = train_l["misdeclared"].to_numpy("int64"), valid_l["misdeclared"].to_numpy("int64")
-    booster = fit_risk_model(X_train, y_train, X_valid, y_valid, categorical, config)
+    weight = None if weight_column is None else train_l[weight_column].to_numpy("float64")
+    booster = fit_risk_model(X_train, y_train, X_valid, y_valid, categorical, config, weight)
     calibration = fit_platt_calibration(booster.predict(X_valid, raw_score=True), y_valid)
     all_valid_scores = apply_calibration(booster.predict(X_all.loc[split.valid.index], raw_score=True), calibration)
     thresholds = channel_thresholds(all_valid_scores, config.red_rate, config.yellow_rate)
