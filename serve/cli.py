@@ -17,10 +17,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from serve.cli_benchmark import benchmark_app
+
 app = typer.Typer(help="misdeclare: score import manifest lines for disguised antimony, gallium, "
                        "germanium and rare earths.", no_args_is_help=True, add_completion=False)
 console = Console()
 errors = Console(stderr=True)
+
+# Commands living in their own modules (each imports its domain code only when it runs).
+app.add_typer(benchmark_app, name="benchmark", help="Public benchmarks (KCS customs declarations).")
 
 DEFAULT_MODEL_NAME = "misdeclare"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
@@ -196,7 +201,3 @@ def demo(
           chunk_rows=200_000, tracking_uri=None, history=store)
     print_riskiest(scored)
 
-
-def main() -> None:
-    """Console-script entry point."""
-    app()
