@@ -92,6 +92,12 @@ def relevant_past(past: pd.DataFrame, current: pd.DataFrame,
     return past[keep.fillna(False).to_numpy(dtype=bool)]
 
 
+def line_keys(frame: pd.DataFrame) -> pd.MultiIndex:
+    """(declaration_id, line_no) as text, with line_no normalised: the store keeps it as a float."""
+    line_no = pd.to_numeric(frame["line_no"], errors="coerce").astype("Int64").astype("string")
+    return pd.MultiIndex.from_arrays([frame["declaration_id"].astype("string"), line_no])
+
+
 def _codes(values: pd.Series) -> np.ndarray:
     codes, _ = pd.factorize(values, use_na_sentinel=True)
     return codes.astype("int64")
@@ -184,9 +190,7 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         if past is None or past.empty:
             return current.reset_index(drop=True), np.ones(len(current), dtype=bool)
         past = relevant_past(past.reindex(columns=columns), current, self.entities)
-        keys = pd.MultiIndex.from_frame(current[["declaration_id", "line_no"]].astype("string"))
-        past_keys = pd.MultiIndex.from_frame(past[["declaration_id", "line_no"]].astype("string"))
-        past = past[~past_keys.isin(keys)]
+        past = past[~line_keys(past).isin(line_keys(current))]
         combined = pd.concat([past, current], ignore_index=True)
         return combined, np.r_[np.zeros(len(past), dtype=bool), np.ones(len(current), dtype=bool)]
 

@@ -75,7 +75,10 @@ def as_text(frame: pd.DataFrame, column: str, fill: str = MISSING) -> pd.Series:
 def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """``numerator / denominator``, NaN where the denominator is not > 0 or either is missing."""
     valid = (denominator > 0) & np.isfinite(numerator) & np.isfinite(denominator)
-    return np.divide(numerator, denominator, out=np.full(len(numerator), np.nan), where=valid)
+    # Extreme but valid inputs (1e12 USD over 1e-176 kg) overflow to inf: report NaN, not inf.
+    with np.errstate(over="ignore"):
+        ratio = np.divide(numerator, denominator, out=np.full(len(numerator), np.nan), where=valid)
+    return np.where(np.isfinite(ratio), ratio, np.nan)
 
 
 def safe_log10(values: np.ndarray) -> np.ndarray:

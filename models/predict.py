@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from features.pipeline import transform_features
 from models.reasons import PhraseContext, group_contributions, write_reasons
@@ -22,7 +23,7 @@ def apply_calibration(raw_scores: np.ndarray, calibration: dict) -> np.ndarray:
     if calibration.get("method") != "platt":
         raise ValueError(f"unknown calibration method {calibration.get('method')!r}")
     logits = calibration["a"] * np.asarray(raw_scores, dtype="float64") + calibration["b"]
-    return 1.0 / (1.0 + np.exp(-logits))
+    return expit(logits)  # the logistic function without overflow on extreme logits
 
 
 def channel_for(scores: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:

@@ -194,11 +194,18 @@ def group_contributions(contributions: np.ndarray, features: list[str], groups: 
     return pd.DataFrame(contributions[:, : len(features)] @ membership, columns=names)
 
 
+def top_groups(grouped: pd.DataFrame, top: int = MAX_REASONS) -> list[list[str]]:
+    """Per line, the (up to ``top``) groups with a phrase and a positive contribution, largest first."""
+    speakable = [g for g in grouped.columns if g in PHRASES]
+    values = grouped[speakable].to_numpy(dtype="float64")
+    order = np.argsort(-values, axis=1, kind="stable")[:, :top]
+    chosen = np.take_along_axis(values, order, axis=1) > 0
+    names = np.asarray(speakable, dtype=object)
+    return [names[row_order[row_chosen]].tolist() for row_order, row_chosen in zip(order, chosen)]
+
+
 def write_reasons(derived: pd.DataFrame, grouped: pd.DataFrame, context: PhraseContext) -> list[str]:
     """The top positive reason groups of each line as phrases joined by ``' | '``."""
-    reasons = []
-    for row, (_, contribution) in zip(derived.to_dict("records"), grouped.iterrows()):
-        speakable = contribution[[g for g in contribution.index if g in PHRASES]]
-        top = speakable[speakable > 0].sort_values(ascending=False).index[:MAX_REASONS]
-        reasons.append(SEPARATOR.join(PHRASES[g](row, context) for g in top))
-    return reasons
+    rows = derived.to_dict("records")
+    return [SEPARATOR.join(PHRASES[g](row, context) for g in groups)
+            for row, groups in zip(rows, top_groups(grouped))]

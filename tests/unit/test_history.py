@@ -173,3 +173,19 @@ def test_property_no_feature_depends_on_later_lines_or_late_labels(history_trans
     columns = history.numeric_features_
     pd.testing.assert_frame_equal(history.transform(lines).loc[early, columns],
                                   history.transform(mutated).loc[early, columns])
+
+
+def test_rescoring_a_stored_file_does_not_count_it_twice(tmp_path):
+    """Through the real store: line_no comes back as a float and must still match."""
+    from features.history_store import HistoryStore
+
+    lines = make_lines()
+    history = fitted(lines)
+    store = HistoryStore(tmp_path / "history")
+    past, current = lines.loc[["A", "B", "G", "C", "H"]], lines.loc[["D", "E"]]
+    store.append(past)
+    first = history.transform(current, past=store.read())
+    store.append(current)
+    again = history.transform(current, past=store.read())
+    pd.testing.assert_frame_equal(first[history.numeric_features_], again[history.numeric_features_])
+    assert first.loc["D", "shipper_id_lines_before"] == 4.0
