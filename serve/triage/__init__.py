@@ -1,0 +1,1 @@
+"""Inspector triage: the queue database, sign-in and roles, outcomes, audit trail and exports."""

@@ -1,0 +1,91 @@
+"""Score a small batch of manifest lines in-process for ``POST /score``.
+
+The scorer is any callable DataFrame -> DataFrame that appends ``risk_score``, ``channel``,
+``reasons``, ``suspected_commodity`` and ``model_version`` to valid canonical lines. The service
+loads it once at start-up with :func:`load_scorer`, or the caller injects one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import pandas as pd
+
+from features.schema import CANONICAL_COLUMNS, LABEL_COLUMNS, REASON_COLUMN, validate_manifest
+from serve.triage.errors import ModelUnavailableError
+
+Scorer = Callable[[pd.DataFrame], pd.DataFrame]
+DECLARED_COLUMNS = tuple(c for c in CANONICAL_COLUMNS if c not in LABEL_COLUMNS)
+REASON_SEPARATOR = " | "
+
+
+def load_scorer(model_uri: str) -> Scorer:
+    """Load the model bundle at ``model_uri`` once and return a scorer bound to it.
+
+    The model modules are imported here, not at module import, so that the service starts
+    without them when no model is configured.
+    """
+    from models.bundle import load_bundle
+    from models.predict import score_frame
+
+    return partial(score_frame, load_bundle(model_uri))
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Per-line scores of the valid lines and reasons of the rejected ones (as plain dicts)."""
+
+    scores: list[dict]
+    rejected: list[dict]
+
+
+def split_reasons(text: object) -> list[str]:
+    """Split a ``reasons`` string ("a | b | c") into its phrases; missing or empty gives []."""
+    if text is None or (isinstance(text, float) and pd.isna(text)) or text is pd.NA:
+        return []
+    return [phrase.strip() for phrase in str(text).split("|") if phrase.strip()]
+
+
+def _rejected(quarantine: pd.DataFrame) -> list[dict]:
+    return [{"declaration_id": str(row["declaration_id"]), "line_no": int(row["line_no"]),
+             "reason": str(row[REASON_COLUMN])} for _, row in quarantine.iterrows()]
+
+
+def score_lines(scorer: Scorer | None, lines: list[dict]) -> ScoreResult:
+    """Validate lines with the manifest rules and score the valid ones.
+
+    Parameters
+    ----------
+    scorer : Scorer or None
+        The loaded model; None when the service has none.
+    lines : list of dict
+        Declared canonical columns per line (dates as ``date`` or ISO strings).
+
+    Returns
+    -------
+    ScoreResult
+
+    Raises
+    ------
+    ModelUnavailableError
+        When no model is loaded.
+    """
+    if scorer is None:
+        raise ModelUnavailableError("no scoring model is loaded (set MISDECLARE_MODEL_URI)")
+    raw = pd.DataFrame(lines, columns=list(DECLARED_COLUMNS))
+    raw["declared_at"] = raw["declared_at"].map(lambda value: value.isoformat() if hasattr(value, "isoformat") else value)
+    result = validate_manifest(raw, "request")
+    rejected = _rejected(result.quarantine)
+    if result.valid.empty:
+        return ScoreResult(scores=[], rejected=rejected)
+    scored = scorer(result.valid)
+    scores = [
+        {"declaration_id": str(row.declaration_id), "line_no": int(row.line_no),
+         "risk_score": float(row.risk_score), "channel": str(row.channel),
+         "reasons": split_reasons(row.reasons), "suspected_commodity": str(row.suspected_commodity),
+         "model_version": str(row.model_version)}
+        for row in scored.itertuples(index=False)
+    ]
+    return ScoreResult(scores=scores, rejected=rejected)

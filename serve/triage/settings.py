@@ -1,0 +1,55 @@
+"""Configuration of the triage service, read from ``MISDECLARE_*`` environment variables.
+
+Nothing here is read at import time: callers build ``Settings()`` (or pass values explicitly)
+and hand the object to :func:`serve.api.create_app` or to the CLI commands.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///misdeclare.db"
+
+
+class Settings(BaseSettings):
+    """Triage service settings.
+
+    Attributes
+    ----------
+    database_url : str
+        SQLAlchemy URL; a SQLite file next to MLflow's ``mlflow.db`` by default,
+        ``postgresql+psycopg://...`` for PostgreSQL.
+    model_uri : str or None
+        Model bundle loaded once at start-up for ``POST /score`` (path or ``models:/NAME@ALIAS``).
+        Without it, ``POST /score`` answers 503.
+    session_hours : float
+        Absolute lifetime of a browser session.
+    token_days : int
+        Default lifetime of a new API token.
+    cookie_secure : bool
+        Send the session cookie with the ``Secure`` flag (browsers still accept it on
+        ``http://127.0.0.1`` and ``http://localhost``, which they treat as secure contexts).
+    max_body_bytes : int
+        Largest JSON request body; larger bodies get 413.
+    max_upload_bytes : int
+        Largest scored batch file uploaded to ``POST /api/batches``.
+    max_failed_sign_ins : int
+        Failed sign-ins for one user name within ``lockout_minutes`` after which sign-in is refused.
+    argon2_time_cost, argon2_memory_kib : int
+        Password hashing cost (argon2id); the defaults follow the RFC 9106 second recommendation.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MISDECLARE_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    model_uri: str | None = None
+    session_hours: float = Field(default=10.0, gt=0)
+    token_days: int = Field(default=90, gt=0)
+    cookie_secure: bool = True
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    max_upload_bytes: int = Field(default=512 * 1_048_576, gt=0)
+    max_failed_sign_ins: int = Field(default=5, gt=0)
+    lockout_minutes: int = Field(default=15, gt=0)
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65_536, ge=8)
