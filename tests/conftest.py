@@ -13,6 +13,7 @@ Keep this file to fixtures several test modules share; module-specific helpers s
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -183,7 +184,14 @@ def mlflow_template_db(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("mlflow-template")
     database = folder / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{database}").search_experiments()
+    # The Default experiment's artifact folder is resolved against the working directory when the
+    # store is created: create it from the template folder, never from the repository.
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{database}").search_experiments()
+    finally:
+        os.chdir(previous)
     return database
 
 

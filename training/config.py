@@ -53,6 +53,41 @@ class TrainConfig:
         return asdict(self)
 
 
+def layered_settings(default_file: str, path: str | Path | None, overrides: dict,
+                     known: set[str], what: str, nested: tuple[str, ...] = ()) -> dict:
+    """Settings from ``training/data/<default_file>``, then a user YAML, then keyword overrides.
+
+    Parameters
+    ----------
+    default_file : str
+        Packaged YAML with every setting's default.
+    path : str or Path, optional
+        User YAML overriding any of them; for ``nested`` sections only the keys it names change.
+    overrides : dict
+        Keyword overrides; ``None`` values are ignored.
+    known : set of str
+        Allowed top-level names.
+    what : str
+        What the settings are, for the error message ("training", "retrain").
+
+    Raises
+    ------
+    ValueError
+        On an unknown setting name.
+    """
+    values = yaml.safe_load(resources.files("training").joinpath("data", default_file).read_text(encoding="utf-8"))
+    if path is not None:
+        user = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        for section in nested:
+            values[section] = {**values[section], **(user.pop(section, None) or {})}
+        values.update(user)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s) {unknown}; known: {sorted(known)}")
+    return values
+
+
 def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfig:
     """Read the default settings, then a user YAML (if given), then keyword overrides.
 
@@ -61,15 +96,7 @@ def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfi
     ValueError
         On an unknown setting name or an out-of-range value.
     """
-    text = resources.files("training").joinpath("data", "train.yaml").read_text(encoding="utf-8")
-    values = yaml.safe_load(text)
-    if path is not None:
-        values.update(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+    values = layered_settings("train.yaml", path, overrides, {f.name for f in fields(TrainConfig)}, "training")
     values["inspection_rates"] = tuple(float(r) for r in values["inspection_rates"])
     values["commodity_feature_groups"] = tuple(values["commodity_feature_groups"])
     return TrainConfig(**values)
