@@ -18,14 +18,15 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from serve.cli_benchmark import benchmark_app
+from serve.cli_evaluate import evaluate
+from serve.cli_retrain import drift, retrain, rollback
+from serve.cli_triage import serve, triage_app
 
 app = typer.Typer(help="misdeclare: score import manifest lines for disguised antimony, gallium, "
                        "germanium and rare earths.", no_args_is_help=True, add_completion=False)
 console = Console()
 errors = Console(stderr=True)
 
-# Commands living in their own modules (each imports its domain code only when it runs).
-app.add_typer(benchmark_app, name="benchmark", help="Public benchmarks (KCS customs declarations).")
 
 DEFAULT_MODEL_NAME = "misdeclare"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
@@ -200,4 +201,19 @@ def demo(
     score(input=incoming, out=scored, model=DEFAULT_MODEL_URI, quarantine=None, explain="flagged",
           chunk_rows=200_000, tracking_uri=None, history=store)
     print_riskiest(scored)
+    console.rule("5. load the scored batch into the inspectors' queue")
+    from serve.cli_triage import load as triage_load
 
+    triage_load(scored)
+    console.print("Start the inspectors' page and API:  .venv/bin/misdeclare serve   -> http://127.0.0.1:8000/ "
+                  "(the first start creates user 'admin' and prints a one-time password)")
+
+
+# Commands living in their own modules (each imports its domain code only when it runs).
+app.command()(evaluate)
+app.add_typer(benchmark_app, name="benchmark", help="Public benchmarks (KCS customs declarations).")
+app.command()(retrain)
+app.command()(rollback)
+app.command()(drift)
+app.add_typer(triage_app, name="triage", help="Inspectors' queue: load scored batches, export outcomes, users.")
+app.command("serve")(serve)
