@@ -45,7 +45,7 @@ from features.transformers import DeclaredHSFeatures, as_text
 from training.baselines import BASELINES, BaselineState, fit_baselines
 from training.config import TrainConfig
 from training.metrics import ranking_metrics
-from training.split import labelled
+from training.split import labelled, window_split
 from training.train import hide_labels_outside, train_model
 
 MODEL = "model"
@@ -336,7 +336,9 @@ def _train_window_bundle(train_lines: pd.DataFrame, window: Window, config: Trai
     from models.bundle import load_bundle_folder, save_bundle
 
     try:
-        result = train_model(train_lines, config, reference_dir)
+        # Fit as close to the window as the label delay allows (the window is the test).
+        split = window_split(train_lines, window.train_end, config.valid_fraction, config.label_delay_days)
+        result = train_model(train_lines, config, reference_dir, split=split)
     except ValueError as exc:
         raise ValueError(f"window {window.index} (from {_iso(window.start)}): cannot train on the lines declared "
                          f"before {_iso(window.train_end)}: {exc}; use fewer windows or a smaller window "

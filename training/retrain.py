@@ -52,6 +52,7 @@ from features.schema import KEY_COLUMNS, validate_manifest
 from training.config import TrainConfig, layered_settings
 from training.drift import DriftReport, DriftSettings, drift_report
 from training.evaluate import ALL, Window, is_labelled, slice_masks
+from training.split import window_split
 from training.train import TrainResult, hide_labels_outside, train_model
 
 WEIGHT_COLUMN = "selection_weight"
@@ -372,9 +373,12 @@ def scoring_view(lines: pd.DataFrame, window: Window,
 def train_challenger(lines: pd.DataFrame, window: Window, config: TrainConfig,
                      reference_dir: str | None = None) -> TrainResult:
     """Train on the lines declared before the window's training cut-off, weighted by ``WEIGHT_COLUMN``."""
-    before = lines[_in(lines, None, window.train_end)]
+    # Fit as close to the window as the label delay allows; the window itself is the test period.
+    upto = lines[_in(lines, None, window.end)]
+    before, measured = upto[_in(upto, None, window.train_end)], upto[_in(upto, window.start, window.end)]
     try:
-        return train_model(before, config, reference_dir, weight_column=WEIGHT_COLUMN)
+        split = window_split(before, window.train_end, config.valid_fraction, config.label_delay_days, test=measured)
+        return train_model(upto, config, reference_dir, split=split, weight_column=WEIGHT_COLUMN)
     except ValueError as exc:
         raise ValueError(f"cannot train the challenger on the lines declared before {_iso(window.train_end)}: "
                          f"{exc}") from exc

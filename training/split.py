@@ -68,3 +68,43 @@ def labelled(lines: pd.DataFrame) -> pd.DataFrame:
     """The inspected lines with a known outcome: the only lines with labels."""
     known = (lines["inspected"] == 1) & lines["misdeclared"].notna()
     return lines[known.fillna(False).astype(bool)]
+
+
+def window_split(lines: pd.DataFrame, train_end: pd.Timestamp, valid_fraction: float, label_delay_days: int,
+                 test: pd.DataFrame | None = None) -> TimeSplit:
+    """Split for a model that must be as recent as possible: train | gap | valid, ending at ``train_end``.
+
+    Used where an outer loop already holds out a later window (rolling evaluation, retraining):
+    holding out a test period inside as well would end the model's training months before the
+    window and leave it blind to the newest routes. The validation period (early stopping,
+    calibration, thresholds) is the last ``valid_fraction`` of the range before ``train_end``.
+
+    Parameters
+    ----------
+    lines : DataFrame
+        Lines declared before ``train_end`` (later lines are ignored).
+    train_end : Timestamp
+        Outcomes of lines declared before it are known.
+    test : DataFrame, optional
+        The outer window's lines, measured as the test period; empty by default.
+
+    Raises
+    ------
+    ValueError
+        When the train or validation period is empty.
+    """
+    dates = pd.to_datetime(lines["declared_at"])
+    first = dates.min()
+    valid_start = (train_end - (train_end - first) * valid_fraction).floor("D")
+    fit_end = valid_start - pd.Timedelta(days=label_delay_days)
+    periods = {"train": lines[dates < fit_end], "valid": lines[(dates >= valid_start) & (dates < train_end)]}
+    for name, period in periods.items():
+        if period.empty:
+            raise ValueError(f"the {name} period before {train_end.date()} is empty: the data starts {first.date()}, "
+                             f"too late for valid_fraction={valid_fraction}, label_delay_days={label_delay_days}")
+    test = lines.iloc[0:0] if test is None else test
+    test_dates = pd.to_datetime(test["declared_at"])
+    boundaries = {"train_start": first, "train_end": fit_end, "valid_start": valid_start, "valid_end": train_end,
+                  "test_start": test_dates.min() if len(test) else train_end,
+                  "test_end": test_dates.max() if len(test) else train_end}
+    return TimeSplit(**periods, test=test, boundaries={k: v.strftime("%Y-%m-%d") for k, v in boundaries.items()})
