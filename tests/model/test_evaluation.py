@@ -8,18 +8,12 @@ with the simulation's truth (what inspecting the top share of *all* lines would 
 must beat each baseline on average precision over the windows.
 
 Precision at 5 % against the value rules is marked as an expected failure (non-strict), not
-asserted, because it does not hold robustly with the current training protocol:
-
-- each window's model is fitted on lines that end about a year before the window
-  (``train_model`` keeps the latest valid_fraction + test_fraction of its input, plus two label
-  delays, for early stopping and a test period), so until late windows it has seen only the few
-  frauds from before the December 2024 ban (16 to 39 labelled positives per window at 80k rows);
-- on the inspected lines the simulated inspections were targeted by a rule of thumb led by "unit
-  value outside the band" (generator.yaml, inspection), so those lines over-represent exactly what
-  the value rules flag, and the rules reach about 0.97-0.99 precision at 5 % there.
-
-Measured over generator seeds 3-6 and 80k-150k rows, the model's mean precision at 5 % on all lines
-ranged from 0.31 to 0.69 against the best rule's 0.33 to 0.40: below it for 2 of 7 runs.
+asserted, because it does not hold robustly: on the inspected lines the simulated inspections were
+targeted by a rule of thumb led by "unit value outside the band" (generator.yaml, inspection), so
+those lines over-represent exactly what the value rules flag, and the rules reach about 0.97-0.99
+precision at 5 % there. (Measured before each window's model was fitted up to the window's cut-off:
+over generator seeds 3-6 and 80k-150k rows, the model's mean precision at 5 % on all lines ranged
+from 0.31 to 0.69 against the best rule's 0.33 to 0.40, below it for 2 of 7 runs.)
 """
 
 from __future__ import annotations
