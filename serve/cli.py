@@ -179,29 +179,48 @@ def print_riskiest(scored_path: Path, top: int = 10) -> None:
             console.print(f"      - {reason}", highlight=False, soft_wrap=True)
 
 
+def write_demo_data(history: Path, incoming: Path, rows: int, incoming_days: int = 92) -> None:
+    """One simulated world, split by date: labelled history, then a later manifest without labels.
+
+    Generating the later manifest with another seed would make another world whose party ids collide
+    with the history's, so its party history would be noise.
+    """
+    import pandas as pd
+
+    from features.io import write_table
+    from features.schema import LABEL_COLUMNS
+    from training.synthetic import generate_manifest
+
+    end = date(2026, 9, 30)
+    cut = pd.Timestamp(end) - pd.Timedelta(days=incoming_days)
+    frame = generate_manifest(rows, 1, date(2023, 1, 1), end)
+    later = pd.to_datetime(frame["declared_at"]) > cut
+    write_table(frame[~later], history)
+    write_table(frame[later].drop(columns=[c for c in frame.columns if c in LABEL_COLUMNS or c.startswith("sim_")]),
+                incoming)
+    console.print(f"wrote {int((~later).sum()):,} labelled lines to {history} and the {int(later.sum()):,} lines "
+                  f"declared after {cut.date()}, without labels, to {incoming}")
+
+
 @app.command()
 @friendly_errors
 def demo(
     workdir: Annotated[Path, typer.Option("--workdir", help="Folder for the demo's files.")] = Path("demo"),
-    rows: Annotated[int, typer.Option("--rows", help="Lines of labelled history to generate.")] = 300_000,
-    incoming_rows: Annotated[int, typer.Option("--incoming-rows", help="Lines of the later manifest.")] = 50_000,
+    rows: Annotated[int, typer.Option("--rows", help="Lines to generate (2023-01-01..2026-09-30).")] = 350_000,
 ) -> None:
     """Generate history, train and register the champion, score a later manifest, show the riskiest."""
     history, incoming, scored = workdir / "history.csv", workdir / "incoming.csv", workdir / "scored.csv"
     store = workdir / "history"
-    console.rule("1. labelled history 2023-01-01..2026-06-30")
-    generate(out=history, rows=rows, seed=1, start="2023-01-01", end="2026-06-30", config=None, unlabelled=False)
-    console.rule("2. train, track in MLflow, register")
+    console.rule("1. a simulated world 2023-01-01..2026-09-30: labelled history, and the last quarter as it arrives")
+    write_demo_data(history, incoming, rows)
+    console.rule("2. train on the history, track in MLflow, register")
     train(data=[history], model_name=DEFAULT_MODEL_NAME, config=None, tracking_uri=None, quarantine=None,
           history=store)
-    console.rule("3. a later manifest as it arrives (no labels)")
-    generate(out=incoming, rows=incoming_rows, seed=2, start="2026-07-01", end="2026-09-30", config=None,
-             unlabelled=True)
-    console.rule("4. score it with the champion")
+    console.rule("3. score the later manifest with the champion")
     score(input=incoming, out=scored, model=DEFAULT_MODEL_URI, quarantine=None, explain="flagged",
           chunk_rows=200_000, tracking_uri=None, history=store)
     print_riskiest(scored)
-    console.rule("5. load the scored batch into the inspectors' queue")
+    console.rule("4. load the scored batch into the inspectors' queue")
     from serve.cli_triage import load as triage_load
 
     triage_load(scored)
