@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.history import HISTORY_COLUMNS
+from features.history import HISTORY_COLUMNS, line_keys
 from features.reference import load_reference
 from features.transformers import DeclaredHSFeatures, as_text
 from training.baselines import BASELINES, BaselineState, fit_baselines
@@ -411,12 +411,6 @@ def _measure_window(window: Window, window_lines: pd.DataFrame, scores: dict[str
         rows += population_rows
         counts[population] = {"lines": int(mask.sum()), "positives": int(y.sum())}
     return groups, rows, counts
-
-
-def line_keys(frame: pd.DataFrame) -> pd.MultiIndex:
-    """(declaration_id, line_no) of each line, comparable across sources (line_no as an integer)."""
-    return pd.MultiIndex.from_arrays([frame["declaration_id"].astype("string"),
-                                      pd.to_numeric(frame["line_no"], errors="coerce").astype("Int64")])
 
 
 def stored_history(history: pd.DataFrame | None, lines: pd.DataFrame) -> pd.DataFrame | None:

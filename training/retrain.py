@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.history import line_keys
 from features.schema import KEY_COLUMNS, validate_manifest
 from training.config import TrainConfig, layered_settings
 from training.drift import DriftReport, DriftSettings, drift_report
@@ -151,12 +152,6 @@ class LabelSet:
     files: list[str]
     database_lines: int
     database_note: str
-
-
-def line_keys(frame: pd.DataFrame) -> pd.Index:
-    """``declaration_id/line_no`` of each line, comparable across typed and stored frames."""
-    line_no = pd.to_numeric(frame["line_no"], errors="coerce").astype("Int64").astype("string")
-    return pd.Index(frame["declaration_id"].astype("string") + "/" + line_no)
 
 
 def gather_labels(paths: list[str | Path], database: pd.DataFrame | None = None,

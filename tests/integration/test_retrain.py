@@ -30,6 +30,7 @@ from models import registry
 from models.registry import CHALLENGER, CHAMPION, PREVIOUS, alias_version
 from training.config import load_train_config
 from training.evaluate import Window
+from features.history import line_keys
 from training.retrain import (
     AVERAGE_PRECISION,
     KEEP,
@@ -44,7 +45,6 @@ from training.retrain import (
     exploration_hit_rate,
     gather_labels,
     inverse_probability_weights,
-    line_keys,
     load_retrain_settings,
     model_scores,
     run_retrain,
@@ -250,7 +250,7 @@ def test_the_scorer_sees_no_outcome_after_the_training_cut_off():
 def test_line_keys_agree_between_typed_lines_and_the_store():
     typed = pd.DataFrame({"declaration_id": ["A"], "line_no": pd.array([2], dtype="Int64")})
     stored = pd.DataFrame({"declaration_id": ["A"], "line_no": [2.0]})
-    assert line_keys(typed).tolist() == line_keys(stored).tolist() == ["A/2"]
+    assert line_keys(typed).tolist() == line_keys(stored).tolist() == [("A", "2")]
 
 
 # ----------------------------------------------------------------------------- comparison metrics
