@@ -7,50 +7,28 @@ Each command parses its options, calls the domain code and reports. Errors that 
 
 from __future__ import annotations
 
-import functools
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from serve.cli_benchmark import benchmark_app
+from serve.cli_common import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_URI,
+    HistoryOption,
+    console,
+    friendly_errors,
+)
 from serve.cli_evaluate import evaluate
 from serve.cli_retrain import drift, retrain, rollback
 from serve.cli_triage import serve, triage_app
 
 app = typer.Typer(help="misdeclare: score import manifest lines for disguised antimony, gallium, "
                        "germanium and rare earths.", no_args_is_help=True, add_completion=False)
-console = Console()
-errors = Console(stderr=True)
-
-
-DEFAULT_MODEL_NAME = "misdeclare"
-DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
-HistoryOption = Annotated[Optional[Path], typer.Option(
-    "--history", envvar="MISDECLARE_HISTORY_DIR",
-    help="History store folder (lines seen so far, for party and flow history; default ./history).")]
-
-
-def friendly_errors(command):
-    """Turn the errors a user can fix into a one-line message and exit code 1."""
-    from features.schema import ManifestFileError
-    from models.bundle import BundleError
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (ManifestFileError, BundleError, ValueError, FileNotFoundError) as exc:
-            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=1) from exc
-
-    return wrapper
-
-
 def _parse_date(value: str, option: str) -> date:
     try:
         return date.fromisoformat(value)

@@ -7,13 +7,14 @@ at the top.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from serve.cli_common import console, errors, friendly_errors
 
 benchmark_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -34,19 +35,8 @@ def benchmark() -> None:
     # run a lone command directly).
 
 
-def _friendly(command):
-    """:func:`serve.cli.friendly_errors`, looked up at call time (no import cycle with serve.cli)."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from serve.cli import friendly_errors
-
-        return friendly_errors(command)(*args, **kwargs)
-
-    return wrapper
-
-
 @benchmark_app.command("kcs")
-@_friendly
+@friendly_errors
 def kcs(
     as_json: Annotated[bool, typer.Option("--json", help="Print every number as one JSON document on stdout.")] = False,
     data_dir: Annotated[Optional[Path], typer.Option(
@@ -55,7 +45,6 @@ def kcs(
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML overriding training settings.")] = None,
 ) -> None:
     """KCS synthetic import declarations: train on 2020 (+ 2021 Q1 for early stopping), report 2021 Q2."""
-    from serve.cli import console, errors
     from training.benchmark import run_kcs_benchmark
     from training.config import load_train_config
 

@@ -6,30 +6,20 @@ Registered on the app in :mod:`serve.cli` with ``app.command()(evaluate)``. This
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from serve.cli_common import console, errors, friendly_errors
+
 METRIC_LABELS = {"average_precision": "average precision", "roc_auc": "ROC-AUC", "brier": "Brier score",
                  "ece": "calibration error (ECE)"}
 CALIBRATION_METRICS = ("brier", "ece")
 
 
-def _friendly(command):
-    """:func:`serve.cli.friendly_errors`, looked up at call time (no import cycle with serve.cli)."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from serve.cli import friendly_errors
-
-        return friendly_errors(command)(*args, **kwargs)
-
-    return wrapper
-
-
-@_friendly
+@friendly_errors
 def evaluate(
     data: Annotated[list[Path], typer.Argument(help="Labelled manifest file(s) (CSV or Parquet).")],
     model: Annotated[Optional[str], typer.Option(
@@ -50,7 +40,6 @@ def evaluate(
 ) -> None:
     """Measure the model and baseline rules on later time windows, by inspection rate and slice."""
     from features.history_store import resolve_history_dir
-    from serve.cli import console, errors
     from training.config import load_train_config
     from training.evaluate import EvaluationSettings, evaluate_files
 

@@ -7,7 +7,6 @@ that ``serve.cli`` can import it at the top.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from datetime import date
@@ -16,34 +15,21 @@ from typing import Annotated, Optional
 
 import typer
 
-# The same defaults as serve.cli (not imported from there: serve.cli imports this module).
-DEFAULT_MODEL_NAME = "misdeclare"
-DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
+from serve.cli_common import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_URI,
+    HistoryOption,
+    console,
+    errors,
+    friendly_errors,
+)
+
 _EPOCH = date(1970, 1, 1)
 
 TrackingOption = Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
                                                        help="MLflow tracking URI.")]
-HistoryOption = Annotated[Optional[Path], typer.Option(
-    "--history", envvar="MISDECLARE_HISTORY_DIR",
-    help="History store folder (lines seen so far, for party and flow history; default ./history).")]
 RetrainConfigOption = Annotated[Optional[Path], typer.Option(
     "--retrain-config", help="YAML overriding retrain and drift settings (training/data/retrain.yaml).")]
-
-
-def _friendly(command):
-    """:func:`serve.cli.friendly_errors` looked up at call time, plus alias moves that did not happen."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from models.promotion import PromotionError
-        from serve.cli import errors, friendly_errors
-
-        try:
-            return friendly_errors(command)(*args, **kwargs)
-        except PromotionError as exc:
-            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=1) from exc
-
-    return wrapper
 
 
 # ----------------------------------------------------------------------------- triage database
@@ -95,7 +81,7 @@ def triage_labels(database_url: str | None):
 # ----------------------------------------------------------------------------- retrain
 
 
-@_friendly
+@friendly_errors
 def retrain(
     labels: Annotated[Optional[list[Path]], typer.Option(
         "--labels", help="Labelled file in the canonical schema (CSV or Parquet); repeat for several.")] = None,
@@ -115,7 +101,6 @@ def retrain(
 ) -> None:
     """Train a challenger on the latest labels, compare it with the champion, promote it or not."""
     from features.history_store import HistoryStore, resolve_history_dir
-    from serve.cli import console, errors
     from training.config import load_train_config
     from training.retrain import RetrainRequest, load_retrain_settings, run_retrain
 
@@ -235,7 +220,7 @@ def print_retrain(console, document: dict) -> None:
 # ----------------------------------------------------------------------------- rollback
 
 
-@_friendly
+@friendly_errors
 def rollback(
     model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = DEFAULT_MODEL_NAME,
     retrain_config: RetrainConfigOption = None,
@@ -243,7 +228,6 @@ def rollback(
 ) -> None:
     """Move the champion back to the previous version (a second rollback undoes the first)."""
     from models.promotion import rollback as move_back
-    from serve.cli import console
     from training.retrain import load_retrain_settings
 
     settings = load_retrain_settings(retrain_config)
@@ -256,7 +240,7 @@ def rollback(
 # ----------------------------------------------------------------------------- drift
 
 
-@_friendly
+@friendly_errors
 def drift(
     reference: Annotated[Path, typer.Argument(help="Reference lines: the model's training data (CSV or Parquet).")],
     current: Annotated[Path, typer.Argument(help="Current lines: a recent (scored) batch (CSV or Parquet).")],
@@ -270,7 +254,6 @@ def drift(
 ) -> None:
     """Population stability index of every model feature and of the score; logged to MLflow."""
     from features.history_store import HistoryStore, resolve_history_dir
-    from serve.cli import console, errors
     from training.drift import drift_files
     from training.retrain import load_retrain_settings
 

@@ -1,0 +1,43 @@
+"""What every ``misdeclare`` command module shares: consoles, error handling, option types.
+
+A leaf module (it imports no other command module), so that ``serve.cli`` and the modules of its
+subcommands can all import it at the top without an import cycle.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+errors = Console(stderr=True)
+
+DEFAULT_MODEL_NAME = "misdeclare"
+DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
+HistoryOption = Annotated[Optional[Path], typer.Option(
+    "--history", envvar="MISDECLARE_HISTORY_DIR",
+    help="History store folder (lines seen so far, for party and flow history; default ./history).")]
+
+
+def friendly_errors(command):
+    """Turn the errors a user can fix into a one-line message and exit code 1, never a traceback.
+
+    Bad files and settings, a tampered bundle, and an alias move that another process made first.
+    """
+    from features.schema import ManifestFileError
+    from models.bundle import BundleError
+    from models.promotion import PromotionError
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (ManifestFileError, BundleError, PromotionError, ValueError, FileNotFoundError) as exc:
+            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from exc
+
+    return wrapper
