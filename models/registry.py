@@ -91,11 +91,17 @@ def download_registered_bundle(uri: str, tracking_uri: str | None = None,
         Hash recorded at registration.
     """
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
     name, alias, version = parse_model_uri(uri)
     mlflow_client = client(tracking_uri)
-    model_version = (mlflow_client.get_model_version_by_alias(name, alias) if alias
-                     else mlflow_client.get_model_version(name, version))
+    try:
+        model_version = (mlflow_client.get_model_version_by_alias(name, alias) if alias
+                         else mlflow_client.get_model_version(name, version))
+    except MlflowException as exc:
+        # A user-fixable situation (nothing trained yet, a typo), not a crash: one line, no traceback.
+        raise LookupError(f"{uri}: not in the model registry at {resolve_tracking_uri(tracking_uri)} "
+                          f"({exc.message}); train a model first or check the name") from exc
     target = Path(destination or tempfile.mkdtemp(prefix="misdeclare-bundle-"))
     folder = mlflow.artifacts.download_artifacts(
         artifact_uri=model_version.source, dst_path=str(target),

@@ -26,7 +26,8 @@ HistoryOption = Annotated[Optional[Path], typer.Option(
 def friendly_errors(command):
     """Turn the errors a user can fix into a one-line message and exit code 1, never a traceback.
 
-    Bad files and settings, a tampered bundle, and an alias move that another process made first.
+    Bad files and settings, a tampered bundle, a model missing from the registry, and an alias move
+    that another process made first.
     """
     from features.schema import ManifestFileError
     from models.bundle import BundleError
@@ -36,7 +37,7 @@ def friendly_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ManifestFileError, BundleError, PromotionError, ValueError, FileNotFoundError) as exc:
+        except (ManifestFileError, BundleError, PromotionError, ValueError, LookupError, FileNotFoundError) as exc:
             errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from exc
 

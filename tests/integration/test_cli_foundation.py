@@ -270,3 +270,13 @@ def test_file_level_error_with_a_registry_model_leaves_no_output(scoring_dir, in
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [f"error: {source}: missing required column 'origin_country'"]
     assert files_in(scoring_dir) == {"incoming.csv", "history"}
+
+
+def test_score_without_a_registered_champion_is_one_line(mlflow_workdir, make_frame):
+    from typer.testing import CliRunner
+
+    make_frame({}).to_csv("in.csv", index=False)
+    result = CliRunner().invoke(app, ["score", "in.csv", "--out", "out.csv"])
+    assert result.exit_code == 1
+    assert "models:/misdeclare@champion: not in the model registry" in result.output
+    assert "Traceback" not in result.output and not (mlflow_workdir / "out.csv").exists()

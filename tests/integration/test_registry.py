@@ -119,3 +119,11 @@ def test_extra_file_in_the_artifact_store_is_refused(registered):
 
     with pytest.raises(BundleError, match=r"unexpected file\(s\) \['loader.py'\]"):
         load_bundle(f"models:/{MODEL}@champion")
+
+
+@pytest.mark.parametrize("uri", ["models:/nothing-here@champion", "models:/nothing-here/3"])
+def test_a_model_missing_from_the_registry_is_a_lookup_error_naming_it(mlflow_workdir, uri):
+    from models.bundle import load_bundle
+
+    with pytest.raises(LookupError, match=f"{uri}: not in the model registry"):
+        load_bundle(uri)
