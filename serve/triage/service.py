@@ -125,7 +125,9 @@ def audit_csv(db: Session, who: Principal, filters: audit.AuditFilter) -> Iterat
     audit.record(db, who.origin, "audit_export", "audit", {"actor": filters.actor, "action": filters.action,
                                                           "since": filters.since, "until": filters.until})
     db.flush()
-    return audit.iter_csv(db, filters)
+    # Read every chunk now: the request's session closes when the handler returns, before a
+    # streaming response would pull a lazy generator (which then queried a closed session).
+    return iter(list(audit.iter_csv(db, filters)))
 
 
 def _user_out(db: Session, user: User) -> schemas.UserOut:
