@@ -237,6 +237,9 @@ def change_password(db: Session, hasher: PasswordHasher, who: Principal, current
         raise InvalidInputError("new password must differ from the current one")
     user.password_hash = hasher.hash(new)
     user.must_change_password = False
+    # A stolen session must not outlive the password: end every other session of the user
+    # (the one making the change is kept, recognised by its own CSRF token).
+    _revoke_sessions(db, user.id, keep_csrf=who.csrf_token)
     audit.record(db, who.origin, "password_change", f"user:{user.username}")
 
 
@@ -347,8 +350,11 @@ def sign_out(db: Session, who: Principal, token: str) -> None:
         audit.record(db, who.origin, "sign_out", f"user:{who.username}")
 
 
-def _revoke_sessions(db: Session, user_id: int) -> None:
-    for row in db.scalars(select(SessionRow).where(SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None))):
+def _revoke_sessions(db: Session, user_id: int, keep_csrf: str | None = None) -> None:
+    query = select(SessionRow).where(SessionRow.user_id == user_id, SessionRow.revoked_at.is_(None))
+    if keep_csrf:
+        query = query.where(SessionRow.csrf_token != keep_csrf)
+    for row in db.scalars(query):
         row.revoked_at = utcnow()
 
 

@@ -194,3 +194,15 @@ def test_htmx_is_served_locally(client):
     response = client.get("/static/htmx.min.js")
     assert response.status_code == 200
     assert 'version:"2.' in response.text
+
+
+def test_changing_the_password_ends_the_users_other_sessions(client, make_client, sign_in):
+    other = make_client()
+    sign_in(other, "lax")
+    csrf = sign_in(client, "lax")
+    response = client.post("/password", data={"current": "inspection-day-2025", "new": "a-new-passphrase-2026",
+                                              "repeat": "a-new-passphrase-2026", "csrf_token": csrf},
+                           follow_redirects=False)
+    assert response.status_code == 303
+    assert client.get("/", follow_redirects=False).status_code == 200
+    assert other.get("/", follow_redirects=False).status_code in (303, 401)
