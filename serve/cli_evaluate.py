@@ -21,7 +21,8 @@ CALIBRATION_METRICS = ("brier", "ece")
 
 @friendly_errors
 def evaluate(
-    data: Annotated[list[Path], typer.Argument(help="Labelled manifest file(s) (CSV or Parquet).")],
+    data: Annotated[Optional[list[Path]], typer.Argument(
+        help="Labelled manifest file(s) (CSV or Parquet); not with --worlds.")] = None,
     model: Annotated[Optional[str], typer.Option(
         "--model", help="Evaluate this fixed model (models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder) "
                         "on the data after its validation period; by default a model is trained per window.")] = None,
@@ -37,8 +38,25 @@ def evaluate(
     history: Annotated[Optional[Path], typer.Option(
         "--history", envvar="MISDECLARE_HISTORY_DIR",
         help="History store of the fixed model's scorer (default ./history); unused when training per window.")] = None,
+    worlds: Annotated[Optional[int], typer.Option(
+        "--worlds", help="Cross-world evaluation on simulated worlds instead of DATA: this many held-out worlds "
+                         "whose structural parameters lie outside the training worlds' ranges.")] = None,
+    train_worlds: Annotated[int, typer.Option("--train-worlds", help="Training worlds pooled (with --worlds).")] = 4,
+    world_rows: Annotated[int, typer.Option("--world-rows", help="Lines simulated per world (with --worlds).")] = 120_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the world family (with --worlds).")] = 0,
 ) -> None:
-    """Measure the model and baseline rules on later time windows, by inspection rate and slice."""
+    """Measure the model and baseline rules on later time windows, by inspection rate and slice.
+
+    With --worlds N: train on simulated worlds and measure on N held-out worlds built differently
+    (cold start, warm store, and a model trained on each world's own history).
+    """
+    if worlds is not None:
+        if data:
+            raise typer.BadParameter("give either DATA files or --worlds, not both", param_hint="--worlds")
+        evaluate_worlds(worlds, train_worlds, world_rows, seed, config, tracking_uri, as_json)
+        return
+    if not data:
+        raise typer.BadParameter("give labelled DATA files, or --worlds N", param_hint="DATA")
     from features.history_store import resolve_history_dir
     from training.config import load_train_config
     from training.evaluate import EvaluationSettings, evaluate_files
@@ -57,6 +75,50 @@ def evaluate(
         typer.echo(json.dumps(outcome.document, allow_nan=False))
         return
     print_evaluation(console, outcome.document)
+
+
+def evaluate_worlds(n_held_out: int, n_train: int, rows: int, seed: int, config: Optional[Path],
+                    tracking_uri: Optional[str], as_json: bool) -> None:
+    """``misdeclare evaluate --worlds N``: the cross-world evaluation job (see training.crossworld)."""
+    from training.config import load_train_config
+    from training.crossworld import CrossWorldSettings, log_crossworld, run_crossworld
+    from training.worlds import load_world_spec
+
+    settings = CrossWorldSettings(n_train=n_train, n_held_out=n_held_out, train_rows=rows,
+                                  held_out_rows=rows, seed=seed)
+    with errors.status("simulating worlds...") as status:
+        document = run_crossworld(settings, load_train_config(config), load_world_spec(),
+                                  on_world=lambda name: status.update(f"cross-world evaluation: {name}..."))
+        document["mlflow_run_id"] = log_crossworld(document, tracking_uri)
+    if as_json:
+        typer.echo(json.dumps(document, allow_nan=True))
+        return
+    print_worlds(console, document)
+
+
+def print_worlds(console, document: dict) -> None:
+    """One table per mode: each held-out world's figures beside the hub + value rule's."""
+    from rich.table import Table
+
+    from training.crossworld import HEADLINE_RULE, MODEL
+
+    rates = document["settings"]["rates"]
+    for mode, summary in document["summary"].items():
+        table = Table(title=f"{mode} start: held-out worlds (parameters outside the training ranges)")
+        for column in ("world", "prevalence", *[f"recall @ {r:.0%}" for r in rates],
+                       f"rule recall @ {rates[min(1, len(rates) - 1)]:.0%}", "AP", "rule AP", "red", "yellow"):
+            table.add_column(column, justify="left" if column == "world" else "right")
+        for world in document["worlds"]:
+            figures = world["modes"][mode]
+            model, rule = figures["scorers"][MODEL], figures["scorers"][HEADLINE_RULE]
+            table.add_row(world["world"], f"{figures['prevalence']:.2%}",
+                          *[f"{model[f'recall_at_{r * 100:g}pct']:.2f}" for r in rates],
+                          f"{rule[f'recall_at_{rates[min(1, len(rates) - 1)] * 100:g}pct']:.2f}",
+                          f"{model['average_precision']:.2f}", f"{rule['average_precision']:.2f}",
+                          f"{figures['red_share']:.1%}", f"{figures['yellow_share']:.1%}")
+        table.caption = ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in summary.items())
+        console.print(table)
+    console.print(f"MLflow run {document['mlflow_run_id']}")
 
 
 def _cell(entry: dict | None) -> str:
