@@ -124,6 +124,10 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
     extra_entities : tuple of str
         Further input columns whose values get the same history as a party (e.g. a source schema's
         goods profile); missing values have no history.
+    tenure_unknown_days : int
+        A party first seen within this many days of the first line the history holds (the store's
+        coverage start) has an *unknown* tenure (NaN), not a short one: a deployment starts with an
+        empty or partial store, and a firm trading for decades is not new because the store is.
     """
 
     _fitted_attributes = ("global_rate_", "hubs_", "switch_dates_", "numeric_features_")
@@ -131,13 +135,14 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
 
     def __init__(self, label_delay_days: int = 30, prior_strength: float = 5.0, trailing_days: int = 28,
                  baseline_days: int = 182, reference_dir: str | None = None,
-                 extra_entities: tuple[str, ...] = ()):
+                 extra_entities: tuple[str, ...] = (), tenure_unknown_days: int = 0):
         self.label_delay_days = label_delay_days
         self.prior_strength = prior_strength
         self.trailing_days = trailing_days
         self.baseline_days = baseline_days
         self.reference_dir = reference_dir
         self.extra_entities = extra_entities
+        self.tenure_unknown_days = tenure_unknown_days
 
     @property
     def entities(self) -> tuple[str, ...]:
@@ -145,9 +150,10 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         return ENTITY_COLUMNS + tuple(self.extra_entities)
 
     def fit(self, X: pd.DataFrame, y=None):
-        for name in ("label_delay_days", "trailing_days", "baseline_days"):
-            if getattr(self, name) < 0 or (name != "label_delay_days" and getattr(self, name) == 0):
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("label_delay_days", "trailing_days", "baseline_days", "tenure_unknown_days"):
+            strictly = name in ("trailing_days", "baseline_days")
+            if getattr(self, name) < 0 or (strictly and getattr(self, name) == 0):
+                raise ValueError(f"{name} must be {'>' if strictly else '>='} 0, got {getattr(self, name)}")
         if self.prior_strength <= 0:
             raise ValueError(f"prior_strength must be > 0, got {self.prior_strength}")
         known = X[(as_float(X, "inspected") == 1) & np.isfinite(as_float(X, "misdeclared"))]
@@ -200,7 +206,9 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         lines_before = count_before(group[known], days[known], group, days)
         first_day = pd.Series(days[known]).groupby(group[known]).min()
         first = first_day.reindex(group).to_numpy(dtype="float64")
-        days_since_first = np.where(first < days, days - first, np.nan)
+        # Tenure is unknown for parties already there when the history begins (see the class docstring).
+        censored = first < days.min() + self.tenure_unknown_days if len(days) else np.zeros(0, dtype=bool)
+        days_since_first = np.where((first < days) & ~censored, days - first, np.nan)
         outcomes, positives = self._outcomes_before(frame, days, group)
         rate = (positives + self.prior_strength * self.global_rate_) / (outcomes + self.prior_strength)
         return {

@@ -64,7 +64,7 @@ class FeaturePipeline:
 
 def build_feature_pipeline(reference_dir: str | None = None, min_count: int = 20, min_category_count: int = 5,
                            label_delay_days: int = 30, extra_categorical: tuple[str, ...] = (),
-                           history_entities: tuple[str, ...] = ()) -> FeaturePipeline:
+                           history_entities: tuple[str, ...] = (), tenure_unknown_days: int = 0) -> FeaturePipeline:
     """Return the unfitted feature pipeline.
 
     Parameters
@@ -81,6 +81,8 @@ def build_feature_pipeline(reference_dir: str | None = None, min_count: int = 20
         Further input columns to use as categories (e.g. a source schema's office or procedure).
     history_entities : tuple of str
         Further input columns with a party-like history (e.g. a source schema's goods profile).
+    tenure_unknown_days : int
+        Parties first seen within this many days of the history's first line have unknown tenure.
     """
     steps = [
         ("weight", WeightFeatures()),
@@ -89,7 +91,8 @@ def build_feature_pipeline(reference_dir: str | None = None, min_count: int = 20
         ("description", DescriptionFeatures()),
         ("route", RouteFeatures(reference_dir=reference_dir)),
         ("history", HistoryFeatures(label_delay_days=label_delay_days, reference_dir=reference_dir,
-                                    extra_entities=tuple(history_entities))),
+                                    extra_entities=tuple(history_entities),
+                                    tenure_unknown_days=tenure_unknown_days)),
     ]
     categorical = tuple(c for _, step in steps for c in step.categorical_outputs) + tuple(extra_categorical)
     steps.append(("encode", CategoryEncoder(columns=categorical, min_count=min_category_count)))

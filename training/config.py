@@ -27,6 +27,8 @@ class TrainConfig:
     lambda_l2: float
     min_hs_count: int
     min_category_count: int
+    tenure_unknown_days: int
+    history_dropout: float
     red_rate: float
     yellow_rate: float
     inspection_rates: tuple[float, ...]

@@ -87,6 +87,24 @@ def fit_risk_model(X_train, y_train, X_valid, y_valid, categorical: list[str], c
                      callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
 
 
+def drop_party_history(X: pd.DataFrame, groups: dict[str, str], share: float, seed: int) -> pd.DataFrame:
+    """Copy of ``X`` with every party-history feature missing on a random ``share`` of rows.
+
+    A new office scores lines whose parties its store has never seen; a model that only ever saw
+    parties with a full history leans on it and ranks unknown parties by accident. Training on some
+    lines as if their parties were unknown makes it learn what the goods themselves show.
+    """
+    if not 0 <= share < 1:
+        raise ValueError(f"history_dropout must be in [0, 1), got {share}")
+    party = [name for name in X.columns if groups.get(name, "").endswith("_history")]
+    if share == 0 or not party:
+        return X
+    dropped = np.random.default_rng(seed).random(len(X)) < share
+    X = X.copy()
+    X.loc[dropped, party] = np.nan
+    return X
+
+
 def fit_platt_calibration(raw_scores: np.ndarray, y: np.ndarray) -> dict:
     """Platt scaling of raw scores: class weighting distorts probabilities, so map them back.
 
@@ -94,6 +112,59 @@ def fit_platt_calibration(raw_scores: np.ndarray, y: np.ndarray) -> dict:
     """
     model = LogisticRegression(C=1e6, max_iter=1000).fit(raw_scores.reshape(-1, 1), y)
     return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
+
+
+SELECTED_BY, EXPLORATION = "selected_by", "exploration"
+MIN_EXPLORATION_POSITIVES = 5  # below this the exploration hit rate is too noisy to anchor the risk
+
+
+def exploration_prevalence(lines: pd.DataFrame) -> tuple[float, int, int] | None:
+    """Misdeclared share of the labelled exploration checks among ``lines`` (rate, checks, hits).
+
+    Exploration checks are picked at random among all lines (``selected_by == "exploration"``), so
+    their hit rate estimates the share of misdeclared lines in the whole flow, unlike targeted
+    inspections. None when there are none or fewer than :data:`MIN_EXPLORATION_POSITIVES` hits.
+    """
+    if SELECTED_BY not in lines.columns:
+        return None
+    picked = labelled(lines[(lines[SELECTED_BY].astype("string") == EXPLORATION).fillna(False).to_numpy(dtype=bool)])
+    hits = int(picked["misdeclared"].sum())
+    if hits < MIN_EXPLORATION_POSITIVES:
+        return None
+    return hits / len(picked), len(picked), hits
+
+
+def anchor_to_population(calibration: dict, raw_scores: np.ndarray, prevalence: float) -> dict:
+    """Shift the Platt intercept so that the mean risk over ``raw_scores`` equals ``prevalence``.
+
+    Platt scaling fitted on inspected lines gives the probability *for a line like those inspected*:
+    a selected, high-prevalence population, so an ordinary line's risk reads far too high. Shifting
+    the intercept (a prior-shift correction) keeps the ranking and makes the average over every line
+    of the period match the share of misdeclared lines the random checks found.
+    """
+    raw = np.asarray(raw_scores, dtype="float64")
+    low, high = -50.0, 50.0
+    for _ in range(100):  # bisection: the mean risk increases with the intercept
+        middle = (low + high) / 2
+        mean = apply_calibration(raw, {**calibration, "b": middle}).mean()
+        low, high = (middle, high) if mean < prevalence else (low, middle)
+    return {**calibration, "b": (low + high) / 2}
+
+
+def population_calibration(calibration: dict, raw_scores: np.ndarray, period: pd.DataFrame,
+                           earlier: pd.DataFrame) -> dict:
+    """The calibration with its ``basis``: anchored on exploration checks when they allow it.
+
+    The validation period's exploration checks are used, or every exploration check up to its end
+    when the period alone has too few hits; without them the risk stays a probability among
+    inspected lines (``basis`` says so and the README explains what that means).
+    """
+    estimate = exploration_prevalence(period) or exploration_prevalence(pd.concat([earlier, period]))
+    if estimate is None:
+        return {**calibration, "basis": "inspected"}
+    rate, checks, hits = estimate
+    return {**anchor_to_population(calibration, raw_scores, rate), "basis": "exploration",
+            "exploration_checks": checks, "exploration_hits": hits, "population_rate": rate}
 
 
 def fit_commodity_model(X: pd.DataFrame, found: pd.Series, categorical: list[str], commodities: list[str],
@@ -172,18 +243,22 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
                                       min_category_count=config.min_category_count,
                                       label_delay_days=config.label_delay_days,
                                       extra_categorical=extra_categorical,
-                                      history_entities=history_entities).fit(split.train)
+                                      history_entities=history_entities,
+                                      tenure_unknown_days=config.tenure_unknown_days).fit(split.train)
     categorical = categorical_features(pipeline)
     _, X_all = transform_features(pipeline, hide_labels_outside(lines, split.train.index))
     X_train, X_valid, X_test = (X_all.loc[period.index] for period in (train_l, valid_l, test_l))
     y_train, y_valid = train_l["misdeclared"].to_numpy("int64"), valid_l["misdeclared"].to_numpy("int64")
     weight = None if weight_column is None else train_l[weight_column].to_numpy("float64")
-    booster = fit_risk_model(X_train, y_train, X_valid, y_valid, categorical, config, weight)
-    calibration = fit_platt_calibration(booster.predict(X_valid, raw_score=True), y_valid)
-    all_valid_scores = apply_calibration(booster.predict(X_all.loc[split.valid.index], raw_score=True), calibration)
+    groups = feature_groups(pipeline)
+    booster = fit_risk_model(drop_party_history(X_train, groups, config.history_dropout, config.seed),
+                             y_train, X_valid, y_valid, categorical, config, weight)
+    valid_raw = booster.predict(X_all.loc[split.valid.index], raw_score=True)
+    calibration = population_calibration(fit_platt_calibration(booster.predict(X_valid, raw_score=True), y_valid),
+                                         valid_raw, split.valid, split.train)
+    all_valid_scores = apply_calibration(valid_raw, calibration)
     thresholds = channel_thresholds(all_valid_scores, config.red_rate, config.yellow_rate)
     commodities = load_reference(reference_dir).commodities
-    groups = feature_groups(pipeline)
     commodity_features = [f for f in X_train.columns if groups[f] in config.commodity_feature_groups]
     commodity_booster = fit_commodity_model(X_train[commodity_features], train_l["found_commodity"],
                                             [c for c in categorical if c in commodity_features], commodities, config)

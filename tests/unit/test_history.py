@@ -189,3 +189,32 @@ def test_rescoring_a_stored_file_does_not_count_it_twice(tmp_path):
     again = history.transform(current, past=store.read())
     pd.testing.assert_frame_equal(first[history.numeric_features_], again[history.numeric_features_])
     assert first.loc["D", "shipper_id_lines_before"] == 4.0
+
+
+def test_a_party_already_there_when_the_history_begins_has_unknown_tenure_not_a_short_one():
+    lines = make_lines()
+    history = HistoryFeatures(tenure_unknown_days=10).fit(lines)
+    tenure = history.transform(lines)["shipper_id_days_since_first"]
+    # S1 is first seen on the history's first day (2025-01-01): unknown on every later line.
+    assert tenure[["C", "H", "D"]].isna().all()
+    # S3 (2025-01-05) too, within 10 days of the start; S2 first appears on its own line's day.
+    assert np.isnan(tenure["G"]) and np.isnan(tenure["E"])
+    # Without the setting, tenures are counted from the first line as before.
+    assert fitted(lines).transform(lines)["shipper_id_days_since_first"][["C", "H", "D"]].tolist() == [19, 45, 59]
+
+
+def test_a_party_first_seen_after_the_coverage_window_has_its_tenure():
+    lines = make_lines()
+    history = HistoryFeatures(tenure_unknown_days=3).fit(lines)
+    tenure = history.transform(lines)["shipper_id_days_since_first"]
+    # The history begins on 2025-01-01; S1 was there on its first day: unknown.
+    assert tenure[["C", "H", "D"]].isna().all()
+    # When scored against a later store start (only lines from 2025-01-05 on), S1 counts from 01-20.
+    later = lines[lines["declared_at"] >= "2025-01-05"]
+    tenure = history.transform(later)["shipper_id_days_since_first"]
+    assert tenure[["H", "D"]].tolist() == [26, 40]
+
+
+def test_tenure_unknown_days_must_not_be_negative():
+    with pytest.raises(ValueError, match="tenure_unknown_days must be >= 0, got -1"):
+        HistoryFeatures(tenure_unknown_days=-1).fit(make_lines())
