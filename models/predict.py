@@ -1,19 +1,33 @@
-"""Score validated manifest lines with a bundle: risk, channel, reasons, suspected commodity.
+"""Score validated manifest lines with a bundle: risk, check, channel, reasons, suspected commodity.
 
 This is the only path from manifest line to score: batch scoring, the API and retraining call
-:func:`score_frame` with a loaded bundle, whose fitted pipeline builds the features.
+:func:`score_frame` with a loaded bundle, whose fitted pipeline builds the features. Scoring is
+three steps, each defined once here:
+
+1. :func:`score_risk`: features, calibrated risk, and the scope (:mod:`models.scope`): lines declared
+   under a controlled code get ``check`` "origin" and risk 0, the others ``check`` "disguise";
+2. :func:`assign_channels`: red / yellow by quota of rank within each arrival day among the
+   disguise lines (:mod:`models.channels`), yellow for origin lines whose origin check fires;
+3. :func:`finish_frame`: suspected commodity and reasons of the flagged (or explained) lines.
+
+:func:`score_frame` runs the three on one frame (quotas within that frame's days); batch scoring
+(``serve.batch``) runs step 1 per chunk, step 2 once over the whole file, step 3 per chunk.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.special import expit
 
 from features.pipeline import transform_features
+from models.channels import channel_rates, channels_for_lines
 from models.reasons import PhraseContext, group_contributions, write_reasons
+from models.scope import DISGUISE, ORIGIN, OriginCheck
 
-OUTPUT_COLUMNS = ("risk_score", "channel", "reasons", "suspected_commodity", "model_version")
+OUTPUT_COLUMNS = ("risk_score", "channel", "reasons", "suspected_commodity", "model_version", "check")
 EXPLAIN_CHOICES = ("flagged", "red", "all", "none")
 NO_COMMODITY = "none"
 
@@ -27,9 +41,10 @@ def apply_calibration(raw_scores: np.ndarray, calibration: dict) -> np.ndarray:
 
 
 def channel_for(scores: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
-    """'red' above the red threshold, 'yellow' above the yellow one, else 'green'.
+    """Legacy absolute thresholds: 'red' above the red threshold, 'yellow' above the yellow one.
 
-    Strictly above: when many lines tie at a threshold, flagging all of them would exceed the
+    Scoring no longer uses this (channels are day quotas: :func:`assign_channels`); it stays until
+    training stops calling it. Strictly above: when many lines tie at a threshold, flagging all of them would exceed the
     inspection capacity the threshold was set for.
     """
     scores = np.asarray(scores)
@@ -71,9 +86,99 @@ def reasons_for(bundle, derived: pd.DataFrame, X: pd.DataFrame, mask: np.ndarray
     return reasons
 
 
+@dataclass
+class RiskScores:
+    """Step 1 of scoring: per-line risk and scope, with the features when they are kept.
+
+    Attributes
+    ----------
+    risk : ndarray of float
+        Calibrated risk of a disguise; 0.0 on origin-check lines.
+    check : ndarray of object
+        "disguise" or "origin" (:mod:`models.scope`).
+    origin_alert : ndarray of bool
+        Origin-check lines whose origin rule fires (they go to yellow).
+    derived, X : DataFrame, optional
+        The lines' derived features and model matrix; None when dropped to save memory (then
+        :func:`finish_frame` recomputes them for the lines it needs, given the same ``past``).
+    """
+
+    risk: np.ndarray
+    check: np.ndarray
+    origin_alert: np.ndarray
+    derived: pd.DataFrame | None = None
+    X: pd.DataFrame | None = None
+
+    def without_features(self) -> "RiskScores":
+        """The same scores without ``derived`` and ``X``."""
+        return RiskScores(self.risk, self.check, self.origin_alert)
+
+
+def score_risk(bundle, lines: pd.DataFrame, past: pd.DataFrame | None = None, num_threads: int = 2) -> RiskScores:
+    """Step 1: features, calibrated risk and scope of validated lines (see :func:`score_frame`)."""
+    derived, X = transform_features(bundle.pipeline, lines, past)
+    risk = apply_calibration(bundle.booster.predict(X, raw_score=True, num_threads=num_threads),
+                             bundle.spec["calibration"])
+    scope = OriginCheck.from_pipeline(bundle.pipeline).evaluate(derived)
+    risk = np.where(scope.controlled, 0.0, risk)
+    return RiskScores(risk=risk, check=scope.check, origin_alert=scope.alert, derived=derived, X=X)
+
+
+def assign_channels(lines: pd.DataFrame, scores: RiskScores, rates: dict[str, float]) -> np.ndarray:
+    """Step 2: channel of each line of ``lines`` (all the lines whose quotas are shared).
+
+    Disguise lines are ranked within their arrival day and get red / yellow by quota
+    (:func:`models.channels.quota_channels`); origin lines are never ranked nor counted: yellow when
+    their origin check fires, else green.
+    """
+    channels = channels_for_lines(lines, scores.risk, rates, ranked=scores.check == DISGUISE)
+    channels[scores.origin_alert] = "yellow"
+    return channels
+
+
+def finish_frame(bundle, lines: pd.DataFrame, scores: RiskScores, channels: np.ndarray, explain: str = "flagged",
+                 num_threads: int = 2, past: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Step 3: ``lines`` with the output columns (:data:`OUTPUT_COLUMNS`).
+
+    Suspected commodity for flagged lines (the commodity model on disguise lines, the declared good
+    on origin lines); reasons for the lines ``explain`` selects (TreeSHAP phrases on disguise lines,
+    the origin check's phrase on origin lines). When ``scores`` carries no features they are
+    recomputed for those lines only, with ``past`` (which must then hold every other line the
+    risk was computed with, e.g. the rest of the file).
+    """
+    channels = np.asarray(channels, dtype=object)
+    flagged = channels != "green"
+    explained = explain_mask(channels, explain)
+    needed = flagged | explained
+    origin = scores.check == ORIGIN
+    suspected = np.full(len(lines), NO_COMMODITY, dtype=object)
+    reasons = np.full(len(lines), "", dtype=object)
+    if needed.any():
+        if scores.derived is None:
+            derived, X = transform_features(bundle.pipeline, lines[needed], past)
+        else:
+            derived, X = scores.derived[needed], scores.X[needed]
+        sub_flagged, sub_explained, sub_origin = flagged[needed], explained[needed], origin[needed]
+        sub_suspected = suspected_commodity(bundle, X, sub_flagged & ~sub_origin, num_threads)
+        sub_suspected[sub_flagged & sub_origin] = derived.loc[sub_flagged & sub_origin, "declared_target"].to_numpy(object)
+        derived = derived.assign(suspected_commodity=sub_suspected)
+        sub_reasons = reasons_for(bundle, derived, X, sub_explained & ~sub_origin, num_threads)
+        if (sub_explained & sub_origin).any():
+            check = OriginCheck.from_pipeline(bundle.pipeline)
+            rows = derived[sub_explained & sub_origin]
+            sub_reasons[sub_explained & sub_origin] = check.phrases(rows, check.evaluate(rows))
+        suspected[needed], reasons[needed] = sub_suspected, sub_reasons
+    return lines.assign(risk_score=scores.risk, channel=channels, reasons=reasons, suspected_commodity=suspected,
+                        model_version=bundle.version, check=scores.check)
+
+
 def score_frame(bundle, lines: pd.DataFrame, explain: str = "flagged", num_threads: int = 2,
                 past: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Score validated manifest lines.
+    """Score validated manifest lines: risk, check, channel by day quota, reasons, suspected commodity.
+
+    Channel quotas are shared by the lines of ``lines`` declared on the same day: a frame holding
+    part of a day gets that part's quotas (a single line is always green: see
+    :mod:`models.channels`). Batch scoring applies them to whole files.
 
     Parameters
     ----------
@@ -92,19 +197,9 @@ def score_frame(bundle, lines: pd.DataFrame, explain: str = "flagged", num_threa
     Returns
     -------
     DataFrame
-        ``lines`` with ``risk_score``, ``channel``, ``reasons``, ``suspected_commodity`` and
-        ``model_version`` appended.
+        ``lines`` with ``risk_score``, ``channel``, ``reasons``, ``suspected_commodity``,
+        ``model_version`` and ``check`` appended.
     """
-    derived, X = transform_features(bundle.pipeline, lines, past)
-    risk = apply_calibration(bundle.booster.predict(X, raw_score=True, num_threads=num_threads),
-                             bundle.spec["calibration"])
-    channels = channel_for(risk, bundle.spec["channel_thresholds"])
-    suspected = suspected_commodity(bundle, X, channels != "green", num_threads)
-    derived = derived.assign(suspected_commodity=suspected)
-    return lines.assign(
-        risk_score=risk,
-        channel=channels,
-        reasons=reasons_for(bundle, derived, X, explain_mask(channels, explain), num_threads),
-        suspected_commodity=suspected,
-        model_version=bundle.version,
-    )
+    scores = score_risk(bundle, lines, past, num_threads)
+    channels = assign_channels(lines, scores, channel_rates(bundle.spec))
+    return finish_frame(bundle, lines, scores, channels, explain, num_threads)

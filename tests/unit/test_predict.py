@@ -1,4 +1,4 @@
-"""models/predict.py: calibration, channels, which lines get reasons, and score_frame's output."""
+"""models/predict.py: calibration, which lines get reasons, and score_frame's output (risk, check, channels)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import pytest
 
 from features.pipeline import pipeline_from_spec, transform_features
 from models.bundle import ModelBundle
-from models.predict import OUTPUT_COLUMNS, apply_calibration, channel_for, explain_mask, score_frame
+from models.channels import channels_for_lines
+from models.predict import (
+    OUTPUT_COLUMNS,
+    apply_calibration,
+    assign_channels,
+    explain_mask,
+    finish_frame,
+    score_frame,
+    score_risk,
+)
 
 
 @pytest.mark.parametrize(("raw", "a", "b", "expected"), [
@@ -30,20 +39,6 @@ def test_apply_calibration(raw, a, b, expected):
 def test_unknown_calibration_method_is_refused(calibration):
     with pytest.raises(ValueError, match="unknown calibration method"):
         apply_calibration(np.zeros(2), calibration)
-
-
-@pytest.mark.parametrize(("score", "channel"), [
-    (0.95, "red"), (0.8000001, "red"), (0.8, "yellow"), (0.6, "yellow"), (0.5000001, "yellow"), (0.5, "green"),
-    (0.0, "green"),
-])
-def test_channel_is_strictly_above_the_threshold(score, channel):
-    assert channel_for(np.array([score]), {"red": 0.8, "yellow": 0.5}).tolist() == [channel]
-
-
-def test_channels_when_many_lines_tie_at_the_red_threshold():
-    scores = np.array([0.7, 0.7, 0.7, 0.9])
-
-    assert channel_for(scores, {"red": 0.7, "yellow": 0.7}).tolist() == ["green", "green", "green", "red"]
 
 
 CHANNELS = np.array(["red", "yellow", "green", "yellow", "red"], dtype=object)
@@ -73,13 +68,10 @@ def lines(small_bundle) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def bundle(small_bundle, lines) -> ModelBundle:
-    """The small bundle with thresholds sending 10 % of ``lines`` to red and the next 20 % to yellow."""
+    """The small bundle with quotas of 10 % red and a further 20 % yellow (``lines`` has ~6 a day)."""
     spec = copy.deepcopy(small_bundle["spec"])
     pipeline = pipeline_from_spec(spec["pipeline"])
-    _, X = transform_features(pipeline, lines)
-    probability = small_bundle["booster"].predict(X)
-    spec["channel_thresholds"] = {"red": float(np.quantile(probability, 0.9)),
-                                  "yellow": float(np.quantile(probability, 0.7))}
+    spec["channel_rates"] = {"red": 0.1, "yellow": 0.2}
     return ModelBundle(booster=small_bundle["booster"], commodity_booster=small_bundle["commodity_booster"],
                        spec=spec, pipeline=pipeline, version="misdeclare/7", manifest_sha256="0" * 64)
 
@@ -95,20 +87,45 @@ def test_score_frame_appends_the_output_columns_and_keeps_the_input(scored, line
     assert set(scored["model_version"]) == {"misdeclare/7"}
 
 
-def test_risk_is_the_calibrated_model_score(scored, bundle, lines):
+def test_risk_is_the_calibrated_model_score_on_disguise_lines_and_zero_on_origin_lines(scored, bundle, lines):
     _, X = transform_features(bundle.pipeline, lines)
+    disguise = (scored["check"] == "disguise").to_numpy()
 
     # calibration a=1, b=0: the logistic of the raw score, i.e. the booster's own probability
-    np.testing.assert_allclose(scored["risk_score"], bundle.booster.predict(X), rtol=1e-9)
+    np.testing.assert_allclose(scored.loc[disguise, "risk_score"], bundle.booster.predict(X[disguise]), rtol=1e-9)
+    assert (scored.loc[~disguise, "risk_score"] == 0.0).all()
+    assert set(scored["check"]) == {"disguise", "origin"}  # the generated lines include controlled codes
 
 
-def test_channels_follow_the_bundle_thresholds(scored, bundle):
-    risk, channel = scored["risk_score"], scored["channel"]
-    red, yellow = bundle.spec["channel_thresholds"]["red"], bundle.spec["channel_thresholds"]["yellow"]
+def test_disguise_channels_are_the_day_quotas_of_the_disguise_lines(scored, bundle, lines):
+    disguise = (scored["check"] == "disguise").to_numpy()
 
-    assert ((channel == "red") == (risk > red)).all()
-    assert ((channel == "yellow") == ((risk > yellow) & (risk <= red))).all()
-    assert set(channel) == {"red", "yellow", "green"}
+    expected = channels_for_lines(lines, scored["risk_score"].to_numpy(), bundle.spec["channel_rates"], ranked=disguise)
+
+    np.testing.assert_array_equal(scored.loc[disguise, "channel"].to_numpy(), expected[disguise])
+    assert set(scored["channel"]) == {"red", "yellow", "green"}
+
+
+def test_no_green_disguise_line_has_a_higher_risk_than_a_flagged_one_of_its_day(scored):
+    disguise = scored[scored["check"] == "disguise"]
+    for _, day in disguise.groupby(disguise["declared_at"].dt.date):
+        risk = {c: day.loc[day["channel"] == c, "risk_score"] for c in ("red", "yellow", "green")}
+        flagged = pd.concat([risk["red"], risk["yellow"]])
+        if len(flagged) and len(risk["green"]):
+            assert risk["green"].max() <= flagged.min()
+        if len(risk["red"]) and len(risk["yellow"]):
+            assert risk["yellow"].max() <= risk["red"].min()
+
+
+def test_the_steps_give_score_frame(bundle, lines, scored):
+    scores = score_risk(bundle, lines, num_threads=1)
+    channels = assign_channels(lines, scores, bundle.spec["channel_rates"])
+
+    with_features = finish_frame(bundle, lines, scores, channels, "flagged", num_threads=1)
+    recomputed = finish_frame(bundle, lines, scores.without_features(), channels, "flagged", num_threads=1, past=lines)
+
+    pd.testing.assert_frame_equal(with_features, scored)
+    pd.testing.assert_frame_equal(recomputed, scored)
 
 
 def test_reasons_and_suspected_commodity_only_for_flagged_lines(scored):
@@ -118,6 +135,22 @@ def test_reasons_and_suspected_commodity_only_for_flagged_lines(scored):
     assert (scored.loc[flagged, "reasons"] != "").all()
     assert (scored.loc[~flagged, "suspected_commodity"] == "none").all()
     assert set(scored.loc[flagged, "suspected_commodity"]) <= {"antimony", "gallium", "germanium", "rare_earth"}
+
+
+def test_laundered_origin_lines_are_yellow_with_the_origin_phrase_and_their_declared_good(bundle, lines, scored):
+    controlled = (scored["check"] == "origin").to_numpy()
+    laundered = lines.copy()
+    laundered.loc[controlled, ["origin_country", "export_country"]] = "TH"  # no production, a diversion hub
+
+    rescored = score_frame(bundle, laundered, explain="flagged", num_threads=1)
+
+    origin = rescored[controlled]
+    assert (origin["channel"] == "yellow").all() and (origin["risk_score"] == 0.0).all()
+    assert origin["reasons"].str.match(r"declared as [a-z ]+ \(HS \d{6}\) with origin TH, which does not produce "
+                                       r"[a-z ]+: check the certificate of origin$").all()
+    assert (origin["suspected_commodity"] != "none").all()
+    # origin lines take no place in the quotas: the disguise lines' channels are unchanged
+    pd.testing.assert_series_equal(rescored.loc[~controlled, "channel"], scored.loc[~controlled, "channel"])
 
 
 def test_explain_red_leaves_yellow_lines_without_reasons(bundle, lines):

@@ -1,0 +1,164 @@
+"""Scope of the disguise score, and the origin check of lines declared under a controlled code.
+
+The disguise score asks whether a consignment declared as *something else* (another metal, crafts,
+ceramics...) hides antimony, gallium, germanium or rare earths. A line declared under a controlled
+code (``DeclaredHSFeatures.is_target_code``: the antimony, gallium, germanium and rare-earth
+headings of ``features/data/hs_codes.csv``) declares the good openly, so it is not a disguise
+candidate: its ``check`` is ``"origin"`` instead of ``"disguise"``, its ``risk_score`` is 0 (the
+probability that it is a *disguised* controlled good is 0 by definition) and it never takes a place
+in the day's red / yellow quotas.
+
+What can be wrong with such a line is its declared origin (origin laundering: Chinese material
+relabelled in a transit country). The origin check fires, and the line goes to **yellow** (check the
+certificate of origin), when its declared origin is not the controlling country (China) and
+
+- the declared origin country does not produce the declared good (``features/data/countries.csv``,
+  column ``produces``; for a code shared by several goods, e.g. HS 811292 gallium / germanium, it
+  must produce one of them), or
+- the line was exported from, loaded in or transshipped through a diversion hub
+  (``countries.csv``, ``diversion_hub``; the hubs the model was trained with) other than its
+  origin country.
+
+Otherwise the line is green. Countries, goods and hubs come from the reference tables, never from
+code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from features.reference import load_reference
+from features.transformers import DeclaredHSFeatures, RouteFeatures, as_text
+
+DISGUISE, ORIGIN = "disguise", "origin"
+CHECKS = (DISGUISE, ORIGIN)
+# The country whose export controls the laundering evades (FACTS.md); goods declared as coming
+# from it say where they come from, so their origin is not in question.
+CONTROLLING_COUNTRY = "CN"
+
+
+@dataclass(frozen=True)
+class ScopeResult:
+    """Per-line outcome of the scope and origin check.
+
+    Attributes
+    ----------
+    controlled : ndarray of bool
+        Declared under a controlled code: check "origin", not a disguise candidate.
+    non_producer : ndarray of bool
+        Controlled line whose origin does not produce the declared good (and is not the
+        controlling country).
+    hub : ndarray of object
+        Controlled line routed via a diversion hub other than its origin: that hub's country code
+        (the first one in alphabetical order if several), '' otherwise.
+    """
+
+    controlled: np.ndarray
+    non_producer: np.ndarray
+    hub: np.ndarray
+
+    @property
+    def check(self) -> np.ndarray:
+        """'origin' for controlled-code lines, 'disguise' for the others."""
+        return np.where(self.controlled, ORIGIN, DISGUISE).astype(object)
+
+    @property
+    def alert(self) -> np.ndarray:
+        """Controlled lines whose certificate of origin should be checked (yellow)."""
+        return self.controlled & (self.non_producer | (self.hub != ""))
+
+
+@dataclass(frozen=True)
+class OriginCheck:
+    """The origin-laundering rule with its reference data.
+
+    Attributes
+    ----------
+    producers : dict
+        Commodity -> countries producing it.
+    code_commodities : dict
+        Six-digit HS code -> the goods it covers (``target_goods.csv``; e.g. 811292 -> gallium,
+        germanium); codes not listed there cover their ``declared_target`` alone.
+    hubs : tuple of str
+        Diversion-hub countries.
+    """
+
+    producers: dict[str, frozenset[str]]
+    code_commodities: dict[str, tuple[str, ...]]
+    hubs: tuple[str, ...]
+
+    @classmethod
+    def from_pipeline(cls, pipeline) -> "OriginCheck":
+        """The rule with the reference tables of a fitted pipeline and the hubs its route step knows."""
+        steps = [step for _, step in pipeline.steps]
+        declared = next((s for s in steps if isinstance(s, DeclaredHSFeatures)), None)
+        route = next((s for s in steps if isinstance(s, RouteFeatures)), None)
+        reference_dir = getattr(declared, "reference_dir", None)
+        hubs = tuple(route.hubs_) if route is not None and hasattr(route, "hubs_") else None
+        return _origin_check(reference_dir, hubs)
+
+    def evaluate(self, derived: pd.DataFrame) -> ScopeResult:
+        """Scope and origin check of lines with their derived features (``transform_features``)."""
+        controlled = (pd.to_numeric(derived["is_target_code"], errors="coerce").fillna(0) == 1).to_numpy(dtype=bool)
+        non_producer = np.zeros(len(derived), dtype=bool)
+        hub = np.full(len(derived), "", dtype=object)
+        rows = derived[controlled]
+        if len(rows):
+            origin = as_text(rows, "origin_country").to_numpy(dtype=object)
+            outside = origin != CONTROLLING_COUNTRY
+            produces = np.array([o in frozenset().union(*(self.producers.get(g, frozenset()) for g in goods))
+                                 for o, goods in zip(origin, self.goods(rows), strict=True)], dtype=bool)
+            non_producer[controlled] = outside & ~produces
+            hub[controlled] = np.where(outside, self.hub_other_than_origin(rows), "")
+        return ScopeResult(controlled=controlled, non_producer=non_producer, hub=hub)
+
+    def goods(self, derived: pd.DataFrame) -> list[tuple[str, ...]]:
+        """The goods each line's declared code covers."""
+        codes = as_text(derived, "hs_code", "").str.slice(0, 6)
+        target = as_text(derived, "declared_target", "none")
+        return [self.code_commodities.get(c) or (t,) for c, t in zip(codes, target, strict=True)]
+
+    def hub_other_than_origin(self, derived: pd.DataFrame) -> np.ndarray:
+        """Country code of a diversion hub the line passed through other than its origin, else ''."""
+        origin = as_text(derived, "origin_country")
+        export = as_text(derived, "export_country")
+        loading = as_text(derived, "port_of_loading", "").str.slice(0, 2)
+        transship = as_text(derived, "transshipment_ports", "")
+        found = np.full(len(derived), "", dtype=object)
+        for hub in reversed(sorted(self.hubs)):  # reversed: the first hub alphabetically wins
+            touched = (export == hub) | (loading == hub) | transship.str.contains(f"(?:^|;){hub}", regex=True)
+            found[(touched & (origin != hub)).to_numpy()] = hub
+        return found
+
+    def phrases(self, derived: pd.DataFrame, result: ScopeResult) -> np.ndarray:
+        """Plain-text reason of each controlled line ('' for the others)."""
+        out = np.full(len(derived), "", dtype=object)
+        origin = as_text(derived, "origin_country").to_numpy(dtype=object)
+        codes = as_text(derived, "hs_code", "").str.slice(0, 6).to_numpy(dtype=object)
+        goods = self.goods(derived)
+        for i in np.flatnonzero(result.controlled):
+            names = " or ".join(g.replace("_", " ") for g in goods[i])
+            facts = [f"declared as {names} (HS {codes[i]}) with origin {origin[i]}"]
+            if result.non_producer[i]:
+                facts.append(f"which does not produce {names}")
+            if result.hub[i]:
+                facts.append(f"routed via {result.hub[i]} (diversion hub)")
+            if result.non_producer[i] or result.hub[i]:
+                out[i] = ", ".join(facts) + ": check the certificate of origin"
+            else:
+                out[i] = facts[0] + ": no origin check needed"
+        return out
+
+
+@lru_cache(maxsize=8)
+def _origin_check(reference_dir: str | None, hubs: tuple[str, ...] | None) -> OriginCheck:
+    reference = load_reference(reference_dir)
+    producers = {c: reference.producers(c) for c in reference.commodities}
+    table = reference.target_goods[["hs6", "commodity"]].dropna().drop_duplicates()
+    code_commodities = {str(code): tuple(sorted(group["commodity"])) for code, group in table.groupby("hs6")}
+    return OriginCheck(producers=producers, code_commodities=code_commodities,
+                       hubs=tuple(sorted(reference.diversion_hubs)) if hubs is None else hubs)
