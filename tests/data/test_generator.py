@@ -16,7 +16,7 @@ import pytest
 import training
 from features.reference import load_reference
 from features.schema import CANONICAL_COLUMNS, validate_manifest
-from training.synthetic import SIM_COLUMNS, generate_manifest, load_generator_config
+from training.synthetic import SELECTION_COLUMNS, SIM_COLUMNS, generate_manifest, load_generator_config
 
 START, END = "2023-01-01", "2026-06-30"
 N_ROWS = 40_000
@@ -78,8 +78,8 @@ def test_csv_round_trip_passes_the_schema(frame, tmp_path):
     assert result.valid["hs_code"].tolist() == frame["hs_code"].head(5_000).tolist()
 
 
-def test_columns_are_canonical_then_simulation(frame):
-    assert list(frame.columns) == [*CANONICAL_COLUMNS, *SIM_COLUMNS]
+def test_columns_are_canonical_then_selection_then_simulation(frame):
+    assert list(frame.columns) == [*CANONICAL_COLUMNS, *SELECTION_COLUMNS, *SIM_COLUMNS]
     assert all(column.startswith("sim_") for column in SIM_COLUMNS)
 
 

@@ -13,7 +13,8 @@ and all categories are ordered by name, so the same arguments give the same fram
 
 The output holds the canonical manifest columns followed by ground-truth columns prefixed
 ``sim_`` (see :data:`SIM_COLUMNS`), which evaluation may use to slice results but features never
-read.
+read. Between the two come the selection columns (:data:`SELECTION_COLUMNS`), which customs
+observes: why a line was inspected and with what probability.
 
 The stages live in submodules, each a step of :func:`generate_manifest`: ``config`` (loading and
 typed access), ``world`` (configuration and reference tables compiled into arrays),
@@ -32,7 +33,7 @@ import pandas as pd
 
 from features.reference import ReferenceTables, load_reference
 
-from training.synthetic.codes import DISGUISES, SCENARIOS, SELECTIONS, SIM_COLUMNS
+from training.synthetic.codes import DISGUISES, SCENARIOS, SELECTION_COLUMNS, SELECTIONS, SIM_COLUMNS
 from training.synthetic.config import _check_int, _check_window, _deep_merge, _default_config, load_generator_config
 from training.synthetic.declarations import _declarations
 from training.synthetic.entities import _add_entities
@@ -42,7 +43,8 @@ from training.synthetic.output import _assemble
 from training.synthetic.world import _build_world
 
 __all__ = [
-    "DISGUISES", "SCENARIOS", "SELECTIONS", "SIM_COLUMNS", "generate_manifest", "load_generator_config",
+    "DISGUISES", "SCENARIOS", "SELECTION_COLUMNS", "SELECTIONS", "SIM_COLUMNS", "generate_manifest",
+    "load_generator_config",
 ]
 
 
@@ -78,8 +80,11 @@ def generate_manifest(
     -------
     DataFrame
         ``n_rows`` lines sorted by ``declared_at`` then ``declaration_id``: the canonical columns
-        of :data:`features.schema.CANONICAL_COLUMNS` followed by :data:`SIM_COLUMNS`, the
-        simulation's ground truth (``sim_fraud`` 0/1 on every line, ``sim_commodity`` the hidden
+        of :data:`features.schema.CANONICAL_COLUMNS`, then :data:`SELECTION_COLUMNS`, what customs
+        knows about why it inspected a line (``selection_probability``: ``inspection.random_share``
+        for exploration lines, 1.0 for targeted ones, missing when uninspected; ``selected_by``:
+        "exploration", "targeted" or missing), then :data:`SIM_COLUMNS`, the simulation's ground
+        truth (``sim_fraud`` 0/1 on every line, ``sim_commodity`` the hidden
         good or "none", ``sim_form`` the controlled good carried, hidden or declared, or "none",
         ``sim_disguise`` none / true_value / undervalued, ``sim_scenario``, ``sim_cover_family``
         of the declared code or "none", ``sim_route`` lane or route id, ``sim_network`` fraud

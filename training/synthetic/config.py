@@ -97,6 +97,14 @@ def _number(config: Mapping, dotted: str) -> float:
         raise ValueError(f"config '{dotted}' must be a number, got {_cfg(config, dotted)!r}") from None
 
 
+def _at_least(config: Mapping, dotted: str, minimum: float) -> float:
+    """Number at ``dotted``, with an error naming the key when it is below ``minimum``."""
+    value = _number(config, dotted)
+    if not value >= minimum:
+        raise ValueError(f"config '{dotted}' must be >= {minimum:g}, got {value}")
+    return value
+
+
 def _pair(config: Mapping, dotted: str) -> tuple[float, float]:
     value = _cfg(config, dotted)
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from training.synthetic.codes import (
-    SCENARIOS, _BG_COVER, _BG_OTHER, _FORWARDER, _FRAUD, _LEGIT, _NETWORK, _NO_DISGUISE, _ONE_OFF,
-    _PER_100K, _POOL, _POST, _SWITCH, _SWITCH_BUYER, _SWITCH_CN, _SWITCH_HUB, _TRUE_VALUE,
+    SCENARIOS, _BG_COVER, _BG_OTHER, _ESTABLISHED, _FORWARDER, _FRAUD, _LEGIT, _NETWORK, _NO_DISGUISE,
+    _ONE_OFF, _PER_100K, _POOL, _POST, _SWITCH, _SWITCH_BUYER, _SWITCH_CN, _SWITCH_HUB, _TRUE_VALUE,
     _UNDERVALUED,
 )
 from training.synthetic.config import _as_day, _cfg, _number, _pair, _share
@@ -189,6 +189,20 @@ def _network_parties(world: _World, rng, nets: _Networks, network: np.ndarray, d
     }
 
 
+def _borrow_established(world: _World, rng, parties: dict) -> dict:
+    """Parties with a share of fraud declarations filed through long-established legitimate firms.
+
+    Draws nothing when ``fraud.established_party_share`` is 0, so the default world is unchanged.
+    The borrowed firms themselves are picked with the entities (see ``entities._shippers``).
+    """
+    share = _share(world.cfg, "fraud.established_party_share")
+    if share == 0:
+        return parties
+    through = rng.random(len(parties["shipper_kind"])) < share
+    return {**parties, "shipper_kind": np.where(through, _ESTABLISHED, parties["shipper_kind"]),
+            "consignee_kind": np.where(through, _ESTABLISHED, parties["consignee_kind"])}
+
+
 def _disguise(world: _World, rng, commodity: np.ndarray, export: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Disguise (true value or undervalued) and declared origin (CN or the export country)."""
     shares = _vector({**{c: 0.0 for c in world.commodities}, **_cfg(world.cfg, "fraud.undervalued_share")},
@@ -206,7 +220,7 @@ def _fraud(world: _World, rng, day: np.ndarray, commodity: np.ndarray, n_rows: i
     form = _draw(rng, world.forms.cum_by_commodity, commodity)
     group = _draw(rng, world.fraud_cover_cum, commodity)
     disguise, origin = _disguise(world, rng, commodity, fields["export"])
-    parties = _network_parties(world, rng, nets, network, day)
+    parties = _borrow_established(world, rng, _network_parties(world, rng, nets, network, day))
     return _frame(_FRAUD, day, group=group, form=form, commodity=commodity, hidden=np.ones(len(day), bool),
                   disguise=disguise, origin=origin, network=network, **fields, **parties)
 

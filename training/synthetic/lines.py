@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from training.synthetic.codes import _AIR, _NO_DISGUISE, _POST, _RAIL, _SEA, _TARGET, _TRUE_VALUE
+from training.synthetic.codes import _AIR, _NO_DISGUISE, _POST, _RAIL, _SEA, _TARGET, _TRUE_VALUE, _UNDERVALUED
 from training.synthetic.config import _cfg, _number, _pair, _share
 from training.synthetic.helpers import _draw, _text, _uniform
 from training.synthetic.world import _World
@@ -101,8 +101,27 @@ def _price_band(world: _World, lines: pd.DataFrame) -> np.ndarray:
     return np.where(at_target[:, None], target_band, declared_band)
 
 
+def _undervaluation(world: _World, rng, undervalued: np.ndarray) -> np.ndarray:
+    """Log of the factor on the cover price of undervalued lines, 0 on the others.
+
+    The factor is log-uniform in ``fraud.undervalue_factor`` = [low, high]; a single value
+    (low == high, 1 by default) draws nothing.
+    """
+    where = "fraud.undervalue_factor"
+    low, high = _pair(world.cfg, where)
+    if low <= 0:
+        raise ValueError(f"config '{where}' must be [low, high] with 0 < low <= high, got {[low, high]}")
+    if low == high:
+        return np.where(undervalued, np.log(low), 0.0)
+    log_factor = np.log(low) + rng.random(len(undervalued)) * (np.log(high) - np.log(low))
+    return np.where(undervalued, log_factor, 0.0)
+
+
 def _add_values(world: _World, rng, lines: pd.DataFrame) -> pd.DataFrame:
-    """Declared value: log-uniform unit price in the band, lognormal noise, a few outliers."""
+    """Declared value: log-uniform unit price in the band, lognormal noise, a few outliers.
+
+    Undervalued lines are priced in the cover good's band, times the undervaluation factor.
+    """
     cfg, n = world.cfg, len(lines)
     band = _price_band(world, lines)
     log_low, log_high = np.log(band[:, 0]), np.log(band[:, 1])
@@ -110,6 +129,7 @@ def _add_values(world: _World, rng, lines: pd.DataFrame) -> pd.DataFrame:
     log_price = log_low + rng.random(n) * (log_high - log_low) + noise
     outlier = rng.random(n) < _share(cfg, "prices.outlier_share")
     log_price += np.where(outlier, _number(cfg, "prices.outlier_sigma") * rng.standard_normal(n), 0.0)
+    log_price += _undervaluation(world, rng, lines["disguise"].to_numpy() == _UNDERVALUED)
     return lines.assign(declared_value_usd=np.round(lines["net_weight_kg"].to_numpy() * np.exp(log_price), 2))
 
 

@@ -1,4 +1,5 @@
-"""Output frame: canonical manifest columns in schema order, then the simulation's ground truth.
+"""Output frame: canonical manifest columns in schema order, the observable selection columns,
+then the simulation's ground truth.
 """
 
 from __future__ import annotations
@@ -8,7 +9,10 @@ import pandas as pd
 
 from features.schema import CANONICAL_COLUMNS, TRANSPORT_MODES
 
-from training.synthetic.codes import DISGUISES, SCENARIOS, SELECTIONS, SIM_COLUMNS
+from training.synthetic.codes import (
+    DISGUISES, SCENARIOS, SELECTED_BY, SELECTION_COLUMNS, SELECTIONS, SIM_COLUMNS,
+)
+from training.synthetic.config import _share
 from training.synthetic.helpers import _labels, _text, _text_or_none
 from training.synthetic.world import _World
 
@@ -38,6 +42,17 @@ def _canonical(world: _World, lines: pd.DataFrame) -> dict:
     }
 
 
+def _selection(world: _World, lines: pd.DataFrame) -> dict:
+    """What customs knows about its own choice: the channel and the probability of being picked.
+
+    Exploration (random) lines were picked with ``inspection.random_share``, targeted lines with
+    certainty; both are missing on lines nobody inspected.
+    """
+    selection = _codes(lines, "selection")
+    probability = np.array([np.nan, _share(world.cfg, "inspection.random_share"), 1.0])
+    return {"selection_probability": probability[selection], "selected_by": _text(SELECTED_BY, selection)}
+
+
 def _simulation(world: _World, lines: pd.DataFrame) -> dict:
     return {
         "sim_scenario": _text(SCENARIOS, _codes(lines, "scenario")),
@@ -53,8 +68,8 @@ def _simulation(world: _World, lines: pd.DataFrame) -> dict:
 
 
 def _assemble(world: _World, lines: pd.DataFrame) -> pd.DataFrame:
-    """Canonical columns in schema order, then the ground truth; lines are already sorted."""
-    columns = {**_canonical(world, lines), **_simulation(world, lines)}
+    """Canonical columns in schema order, selection columns, then the ground truth; lines are already sorted."""
+    columns = {**_canonical(world, lines), **_selection(world, lines), **_simulation(world, lines)}
     for name in set(CANONICAL_COLUMNS) - set(columns):
         columns[name] = lines[name].array
-    return pd.DataFrame({name: columns[name] for name in (*CANONICAL_COLUMNS, *SIM_COLUMNS)})
+    return pd.DataFrame({name: columns[name] for name in (*CANONICAL_COLUMNS, *SELECTION_COLUMNS, *SIM_COLUMNS)})
