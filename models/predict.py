@@ -40,18 +40,6 @@ def apply_calibration(raw_scores: np.ndarray, calibration: dict) -> np.ndarray:
     return expit(logits)  # the logistic function without overflow on extreme logits
 
 
-def channel_for(scores: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
-    """Legacy absolute thresholds: 'red' above the red threshold, 'yellow' above the yellow one.
-
-    Scoring no longer uses this (channels are day quotas: :func:`assign_channels`); it stays until
-    training stops calling it. Strictly above: when many lines tie at a threshold, flagging all of them would exceed the
-    inspection capacity the threshold was set for.
-    """
-    scores = np.asarray(scores)
-    return np.where(scores > thresholds["red"], "red",
-                    np.where(scores > thresholds["yellow"], "yellow", "green")).astype(object)
-
-
 def suspected_commodity(bundle, X: pd.DataFrame, flagged: np.ndarray, num_threads: int) -> np.ndarray:
     """Most likely hidden good for flagged lines (from the commodity model), 'none' elsewhere."""
     result = np.full(len(X), NO_COMMODITY, dtype=object)

@@ -131,7 +131,6 @@ def small_bundle(valid_labelled):
         pipeline_to_spec,
         transform_features,
     )
-    from training.train import channel_thresholds
 
     lines = valid_labelled
     pipeline = build_feature_pipeline(min_count=20, min_category_count=5).fit(lines)
@@ -156,7 +155,6 @@ def small_bundle(valid_labelled):
         "categorical_features": categorical,
         "feature_groups": feature_groups(pipeline),
         "calibration": {"method": "platt", "a": 1.0, "b": 0.0},
-        "channel_thresholds": channel_thresholds(booster.predict(X), red_rate=0.02, yellow_rate=0.05),
         "channel_rates": {"red": 0.02, "yellow": 0.05},
         "commodities": commodities,
         "training": {},

@@ -23,7 +23,8 @@ from features.pipeline import (
 )
 from features.reference import load_reference
 from features.schema import LABEL_COLUMNS
-from models.predict import apply_calibration, channel_for
+from models.channels import channels_for_lines
+from models.predict import apply_calibration
 from training.config import TrainConfig
 from training.metrics import ranking_metrics
 from training.split import TimeSplit, labelled, time_split
@@ -179,12 +180,6 @@ def fit_commodity_model(X: pd.DataFrame, found: pd.Series, categorical: list[str
     return lgb.train(params, data, num_boost_round=config.commodity_rounds)
 
 
-def channel_thresholds(scores: np.ndarray, red_rate: float, yellow_rate: float) -> dict[str, float]:
-    """Score thresholds sending ``red_rate`` of lines to red and the next ``yellow_rate`` to yellow."""
-    return {"red": float(np.quantile(scores, 1 - red_rate)),
-            "yellow": float(np.quantile(scores, 1 - red_rate - yellow_rate))}
-
-
 def hide_labels_outside(lines: pd.DataFrame, known: pd.Index) -> pd.DataFrame:
     """Copy of ``lines`` with the outcomes of every line not in ``known`` removed.
 
@@ -256,8 +251,10 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
     valid_raw = booster.predict(X_all.loc[split.valid.index], raw_score=True)
     calibration = population_calibration(fit_platt_calibration(booster.predict(X_valid, raw_score=True), y_valid),
                                          valid_raw, split.valid, split.train)
+    # The validation window's risk distribution, kept to compare later batches with (drift, reports);
+    # channels no longer use thresholds: they are day quotas by rank (models.channels).
     all_valid_scores = apply_calibration(valid_raw, calibration)
-    thresholds = channel_thresholds(all_valid_scores, config.red_rate, config.yellow_rate)
+    valid_quantiles = {f"q{q:g}": float(np.quantile(all_valid_scores, q / 100)) for q in (50, 90, 93, 95, 98, 99)}
     commodities = load_reference(reference_dir).commodities
     commodity_features = [f for f in X_train.columns if groups[f] in config.commodity_feature_groups]
     commodity_booster = fit_commodity_model(X_train[commodity_features], train_l["found_commodity"],
@@ -281,7 +278,7 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
         "feature_groups": groups,
         "commodity_features": commodity_features,
         "calibration": calibration,
-        "channel_thresholds": thresholds,
+        "valid_risk_quantiles": valid_quantiles,
         "channel_rates": {"red": config.red_rate, "yellow": config.yellow_rate},
         "commodities": commodities,
         "training": {"periods": split.boundaries, "train_labelled_lines": len(train_l),
@@ -289,5 +286,6 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
                      "settings": config.as_dict()},
     }
     importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name()).sort_values(ascending=False)
-    test_scores["channel"] = channel_for(test_scores["risk_score"].to_numpy(), thresholds)
+    test_scores["channel"] = channels_for_lines(test_scores, test_scores["risk_score"].to_numpy(),
+                                                {"red": config.red_rate, "yellow": config.yellow_rate})
     return TrainResult(booster, commodity_booster, spec, metrics, split, test_scores, importance)

@@ -104,7 +104,7 @@ def test_model_modified_in_the_artifact_store_is_refused(registered):
 def test_consistently_forged_bundle_is_refused_by_the_registered_hash(registered):
     spec_path, manifest_path = registered["artifacts"] / SPEC_FILE, registered["artifacts"] / MANIFEST
     spec = json.loads(spec_path.read_text())
-    spec["channel_thresholds"] = {"red": 1.0, "yellow": 1.0}  # nothing would ever be flagged
+    spec["channel_rates"] = {"red": 0.0, "yellow": 0.0}  # nothing would ever be flagged
     spec_path.write_text(json.dumps(spec))
     manifest = json.loads(manifest_path.read_text())
     manifest["files"][SPEC_FILE] = hashlib.sha256(spec_path.read_bytes()).hexdigest()

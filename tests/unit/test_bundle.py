@@ -77,7 +77,7 @@ def test_bundle_without_commodity_model_loads(tmp_path, small_bundle):
 
 def _flip_a_threshold(folder):
     spec = json.loads((folder / SPEC_FILE).read_text())
-    spec["channel_thresholds"]["red"] = 0.0
+    spec["channel_rates"]["red"] = 1.0
     (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1, sort_keys=True))
 
 
