@@ -67,6 +67,9 @@ class CrossWorldSettings:
         Seed of the world family (worlds, generators and models derive from it).
     modes : tuple of str
         Which of ``cold``, ``warm``, ``own`` to measure.
+    own_with_prior : bool
+        ``own`` trains on the world's labelled history together with the training worlds' lines
+        up to the same date (False: on the world's own history alone).
     """
 
     n_train: int = 4
@@ -79,6 +82,7 @@ class CrossWorldSettings:
     rates: tuple[float, ...] = (0.01, 0.02, 0.05)
     seed: int = 0
     modes: tuple[str, ...] = MODES
+    own_with_prior: bool = True
 
     def __post_init__(self):
         if self.n_train < 1 or self.n_held_out < 1:
@@ -222,6 +226,12 @@ def evaluate_world(world: World, bundle, train_lines: pd.DataFrame, settings: Cr
     if "own" in settings.modes:
         history = lines[~inside]
         own = own_config(config, world)
+        if settings.own_with_prior:
+            # The office's labels beside the simulated worlds' (as far as the same date): the
+            # simulation is the prior, the office's own outcomes say how its flow differs.
+            earlier = train_lines[(pd.to_datetime(train_lines["declared_at"]) < cutoff).to_numpy()]
+            history = pd.concat([history, earlier], ignore_index=True).sort_values(
+                "declared_at", kind="stable", ignore_index=True)
         split = window_split(history, cutoff, own.valid_fraction, own.label_delay_days)
         result = train_model(history, own, split=split)
         own_bundle = _bundle(result, f"{folder}/{world.name}", f"own-{world.name}")
