@@ -67,15 +67,17 @@ def stages(manifest: Path, bundle_dir: Path) -> dict:
     from features.pipeline import transform_features
     from features.schema import validate_manifest
     from models.bundle import load_bundle_folder
-    from models.predict import apply_calibration, channel_for
+    from models.channels import channel_rates, channels_for_lines
+    from models.predict import apply_calibration
 
     bundle = load_bundle_folder(bundle_dir)
     raw, read_s = _timed(read_manifest, manifest)
     valid, validate_s = _timed(lambda: validate_manifest(raw).valid)
     (derived, X), features_s = _timed(transform_features, bundle.pipeline, valid)
     raw_scores, predict_s = _timed(bundle.booster.predict, X, raw_score=True, num_threads=2)
-    flagged = channel_for(apply_calibration(raw_scores, bundle.spec["calibration"]),
-                          bundle.spec["channel_thresholds"]) != "green"
+    # Day quotas over the whole file, as `misdeclare score` assigns them (the origin check aside).
+    flagged = channels_for_lines(valid, apply_calibration(raw_scores, bundle.spec["calibration"]),
+                                 channel_rates(bundle.spec)) != "green"
     sample = X[flagged].head(20_000)
     _, contrib_s = _timed(bundle.booster.predict, sample, pred_contrib=True, num_threads=2)
     return {"read_s": read_s, "validate_s": validate_s, "features_s": features_s, "predict_s": predict_s,

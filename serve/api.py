@@ -130,7 +130,10 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
     scorer : callable, optional
         DataFrame -> DataFrame scorer for ``POST /score``. When omitted, the lifespan loads one
         from ``settings.model_uri`` (``models.bundle.load_bundle`` + ``models.predict.score_frame``);
-        with neither, ``POST /score`` answers 503.
+        with neither, ``POST /score`` answers 503. Channels are day quotas (``models.channels``)
+        among the request's own lines of each day: a request of fewer than 8 lines of a day gets
+        no red or yellow disguise line (origin checks still go to yellow); score whole days in
+        one request, or a file with ``misdeclare score``, for channels that mean inspection capacity.
 
     Returns
     -------
@@ -153,7 +156,8 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
     # content security policy allows; the spec itself is at /openapi.json.
     app = FastAPI(title="misdeclare triage", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Scores manifest lines for disguised antimony, gallium, germanium and rare earths, "
-                              "and runs the inspectors' queue, outcomes and audit trail.")
+                              "and runs the inspectors' queue, outcomes and audit trail. POST /score sets red and "
+                              "yellow by quota of rank among the request's own lines of each arrival day.")
     app.include_router(api_router)
     app.include_router(page_router)
     app.mount("/static", StaticFiles(directory=str(resources.files("serve") / "static")), name="static")

@@ -1,20 +1,42 @@
-"""Batch scoring of manifest files: streamed in chunks, every row accounted for, atomic output."""
+"""Batch scoring of manifest files: streamed in chunks, every row accounted for, atomic output.
+
+A line's channel is a quota of rank within its arrival day (:mod:`models.channels`), and a day may
+span chunks of an unsorted file, so a file is scored in passes over a temporary folder beside the
+output (removed on success and on failure):
+
+1. **read**: each chunk is validated; invalid rows go to the quarantine file, valid lines to a
+   Parquet part in the temporary folder; the history columns of the valid lines are kept;
+2. **risk**: each part is scored (:func:`models.predict.score_risk`) with the history store plus
+   every other line of the file as history, so a line's features do not depend on how the file is
+   sorted or cut into chunks; only risk, check and origin alert are kept (a few bytes a line);
+3. **channels**: quotas per arrival day over the whole file, from day, risk and line key only
+   (:func:`models.predict.assign_channels`);
+4. **write**: each part again, with channel, suspected commodity and reasons
+   (:func:`models.predict.finish_frame`; features recomputed for the flagged or explained lines
+   only), into the output file, which appears only when complete.
+
+Memory holds one chunk plus the file's history columns and the small per-line arrays of pass 2.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from features.history import HISTORY_COLUMNS
+from features.history import HISTORY_COLUMNS, HistoryFeatures, line_keys
 from features.history_store import HistoryStore
 from features.io import DEFAULT_CHUNK_ROWS, AtomicTableWriter, file_format, iter_manifest_chunks
 from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, validate_manifest
-from models.predict import OUTPUT_COLUMNS, score_frame
+from models.channels import channel_rates
+from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, score_risk
 
 
 @dataclass
@@ -27,6 +49,7 @@ class ScoreSummary:
     lines_scored: int = 0
     lines_quarantined: int = 0
     channels: Counter = field(default_factory=Counter)
+    checks: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
 
@@ -41,13 +64,32 @@ def _empty_like(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype="string") for column in columns})
 
 
+def history_columns(bundle) -> list[str]:
+    """Columns of a line the bundle's history features read (the canonical ones plus extra entities)."""
+    extra = [c for _, step in bundle.pipeline.steps if isinstance(step, HistoryFeatures)
+             for c in step.extra_entities if c not in HISTORY_COLUMNS]
+    return list(HISTORY_COLUMNS) + extra
+
+
+def _past_with(stored: pd.DataFrame | None, file_lines: pd.DataFrame) -> pd.DataFrame | None:
+    """History for the file's lines: the store without its copies of them, then the file's lines."""
+    if file_lines.empty:
+        return stored
+    if stored is None or stored.empty:
+        return file_lines
+    stored = stored[~line_keys(stored).isin(line_keys(file_lines))]
+    return pd.concat([stored.reindex(columns=file_lines.columns), file_lines], ignore_index=True)
+
+
 def score_file(input_path: str | Path, output_path: str | Path, bundle, quarantine_path: str | Path | None = None,
                chunk_rows: int = DEFAULT_CHUNK_ROWS, explain: str = "flagged",
-               on_chunk: Callable[[int], None] | None = None, history: HistoryStore | None = None) -> ScoreSummary:
+               on_chunk: Callable[[int], None] | None = None, history: HistoryStore | None = None,
+               num_threads: int = 2) -> ScoreSummary:
     """Score a manifest file into ``output_path``; invalid rows go to the quarantine file.
 
     Both files appear only when the whole input has been processed; a file-level error raises
-    :class:`~features.schema.ManifestFileError` and leaves neither.
+    :class:`~features.schema.ManifestFileError` and leaves neither. The passes are described in the
+    module docstring; channel quotas are per arrival day over the whole file.
 
     Parameters
     ----------
@@ -62,41 +104,73 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
     explain : str
         Which lines get reasons (see :func:`models.predict.score_frame`).
     on_chunk : callable, optional
-        Called with the number of rows of each processed chunk (progress bars).
+        Called with the number of rows of each chunk read (progress bars).
     history : HistoryStore, optional
         Lines seen before, for the history features; the scored lines are appended to it once
-        the output is complete. Without it, history comes from the file's own earlier lines.
+        the output is complete. Without it, history comes from the file's own lines.
+    num_threads : int
+        LightGBM threads.
     """
     started = time.perf_counter()
     file_format(output_path)
     summary = ScoreSummary(Path(output_path), Path(quarantine_path or default_quarantine_path(output_path)))
-    seen_keys: set[int] = set()
-    input_columns: list[str] = []
-    # Lines of this file already scored count as history for its later chunks.
-    past = [history.read()] if history is not None else []
-    with AtomicTableWriter(summary.output) as scored, AtomicTableWriter(summary.quarantine) as quarantined:
-        for chunk in iter_manifest_chunks(input_path, chunk_rows):
-            input_columns = list(chunk.columns)
-            result = validate_manifest(chunk, str(input_path), seen_keys)
-            if len(result.valid):
-                frame = score_frame(bundle, result.valid, explain=explain,
-                                    past=pd.concat(past, ignore_index=True) if past else None)
-                past.append(result.valid[list(HISTORY_COLUMNS)])
+    rates = channel_rates(bundle.spec)
+    summary.output.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{summary.output.name}.parts-", dir=summary.output.parent))
+    try:
+        with AtomicTableWriter(summary.output) as scored, AtomicTableWriter(summary.quarantine) as quarantined:
+            # Pass 1: validate; quarantine the invalid rows, park the valid lines in parts.
+            seen_keys: set[int] = set()
+            input_columns: list[str] = []
+            parts: list[Path] = []
+            kept: list[pd.DataFrame] = []
+            columns = history_columns(bundle)
+            for chunk in iter_manifest_chunks(input_path, chunk_rows):
+                input_columns = list(chunk.columns)
+                result = validate_manifest(chunk, str(input_path), seen_keys)
+                if len(result.valid):
+                    parts.append(workdir / f"part-{len(parts):06d}.parquet")
+                    result.valid.to_parquet(parts[-1], index=False)
+                    kept.append(result.valid.reindex(columns=columns))
+                if len(result.quarantine):
+                    quarantined.write(result.quarantine)
+                summary.lines_read += len(chunk)
+                summary.lines_scored += len(result.valid)
+                summary.lines_quarantined += len(result.quarantine)
+                if on_chunk is not None:
+                    on_chunk(len(chunk))
+            file_lines = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
+            del kept
+            past = _past_with(history.read() if history is not None else None, file_lines)
+
+            # Pass 2: risk and scope per part; keep only the small per-line arrays.
+            risks = [score_risk(bundle, pd.read_parquet(part), past, num_threads).without_features()
+                     for part in parts]
+
+            # Pass 3: quotas per arrival day over the whole file.
+            if risks:
+                whole = RiskScores(*(np.concatenate([getattr(r, name) for r in risks])
+                                     for name in ("risk", "check", "origin_alert")))
+                channels = assign_channels(file_lines, whole, rates)
+
+            # Pass 4: channel, suspected commodity and reasons, written in input order.
+            offset = 0
+            for part, risk in zip(parts, risks, strict=True):
+                lines = pd.read_parquet(part)
+                part_channels = channels[offset:offset + len(lines)]
+                frame = finish_frame(bundle, lines, risk, part_channels, explain, num_threads, past)
                 scored.write(frame)
                 summary.channels.update(frame["channel"].tolist())
-            if len(result.quarantine):
-                quarantined.write(result.quarantine)
-            summary.lines_read += len(chunk)
-            summary.lines_scored += len(result.valid)
-            summary.lines_quarantined += len(result.quarantine)
-            if on_chunk is not None:
-                on_chunk(len(chunk))
-        if scored.rows_written == 0:
-            extras = [c for c in input_columns if c not in CANONICAL_COLUMNS]
-            scored.write(_empty_like(list(CANONICAL_COLUMNS) + extras + list(OUTPUT_COLUMNS)))
-        if quarantined.rows_written == 0:
-            quarantined.write(_empty_like(input_columns + [REASON_COLUMN]))
-    if history is not None and len(past) > 1:
-        history.append(pd.concat(past[1:], ignore_index=True))
+                summary.checks.update(frame["check"].tolist())
+                offset += len(lines)
+            if scored.rows_written == 0:
+                extras = [c for c in input_columns if c not in CANONICAL_COLUMNS]
+                scored.write(_empty_like(list(CANONICAL_COLUMNS) + extras + list(OUTPUT_COLUMNS)))
+            if quarantined.rows_written == 0:
+                quarantined.write(_empty_like(input_columns + [REASON_COLUMN]))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if history is not None and len(file_lines):
+        history.append(file_lines)
     summary.seconds = time.perf_counter() - started
     return summary

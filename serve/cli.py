@@ -123,7 +123,7 @@ def score(
                                                         help="MLflow tracking URI.")] = None,
     history: HistoryOption = None,
 ) -> None:
-    """Score a manifest file: risk score, channel, reasons and suspected commodity per line."""
+    """Score a manifest file: risk score, channel (day quotas), reasons, suspected commodity and check per line."""
     from features.history_store import HistoryStore, resolve_history_dir
     from models.bundle import load_bundle
     from serve.batch import score_file
@@ -135,6 +135,7 @@ def score(
                              on_chunk=lambda n: progress.advance(task, n),
                              history=HistoryStore(resolve_history_dir(history)))
     channels = ", ".join(f"{summary.channels.get(c, 0):,} {c}" for c in ("red", "yellow", "green"))
+    channels += f"; {summary.checks.get('origin', 0):,} declared under a controlled code, origin check"
     console.print(f"scored {summary.lines_scored:,} of {summary.lines_read:,} lines with {bundle.version} "
                   f"({channels}) in {summary.seconds:.1f} s -> {summary.output}")
     console.print(f"quarantined {summary.lines_quarantined:,} lines -> {summary.quarantine}")

@@ -1,7 +1,9 @@
 """Load a scored batch file into the queue: streamed in chunks, validated, bulk-inserted, idempotent.
 
 A scored batch file is the canonical manifest columns plus ``risk_score``, ``channel``,
-``reasons``, ``suspected_commodity`` and ``model_version`` (CSV or Parquet, by extension). Lines
+``reasons``, ``suspected_commodity`` and ``model_version`` (CSV or Parquet, by extension), and, from
+files scored since the origin check exists, ``check`` ("disguise" or "origin"; optional, validated
+when present, not stored). Lines
 are keyed on (declaration_id, line_no): loading the same file twice inserts nothing the second
 time. After the insert, the exploration draw picks random checks among the new unflagged lines.
 """
@@ -27,6 +29,9 @@ from serve.triage.exploration import DrawSummary, draw_exploration
 from serve.triage.cases import get_config
 
 SCORE_COLUMNS = ("risk_score", "channel", "reasons", "suspected_commodity", "model_version")
+# Optional column of files scored since the origin check; the values of models.scope.CHECKS (not
+# imported: the service starts without the model modules).
+CHECK_COLUMN, CHECKS = "check", ("disguise", "origin")
 DECLARED_COLUMNS = tuple(c for c in CANONICAL_COLUMNS if c not in LABEL_COLUMNS)
 CHUNK_ROWS = 50_000
 MAX_REPORTED_REJECTIONS = 20
@@ -104,6 +109,9 @@ def _score_problems(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     reasons = reasons.where(version.notna() & (version != ""), reasons + "model_version is missing; ")
     parsed["model_version"] = version
     parsed["reasons"] = frame["reasons"].astype("string").str.strip() if "reasons" in frame else pd.NA
+    if CHECK_COLUMN in frame:
+        check = frame[CHECK_COLUMN].astype("string").str.strip().str.lower()
+        reasons = reasons.where(check.isin(CHECKS).fillna(False), reasons + f"check must be one of {', '.join(CHECKS)}; ")
     return parsed, reasons
 
 
