@@ -7,7 +7,7 @@ Each command parses its options, calls the domain code and reports. Errors that 
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -50,13 +50,12 @@ def generate(
 ) -> None:
     """Generate synthetic manifest lines grounded in the domain facts."""
     from features.io import write_table
-    from features.schema import LABEL_COLUMNS
     from training.synthetic import generate_manifest, load_generator_config
 
     frame = generate_manifest(rows, seed, _parse_date(start, "--start"), _parse_date(end, "--end"),
                               config=load_generator_config(config))
     if unlabelled:
-        frame = frame.drop(columns=[c for c in frame.columns if c in LABEL_COLUMNS or c.startswith("sim_")])
+        frame = arriving_lines(frame)
     write_table(frame, out)
     console.print(f"wrote {len(frame):,} lines to {out}")
 
@@ -158,40 +157,74 @@ def print_riskiest(scored_path: Path, top: int = 10) -> None:
             console.print(f"      - {reason}", highlight=False, soft_wrap=True)
 
 
-def write_demo_data(history: Path, incoming: Path, rows: int, incoming_days: int = 92) -> None:
-    """One simulated world, split by date: labelled history, then a later manifest without labels.
+DEMO_TRAIN_WORLDS = 3
 
-    Generating the later manifest with another seed would make another world whose party ids collide
-    with the history's, so its party history would be noise.
+
+def arriving_lines(frame):
+    """Simulated lines as a manifest arrives: no outcomes, no selection, no simulated truth."""
+    from features.schema import LABEL_COLUMNS
+    from training.synthetic import SELECTION_COLUMNS, SIM_COLUMNS
+
+    hidden = set(LABEL_COLUMNS) | set(SELECTION_COLUMNS) | set(SIM_COLUMNS)
+    return frame.drop(columns=[c for c in frame.columns if c in hidden])
+
+
+def write_demo_data(history: Path, incoming: Path, truth: Path, rows: int, incoming_days: int = 92) -> None:
+    """Labelled history of simulated training worlds, and a later manifest of a world built differently.
+
+    The history pools :data:`DEMO_TRAIN_WORLDS` worlds drawn from the training ranges of the world
+    family (``training/data/worlds.yaml``); the later manifest, without labels, is the last quarter
+    of a held-out world whose parameters lie outside those ranges and whose parties the history
+    store has never seen: what a new customs office scoring with the shipped champion faces. Its
+    simulated truth goes to ``truth`` so that the demo can say what the channels caught.
     """
     import pandas as pd
 
     from features.io import write_table
-    from features.schema import LABEL_COLUMNS
-    from training.synthetic import generate_manifest
+    from training.synthetic import SIM_COLUMNS
+    from training.worlds import draw_worlds, generate_world, load_world_spec
 
-    end = date(2026, 9, 30)
-    cut = pd.Timestamp(end) - pd.Timedelta(days=incoming_days)
-    frame = generate_manifest(rows, 1, date(2023, 1, 1), end)
-    later = pd.to_datetime(frame["declared_at"]) > cut
-    write_table(frame[~later], history)
-    write_table(frame[later].drop(columns=[c for c in frame.columns if c in LABEL_COLUMNS or c.startswith("sim_")]),
-                incoming)
-    console.print(f"wrote {int((~later).sum()):,} labelled lines to {history} and the {int(later.sum()):,} lines "
-                  f"declared after {cut.date()}, without labels, to {incoming}")
+    start, end = date(2023, 1, 1), date(2026, 9, 30)
+    cut = end - timedelta(days=incoming_days)
+    train_worlds, (held_out,) = draw_worlds(load_world_spec(), DEMO_TRAIN_WORLDS, 1, seed=1)
+    frames = [generate_world(w, rows // DEMO_TRAIN_WORLDS, start, cut) for w in train_worlds]
+    pooled = pd.concat(frames, ignore_index=True).sort_values(["declared_at", "declaration_id"], ignore_index=True)
+    write_table(pooled, history)
+    later_rows = max(1, rows * incoming_days // (end - start).days)
+    later = generate_world(held_out, later_rows, cut + timedelta(days=1), end)
+    write_table(arriving_lines(later), incoming)
+    write_table(later[["declaration_id", "line_no", *SIM_COLUMNS]], truth)
+    console.print(f"wrote {len(pooled):,} labelled lines of {DEMO_TRAIN_WORLDS} simulated worlds to {history}, and "
+                  f"{len(later):,} lines declared after {cut} in a world built differently ({held_out.name}), "
+                  f"without labels, to {incoming}")
+
+
+def print_demo_figures(scored_path: Path, truth_path: Path) -> None:
+    """What the channels caught on the later manifest, against the simulation's truth."""
+    from features.io import read_manifest
+
+    scored = read_manifest(scored_path).astype({"line_no": "int64"})
+    truth = read_manifest(truth_path).astype({"line_no": "int64"})
+    frame = scored.merge(truth, on=["declaration_id", "line_no"], how="left", validate="one_to_one")
+    disguised = frame["sim_fraud"].astype("int64") == 1
+    for channels, label in ((("red",), "red"), (("red", "yellow"), "red or yellow")):
+        chosen = frame["channel"].isin(channels)
+        console.print(f"{label}: {int(chosen.sum()):,} of {len(frame):,} lines ({chosen.mean():.1%}); they hold "
+                      f"{int((chosen & disguised).sum()):,} of the {int(disguised.sum()):,} disguised lines "
+                      f"({(chosen & disguised).sum() / max(int(disguised.sum()), 1):.0%})")
 
 
 @app.command()
 @friendly_errors
 def demo(
     workdir: Annotated[Path, typer.Option("--workdir", help="Folder for the demo's files.")] = Path("demo"),
-    rows: Annotated[int, typer.Option("--rows", help="Lines to generate (2023-01-01..2026-09-30).")] = 350_000,
+    rows: Annotated[int, typer.Option("--rows", help="Labelled history lines to generate (2023-01-01..2026-06-30), across the training worlds.")] = 350_000,
 ) -> None:
     """Generate history, train and register the champion, score a later manifest, show the riskiest."""
     history, incoming, scored = workdir / "history.csv", workdir / "incoming.csv", workdir / "scored.csv"
-    store = workdir / "history"
-    console.rule("1. a simulated world 2023-01-01..2026-09-30: labelled history, and the last quarter as it arrives")
-    write_demo_data(history, incoming, rows)
+    truth, store = workdir / "incoming.truth.csv", workdir / "history"
+    console.rule("1. simulated worlds: labelled history to 2026-06-30, and a later quarter of a world built differently")
+    write_demo_data(history, incoming, truth, rows)
     console.rule("2. train on the history, track in MLflow, register")
     train(data=[history], model_name=DEFAULT_MODEL_NAME, config=None, tracking_uri=None, quarantine=None,
           history=store)
@@ -199,6 +232,8 @@ def demo(
     score(input=incoming, out=scored, model=DEFAULT_MODEL_URI, quarantine=None, explain="flagged",
           chunk_rows=200_000, tracking_uri=None, history=store)
     print_riskiest(scored)
+    console.rule("what the channels caught on this world the champion never saw (simulated truth)")
+    print_demo_figures(scored, truth)
     console.rule("4. load the scored batch into the inspectors' queue")
     from serve.cli_triage import load as triage_load
 
