@@ -44,6 +44,10 @@ def evaluate(
     train_worlds: Annotated[int, typer.Option("--train-worlds", help="Training worlds pooled (with --worlds).")] = 4,
     world_rows: Annotated[int, typer.Option("--world-rows", help="Lines simulated per world (with --worlds).")] = 120_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the world family (with --worlds).")] = 0,
+    modes: Annotated[str, typer.Option(
+        "--modes", help="Comma-separated: cold (empty store), warm (the world's history in the store), "
+                        "own (a model trained on the world's own labels beside the simulated worlds').")
+    ] = "cold,warm,own",
 ) -> None:
     """Measure the model and baseline rules on later time windows, by inspection rate and slice.
 
@@ -53,7 +57,8 @@ def evaluate(
     if worlds is not None:
         if data:
             raise typer.BadParameter("give either DATA files or --worlds, not both", param_hint="--worlds")
-        evaluate_worlds(worlds, train_worlds, world_rows, seed, config, tracking_uri, as_json)
+        evaluate_worlds(worlds, train_worlds, world_rows, seed, tuple(m.strip() for m in modes.split(",")),
+                        config, tracking_uri, as_json)
         return
     if not data:
         raise typer.BadParameter("give labelled DATA files, or --worlds N", param_hint="DATA")
@@ -77,7 +82,7 @@ def evaluate(
     print_evaluation(console, outcome.document)
 
 
-def evaluate_worlds(n_held_out: int, n_train: int, rows: int, seed: int, config: Optional[Path],
+def evaluate_worlds(n_held_out: int, n_train: int, rows: int, seed: int, modes: tuple[str, ...], config: Optional[Path],
                     tracking_uri: Optional[str], as_json: bool) -> None:
     """``misdeclare evaluate --worlds N``: the cross-world evaluation job (see training.crossworld)."""
     from training.config import load_train_config
@@ -85,7 +90,7 @@ def evaluate_worlds(n_held_out: int, n_train: int, rows: int, seed: int, config:
     from training.worlds import load_world_spec
 
     settings = CrossWorldSettings(n_train=n_train, n_held_out=n_held_out, train_rows=rows,
-                                  held_out_rows=rows, seed=seed)
+                                  held_out_rows=rows, seed=seed, modes=modes)
     with errors.status("simulating worlds...") as status:
         document = run_crossworld(settings, load_train_config(config), load_world_spec(),
                                   on_world=lambda name: status.update(f"cross-world evaluation: {name}..."))
