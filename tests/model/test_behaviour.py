@@ -81,8 +81,8 @@ def test_minimum_quality_on_the_held_out_period(trained):
 
 def test_suspected_commodity_names_the_hidden_good_of_true_value_disguises(trained):
     _, bundle, test_lines = trained
-    disguised = test_lines[test_lines["sim_disguise"] == "true_value"]
-    scored = score_frame(bundle, disguised, explain="none")
-    flagged = scored[scored["channel"] != "green"]
+    # Channels are day quotas over the whole flow: score every line, then look at the disguises.
+    scored = score_frame(bundle, test_lines, explain="none")
+    flagged = scored[(scored["channel"] != "green") & (scored["sim_disguise"] == "true_value")]
     assert len(flagged) >= 20
     assert (flagged["suspected_commodity"] == flagged["sim_commodity"]).mean() >= 0.7
