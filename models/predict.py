@@ -87,8 +87,8 @@ class RiskScores:
     origin_alert : ndarray of bool
         Origin-check lines whose origin rule fires (they go to yellow).
     derived, X : DataFrame, optional
-        The lines' derived features and model matrix; None when dropped to save memory (then
-        :func:`finish_frame` recomputes them for the lines it needs, given the same ``past``).
+        The lines' derived features and model matrix (:func:`features.pipeline.transform_features`);
+        :func:`finish_frame` needs them; batch scoring parks them on disk between passes.
     """
 
     risk: np.ndarray
@@ -100,6 +100,11 @@ class RiskScores:
     def without_features(self) -> "RiskScores":
         """The same scores without ``derived`` and ``X``."""
         return RiskScores(self.risk, self.check, self.origin_alert)
+
+    def take(self, mask: np.ndarray) -> "RiskScores":
+        """The scores of the lines in ``mask`` (boolean, one per line)."""
+        return RiskScores(self.risk[mask], self.check[mask], self.origin_alert[mask],
+                          None if self.derived is None else self.derived[mask], None if self.X is None else self.X[mask])
 
 
 def score_risk(bundle, lines: pd.DataFrame, past: pd.DataFrame | None = None, num_threads: int = 2) -> RiskScores:
@@ -124,15 +129,20 @@ def assign_channels(lines: pd.DataFrame, scores: RiskScores, rates: dict[str, fl
     return channels
 
 
+def needs_features(channels: np.ndarray, explain: str) -> np.ndarray:
+    """Lines whose features :func:`finish_frame` reads: the flagged ones and those ``explain`` selects."""
+    channels = np.asarray(channels, dtype=object)
+    return (channels != "green") | explain_mask(channels, explain)
+
+
 def finish_frame(bundle, lines: pd.DataFrame, scores: RiskScores, channels: np.ndarray, explain: str = "flagged",
-                 num_threads: int = 2, past: pd.DataFrame | None = None) -> pd.DataFrame:
+                 num_threads: int = 2) -> pd.DataFrame:
     """Step 3: ``lines`` with the output columns (:data:`OUTPUT_COLUMNS`).
 
     Suspected commodity for flagged lines (the commodity model on disguise lines, the declared good
     on origin lines); reasons for the lines ``explain`` selects (TreeSHAP phrases on disguise lines,
-    the origin check's phrase on origin lines). When ``scores`` carries no features they are
-    recomputed for those lines only, with ``past`` (which must then hold every other line the
-    risk was computed with, e.g. the rest of the file).
+    the origin check's phrase on origin lines). ``scores`` must carry the features of the lines
+    :func:`needs_features` selects (it may carry none when there are none).
     """
     channels = np.asarray(channels, dtype=object)
     flagged = channels != "green"
@@ -142,10 +152,9 @@ def finish_frame(bundle, lines: pd.DataFrame, scores: RiskScores, channels: np.n
     suspected = np.full(len(lines), NO_COMMODITY, dtype=object)
     reasons = np.full(len(lines), "", dtype=object)
     if needed.any():
-        if scores.derived is None:
-            derived, X = transform_features(bundle.pipeline, lines[needed], past)
-        else:
-            derived, X = scores.derived[needed], scores.X[needed]
+        if scores.derived is None or scores.X is None:
+            raise ValueError("finish_frame needs the lines' features (RiskScores.derived and X)")
+        derived, X = scores.derived[needed], scores.X[needed]
         sub_flagged, sub_explained, sub_origin = flagged[needed], explained[needed], origin[needed]
         sub_suspected = suspected_commodity(bundle, X, sub_flagged & ~sub_origin, num_threads)
         sub_suspected[sub_flagged & sub_origin] = derived.loc[sub_flagged & sub_origin, "declared_target"].to_numpy(object)

@@ -8,12 +8,13 @@ output (removed on success and on failure):
    Parquet part in the temporary folder; the history columns of the valid lines are kept;
 2. **risk**: each part is scored (:func:`models.predict.score_risk`) with the history store plus
    every other line of the file as history, so a line's features do not depend on how the file is
-   sorted or cut into chunks; only risk, check and origin alert are kept (a few bytes a line);
+   sorted or cut into chunks; its derived features go to a second part file (writing and reading
+   them back costs far less than recomputing the history features), and only risk, check and
+   origin alert stay in memory (a few bytes a line);
 3. **channels**: quotas per arrival day over the whole file, from day, risk and line key only
    (:func:`models.predict.assign_channels`);
 4. **write**: each part again, with channel, suspected commodity and reasons
-   (:func:`models.predict.finish_frame`; features recomputed for the flagged or explained lines
-   only), into the output file, which appears only when complete.
+   (:func:`models.predict.finish_frame`), into the output file, which appears only when complete.
 
 Memory holds one chunk plus the file's history columns and the small per-line arrays of pass 2.
 """
@@ -30,13 +31,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features.history import HISTORY_COLUMNS, HistoryFeatures, line_keys
 from features.history_store import HistoryStore
+from features.pipeline import model_features
 from features.io import DEFAULT_CHUNK_ROWS, AtomicTableWriter, file_format, iter_manifest_chunks
 from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, validate_manifest
 from models.channels import channel_rates
-from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, score_risk
+from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, needs_features, score_risk
 
 
 @dataclass
@@ -71,14 +75,35 @@ def history_columns(bundle) -> list[str]:
     return list(HISTORY_COLUMNS) + extra
 
 
-def _past_with(stored: pd.DataFrame | None, file_lines: pd.DataFrame) -> pd.DataFrame | None:
-    """History for the file's lines: the store without its copies of them, then the file's lines."""
-    if file_lines.empty:
+def _past_with(stored: pd.DataFrame | None, file_lines: pd.DataFrame | None) -> pd.DataFrame | None:
+    """History for the file's lines: the store without its copies of them, then the file's lines.
+
+    ``file_lines`` None: the file is one part, which is its own history (the feature pipeline
+    already drops the store's copies of the lines it scores).
+    """
+    if file_lines is None or file_lines.empty:
         return stored
     if stored is None or stored.empty:
         return file_lines
     stored = stored[~line_keys(stored).isin(line_keys(file_lines))]
     return pd.concat([stored.reindex(columns=file_lines.columns), file_lines], ignore_index=True)
+
+
+def _features_part(part: Path) -> Path:
+    return part.with_name(part.name.replace("part-", "features-"))
+
+
+def _read_rows(path: Path, mask: np.ndarray, batch_rows: int = 16_384) -> pd.DataFrame | None:
+    """The rows of a Parquet file selected by ``mask``, read batch by batch (None when none are)."""
+    if not mask.any():
+        return None
+    batches, start = [], 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        keep = mask[start:start + batch.num_rows]
+        start += batch.num_rows
+        if keep.any():
+            batches.append(batch.filter(pa.array(keep)))
+    return pa.Table.from_batches(batches).to_pandas()
 
 
 def score_file(input_path: str | Path, output_path: str | Path, bundle, quarantine_path: str | Path | None = None,
@@ -141,11 +166,16 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
                     on_chunk(len(chunk))
             file_lines = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
             del kept
-            past = _past_with(history.read() if history is not None else None, file_lines)
+            past = _past_with(history.read() if history is not None else None,
+                              file_lines if len(parts) > 1 else None)
 
-            # Pass 2: risk and scope per part; keep only the small per-line arrays.
-            risks = [score_risk(bundle, pd.read_parquet(part), past, num_threads).without_features()
-                     for part in parts]
+            # Pass 2: risk and scope per part; derived features to disk, small arrays in memory.
+            risks = []
+            for part in parts:
+                risk = score_risk(bundle, pd.read_parquet(part), past, num_threads)
+                risk.derived.to_parquet(_features_part(part), index=False)
+                risks.append(risk.without_features())
+            del past  # pass 4 reads the parked features, not the history
 
             # Pass 3: quotas per arrival day over the whole file.
             if risks:
@@ -153,12 +183,21 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
                                      for name in ("risk", "check", "origin_alert")))
                 channels = assign_channels(file_lines, whole, rates)
 
-            # Pass 4: channel, suspected commodity and reasons, written in input order.
-            offset = 0
+            # Pass 4: channel, suspected commodity and reasons, written in input order; only the
+            # features of the flagged (or explained) lines are read back.
+            offset, model_columns = 0, model_features(bundle.pipeline)
             for part, risk in zip(parts, risks, strict=True):
                 lines = pd.read_parquet(part)
                 part_channels = channels[offset:offset + len(lines)]
-                frame = finish_frame(bundle, lines, risk, part_channels, explain, num_threads, past)
+                needed = needs_features(part_channels, explain)
+                derived = _read_rows(_features_part(part), needed)
+                with_features = RiskScores(risk.risk[needed], risk.check[needed], risk.origin_alert[needed], derived,
+                                           None if derived is None else derived[model_columns])
+                frame = pd.concat([
+                    finish_frame(bundle, lines[needed], with_features, part_channels[needed], explain, num_threads),
+                    finish_frame(bundle, lines[~needed], risk.take(~needed), part_channels[~needed], explain,
+                                 num_threads),
+                ]).loc[lines.index]
                 scored.write(frame)
                 summary.channels.update(frame["channel"].tolist())
                 summary.checks.update(frame["check"].tolist())

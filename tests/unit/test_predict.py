@@ -121,11 +121,9 @@ def test_the_steps_give_score_frame(bundle, lines, scored):
     scores = score_risk(bundle, lines, num_threads=1)
     channels = assign_channels(lines, scores, bundle.spec["channel_rates"])
 
-    with_features = finish_frame(bundle, lines, scores, channels, "flagged", num_threads=1)
-    recomputed = finish_frame(bundle, lines, scores.without_features(), channels, "flagged", num_threads=1, past=lines)
-
-    pd.testing.assert_frame_equal(with_features, scored)
-    pd.testing.assert_frame_equal(recomputed, scored)
+    pd.testing.assert_frame_equal(finish_frame(bundle, lines, scores, channels, "flagged", num_threads=1), scored)
+    with pytest.raises(ValueError, match="needs the lines' features"):
+        finish_frame(bundle, lines, scores.without_features(), channels, "flagged", num_threads=1)
 
 
 def test_reasons_and_suspected_commodity_only_for_flagged_lines(scored):
