@@ -182,9 +182,10 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         combined, is_current = self._combine(X, past)
         days = day_numbers(combined)
+        coverage_start = self._coverage_start(days, past)
         new: dict[str, np.ndarray] = {}
         for entity in self.entities:
-            new.update(self._entity_features(combined, days, entity))
+            new.update(self._entity_features(combined, days, entity, coverage_start))
         new.update(self._switch_features(combined, days))
         new.update(self._flow_features(combined, days))
         current = {name: values[is_current] for name, values in new.items()}
@@ -200,14 +201,31 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         combined = pd.concat([past, current], ignore_index=True)
         return combined, np.r_[np.zeros(len(past), dtype=bool), np.ones(len(current), dtype=bool)]
 
-    def _entity_features(self, frame: pd.DataFrame, days: np.ndarray, entity: str) -> dict[str, np.ndarray]:
+    @staticmethod
+    def _coverage_start(days: np.ndarray, past: pd.DataFrame | None) -> int | None:
+        """First day the history holds: of every past line, not only those relevant to the batch.
+
+        ``_combine`` keeps only the past lines sharing a party or flow with the batch, whose first
+        day can be much later than the store's; tenure must be censored at the store's start, as in
+        training, where the whole history is one frame.
+        """
+        firsts = [int(days.min())] if len(days) else []
+        if past is not None and len(past):
+            first_past = pd.to_datetime(past["declared_at"]).min()
+            if pd.notna(first_past):
+                firsts.append((first_past.normalize() - _EPOCH).days)
+        return min(firsts) if firsts else None
+
+    def _entity_features(self, frame: pd.DataFrame, days: np.ndarray, entity: str,
+                         coverage_start: int | None) -> dict[str, np.ndarray]:
         group = _codes(frame[entity])
         known = group >= 0
         lines_before = count_before(group[known], days[known], group, days)
         first_day = pd.Series(days[known]).groupby(group[known]).min()
         first = first_day.reindex(group).to_numpy(dtype="float64")
         # Tenure is unknown for parties already there when the history begins (see the class docstring).
-        censored = first < days.min() + self.tenure_unknown_days if len(days) else np.zeros(0, dtype=bool)
+        censored = (first < coverage_start + self.tenure_unknown_days if coverage_start is not None
+                    else np.zeros(len(days), dtype=bool))
         days_since_first = np.where((first < days) & ~censored, days - first, np.nan)
         outcomes, positives = self._outcomes_before(frame, days, group)
         rate = (positives + self.prior_strength * self.global_rate_) / (outcomes + self.prior_strength)

@@ -218,3 +218,19 @@ def test_a_party_first_seen_after_the_coverage_window_has_its_tenure():
 def test_tenure_unknown_days_must_not_be_negative():
     with pytest.raises(ValueError, match="tenure_unknown_days must be >= 0, got -1"):
         HistoryFeatures(tenure_unknown_days=-1).fit(make_lines())
+
+
+def test_tenure_is_censored_at_the_store_start_not_at_the_first_line_relevant_to_the_batch():
+    rows = [
+        # An unrelated party and flow: the store's first line.
+        ("K", "2025-01-01", "S7", "C7", "940360", "DE", "DE", "USNYC", "", ""),
+        ("L", "2025-03-01", "S9", "C9", "790111", "CN", "TH", "USLAX", "", ""),
+        ("M", "2025-03-20", "S9", "C9", "790111", "CN", "TH", "USLAX", "", ""),
+    ]
+    lines = make_lines(rows)
+    history = HistoryFeatures(tenure_unknown_days=10).fit(lines)
+    scored = history.transform(lines.loc[["M"]], past=lines.loc[["K", "L"]])
+    # Only L is relevant to M, but the store began on 2025-01-01: S9 is 19 days old, not unknown.
+    assert scored["shipper_id_days_since_first"].tolist() == [19]
+    # The same as when the whole history is one frame, as in training.
+    assert history.transform(lines)["shipper_id_days_since_first"]["M"] == 19
