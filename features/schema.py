@@ -37,6 +37,11 @@ REQUIRED_COLUMNS = (
     "origin_country", "export_country",
 )
 LABEL_COLUMNS = ("inspected", "misdeclared", "found_commodity")
+# Why a labelled line was inspected, as the triage export writes it: how it was picked and with what
+# probability. Exploration checks are drawn at random, so their hit rate is the flow's base rate.
+SELECTION_PROBABILITY, SELECTED_BY = "selection_probability", "selected_by"
+SELECTION_COLUMNS = (SELECTION_PROBABILITY, SELECTED_BY)
+EXPLORATION = "exploration"
 KEY_COLUMNS = ("declaration_id", "line_no")
 TRANSPORT_MODES = ("sea", "air", "road", "rail", "post")
 FOUND_COMMODITIES = ("antimony", "gallium", "germanium", "rare_earth", "none")

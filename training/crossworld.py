@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,7 @@ from sklearn.metrics import average_precision_score
 
 from features.history import HISTORY_COLUMNS
 from features.schema import validate_manifest
-from training.baselines import BASELINES, fit_baselines
+from training.baselines import BASELINES, BaselineState, fit_baselines
 from training.config import TrainConfig
 from training.metrics import precision_at_rate, recall_at_rate, top_k_mask
 from training.split import window_split
@@ -190,27 +190,23 @@ def disguise_scope(bundle, lines: pd.DataFrame) -> np.ndarray:
 
 
 def score_world(bundle, test: pd.DataFrame, truth: pd.DataFrame, past: pd.DataFrame | None,
-                train_lines: pd.DataFrame, config: TrainConfig, rates) -> dict:
+                state: BaselineState, num_threads: int, rates) -> dict:
     """Score a world's test lines (outcomes hidden) with the model and the baselines; measure."""
     from models.predict import score_frame
 
     hidden = hide_labels_outside(test, test.index[:0])
-    scored = score_frame(bundle, hidden, explain="none", num_threads=config.num_threads, past=past)
-    state = fit_baselines(train_lines, config.seed, min_hs_count=config.min_hs_count)
+    scored = score_frame(bundle, hidden, explain="none", num_threads=num_threads, past=past)
     baselines = {name: rule(hidden, state) for name, rule in BASELINES.items()}
     return measure(test, truth, scored, baselines, disguise_scope(bundle, test), rates)
 
 
-def own_config(config: TrainConfig, world: World) -> TrainConfig:
-    """Training settings for a model trained on a world's own history (its label delay)."""
-    return TrainConfig(**{**config.as_dict(), "label_delay_days": world.label_delay_days,
-                          "inspection_rates": tuple(config.inspection_rates),
-                          "commodity_feature_groups": tuple(config.commodity_feature_groups)})
+def evaluate_world(world: World, bundle, train_lines: pd.DataFrame, state: BaselineState,
+                   settings: CrossWorldSettings, config: TrainConfig, folder: str) -> dict:
+    """Figures of one held-out world in every requested mode.
 
-
-def evaluate_world(world: World, bundle, train_lines: pd.DataFrame, settings: CrossWorldSettings,
-                   config: TrainConfig, folder: str) -> dict:
-    """Figures of one held-out world in every requested mode."""
+    The baseline rules read only the reference tables (bands, hubs), so one ``state`` fitted on the
+    training worlds serves every world and mode.
+    """
     lines, truth = canonical_lines(generate_world(world, settings.held_out_rows, settings.start, settings.end),
                                    world.name)
     cutoff = pd.Timestamp(settings.test_start)
@@ -220,12 +216,14 @@ def evaluate_world(world: World, bundle, train_lines: pd.DataFrame, settings: Cr
     store = store_before(lines, cutoff, world.label_delay_days)
     figures = {"world": world.name, "params": world.params, "modes": {}}
     if "cold" in settings.modes:
-        figures["modes"]["cold"] = score_world(bundle, test, test_truth, None, train_lines, config, settings.rates)
+        figures["modes"]["cold"] = score_world(bundle, test, test_truth, None, state, config.num_threads,
+                                               settings.rates)
     if "warm" in settings.modes:
-        figures["modes"]["warm"] = score_world(bundle, test, test_truth, store, train_lines, config, settings.rates)
+        figures["modes"]["warm"] = score_world(bundle, test, test_truth, store, state, config.num_threads,
+                                               settings.rates)
     if "own" in settings.modes:
         history = lines[~inside]
-        own = own_config(config, world)
+        own = replace(config, label_delay_days=world.label_delay_days)
         if settings.own_with_prior:
             # The office's labels beside the simulated worlds' (as far as the same date): the
             # simulation is the prior, the office's own outcomes say how its flow differs.
@@ -235,7 +233,8 @@ def evaluate_world(world: World, bundle, train_lines: pd.DataFrame, settings: Cr
         split = window_split(history, cutoff, own.valid_fraction, own.label_delay_days)
         result = train_model(history, own, split=split)
         own_bundle = _bundle(result, f"{folder}/{world.name}", f"own-{world.name}")
-        figures["modes"]["own"] = score_world(own_bundle, test, test_truth, store, history, own, settings.rates)
+        figures["modes"]["own"] = score_world(own_bundle, test, test_truth, store, state, config.num_threads,
+                                              settings.rates)
     return figures
 
 
@@ -273,14 +272,15 @@ def run_crossworld(settings: CrossWorldSettings, config: TrainConfig, spec: dict
     notify = on_world or (lambda _: None)
     notify("training on " + ", ".join(w.name for w in train_worlds))
     result, pooled = train_pooled(train_worlds, settings, config)
+    state = fit_baselines(pooled, config.seed, min_hs_count=config.min_hs_count)
     with tempfile.TemporaryDirectory(prefix="misdeclare-worlds-") as folder:
         bundle = _bundle(result, f"{folder}/pooled", "cross-world")
         worlds = []
         for world in held_out:
             notify(world.name)
-            worlds.append(evaluate_world(world, bundle, pooled, settings, config, folder))
+            worlds.append(evaluate_world(world, bundle, pooled, state, settings, config, folder))
     return {
-        "settings": {**settings.__dict__, "rates": list(settings.rates), "modes": list(settings.modes)},
+        "settings": asdict(settings),
         "train_worlds": [{"world": w.name, "params": w.params} for w in train_worlds],
         "pooled_model": {"best_iteration": int(result.booster.best_iteration),
                          "train_labelled_lines": int(result.spec["training"]["train_labelled_lines"]),

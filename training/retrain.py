@@ -49,17 +49,14 @@ import numpy as np
 import pandas as pd
 
 from features.history import line_keys
-from features.schema import KEY_COLUMNS, validate_manifest
+from features.schema import KEY_COLUMNS, SELECTED_BY, SELECTION_PROBABILITY, validate_manifest
 from training.config import TrainConfig, layered_settings
 from training.drift import DriftReport, DriftSettings, drift_report
 from training.evaluate import ALL, Window, is_labelled, slice_masks
-from training.split import window_split
+from training.split import exploration_checks, window_split
 from training.train import TrainResult, hide_labels_outside, train_model
 
 WEIGHT_COLUMN = "selection_weight"
-SELECTION_PROBABILITY = "selection_probability"
-SELECTED_BY = "selected_by"
-EXPLORATION = "exploration"
 AVERAGE_PRECISION = "average_precision"
 PROMOTE, KEEP = "promote", "keep"
 PROMOTED, KEPT, DRY_RUN, ABORTED = "promoted", "kept", "dry-run", "aborted"
@@ -256,10 +253,7 @@ def exploration_hit_rate(lines: pd.DataFrame) -> HitRate | None:
     Random checks are drawn uniformly among the lines the model did not flag, so their hit rate
     estimates the base rate of misdeclaration among those lines without the model's selection bias.
     """
-    if SELECTED_BY not in lines.columns:
-        return None
-    exploration = (lines[SELECTED_BY].astype("string") == EXPLORATION).fillna(False).to_numpy(dtype=bool)
-    picked = lines[is_labelled(lines) & exploration]
+    picked = exploration_checks(lines)
     if picked.empty:
         return None
     n, k = len(picked), int(picked["misdeclared"].astype("int64").sum())

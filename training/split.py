@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from features.schema import EXPLORATION, SELECTED_BY
+
 
 @dataclass(frozen=True)
 class TimeSplit:
@@ -68,6 +70,14 @@ def labelled(lines: pd.DataFrame) -> pd.DataFrame:
     """The inspected lines with a known outcome: the only lines with labels."""
     known = (lines["inspected"] == 1) & lines["misdeclared"].notna()
     return lines[known.fillna(False).astype(bool)]
+
+
+def exploration_checks(lines: pd.DataFrame) -> pd.DataFrame:
+    """The labelled lines picked at random (``selected_by`` is "exploration"); none without the column."""
+    if SELECTED_BY not in lines.columns:
+        return lines.iloc[:0]
+    picked = (lines[SELECTED_BY].astype("string") == EXPLORATION).fillna(False).to_numpy(dtype=bool)
+    return labelled(lines[picked])
 
 
 def window_split(lines: pd.DataFrame, train_end: pd.Timestamp, valid_fraction: float, label_delay_days: int,

@@ -27,7 +27,7 @@ from models.channels import channels_for_lines
 from models.predict import apply_calibration
 from training.config import TrainConfig
 from training.metrics import ranking_metrics
-from training.split import TimeSplit, labelled, time_split
+from training.split import TimeSplit, exploration_checks, labelled, time_split
 
 SPEC_VERSION = 1
 
@@ -115,7 +115,6 @@ def fit_platt_calibration(raw_scores: np.ndarray, y: np.ndarray) -> dict:
     return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
 
 
-SELECTED_BY, EXPLORATION = "selected_by", "exploration"
 MIN_EXPLORATION_POSITIVES = 5  # below this the exploration hit rate is too noisy to anchor the risk
 
 
@@ -126,9 +125,7 @@ def exploration_prevalence(lines: pd.DataFrame) -> tuple[float, int, int] | None
     their hit rate estimates the share of misdeclared lines in the whole flow, unlike targeted
     inspections. None when there are none or fewer than :data:`MIN_EXPLORATION_POSITIVES` hits.
     """
-    if SELECTED_BY not in lines.columns:
-        return None
-    picked = labelled(lines[(lines[SELECTED_BY].astype("string") == EXPLORATION).fillna(False).to_numpy(dtype=bool)])
+    picked = exploration_checks(lines)
     hits = int(picked["misdeclared"].sum())
     if hits < MIN_EXPLORATION_POSITIVES:
         return None

@@ -19,11 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from features.schema import CANONICAL_COLUMNS
+from features.schema import CANONICAL_COLUMNS, SELECTION_COLUMNS
 from serve.triage import audit
 from serve.triage.db import Case, Outcome
 
-EXTRA_COLUMNS = ("selection_probability", "selected_by")
+EXTRA_COLUMNS = SELECTION_COLUMNS
 LABELLED_RESULTS = ("confirmed", "clean")
 _DECLARED = tuple(c for c in CANONICAL_COLUMNS if c not in ("inspected", "misdeclared", "found_commodity"))
 

@@ -33,7 +33,8 @@ import pandas as pd
 
 from features.reference import ReferenceTables, load_reference
 
-from training.synthetic.codes import DISGUISES, SCENARIOS, SELECTION_COLUMNS, SELECTIONS, SIM_COLUMNS
+from features.schema import SELECTION_COLUMNS
+from training.synthetic.codes import DISGUISES, SCENARIOS, SELECTIONS, SIM_COLUMNS
 from training.synthetic.config import _check_int, _check_window, _deep_merge, _default_config, load_generator_config
 from training.synthetic.declarations import _declarations
 from training.synthetic.entities import _add_entities

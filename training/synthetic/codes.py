@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from features.schema import TRANSPORT_MODES
+from features.schema import EXPLORATION, TRANSPORT_MODES
 
 SCENARIOS = ("background_cover", "background_other", "legit_target", "switcher", "fraud_network")
 DISGUISES = ("none", "true_value", "undervalued")
@@ -12,10 +12,9 @@ SIM_COLUMNS = (
     "sim_scenario", "sim_fraud", "sim_commodity", "sim_form", "sim_disguise", "sim_cover_family",
     "sim_route", "sim_network", "sim_selection",
 )
-# What customs knows about why it inspected a line, named as in the triage export: the channel
-# ("exploration" for random inspections, "targeted" for rule-targeted ones) and its probability.
-SELECTION_COLUMNS = ("selection_probability", "selected_by")
-SELECTED_BY = (None, "exploration", "targeted")  # indexed by the selection code
+# What customs knows about why it inspected a line (features.schema.SELECTION_COLUMNS): the channel
+# (exploration for random inspections, "targeted" for rule-targeted ones) and its probability.
+SELECTED_BY = (None, EXPLORATION, "targeted")  # indexed by the selection code
 
 _BG_COVER, _BG_OTHER, _LEGIT, _SWITCH, _FRAUD = range(5)
 _NO_DISGUISE, _TRUE_VALUE, _UNDERVALUED = range(3)

@@ -7,11 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.schema import CANONICAL_COLUMNS, TRANSPORT_MODES
-
-from training.synthetic.codes import (
-    DISGUISES, SCENARIOS, SELECTED_BY, SELECTION_COLUMNS, SELECTIONS, SIM_COLUMNS,
-)
+from features.schema import CANONICAL_COLUMNS, SELECTION_COLUMNS, TRANSPORT_MODES
+from training.synthetic.codes import DISGUISES, SCENARIOS, SELECTED_BY, SELECTIONS, SIM_COLUMNS
 from training.synthetic.config import _share
 from training.synthetic.helpers import _labels, _text, _text_or_none
 from training.synthetic.world import _World
