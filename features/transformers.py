@@ -11,6 +11,7 @@ data, without pickle: see :mod:`features.pipeline`.
 
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -30,6 +31,8 @@ class JsonStateMixin:
     """
 
     _fitted_attributes: tuple[str, ...] = ()
+    # Fitted attributes added after bundles were shipped, with the value an older state stands for.
+    _fitted_defaults: dict[str, object] = {}
     categorical_outputs: tuple[str, ...] = ()
     reason_group: str = "other"
 
@@ -49,6 +52,9 @@ class JsonStateMixin:
             raise ValueError(f"state is for {state.get('class')!r}, not {cls.__name__!r}")
         transformer = cls(**state["params"])
         for name in cls._fitted_attributes:
+            if name not in state["fitted"] and name in cls._fitted_defaults:
+                setattr(transformer, name, copy.deepcopy(cls._fitted_defaults[name]))
+                continue
             setattr(transformer, name, state["fitted"][name])
         return transformer
 
@@ -235,7 +241,8 @@ class DeclaredHSFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         Folder of the reference tables; the packaged tables by default.
     """
 
-    _fitted_attributes = ("role_", "commodity_", "cover_family_", "numeric_features_")
+    _fitted_attributes = ("role_", "commodity_", "cover_family_", "light_goods_", "numeric_features_")
+    _fitted_defaults = {"light_goods_": {}}
     categorical_outputs = ("hs_chapter", "hs_heading", "hs_subheading", "cover_family", "declared_target")
     reason_group = "declared_goods"
 
@@ -247,6 +254,11 @@ class DeclaredHSFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         self.role_ = dict(zip(codes["hs_prefix"], codes["role"]))
         self.commodity_ = dict(zip(codes["hs_prefix"], codes["commodity"]))
         self.cover_family_ = dict(zip(codes["hs_prefix"], codes["cover_family"]))
+        # Goods light for their volume, with the heaviest packing that still fits them: the one
+        # packing norm whose unusual direction the reference data state (reasons cite it).
+        light = codes.dropna(subset=["max_kg_per_package", "max_kg_per_container"])
+        self.light_goods_ = {row.hs_prefix: [str(row.description), float(row.max_kg_per_package),
+                                             float(row.max_kg_per_container)] for row in light.itertuples()}
         self.numeric_features_ = ["is_cover_code", "is_target_code"]
         return self
 

@@ -55,15 +55,10 @@ FLOW_SURGE_FACTOR = 2.0
 # lines; below this many trailing lines a ratio is not a surge.
 FLOW_MIN_LINES = 3
 
-# Weight. The only packing norm the reference data support in one direction (FACTS.md, Densities and
-# packing): genuine handicrafts and ornaments are light for their volume, a few tonnes per 40-ft
-# container (est.), while metal ingots reach the weight limit (~20-26 t) in ~1 t cases. Declared
-# HS headings of such light goods, with the heaviest packing that still fits them.
-LIGHT_GOODS = {"8306": "statuettes and ornaments", "6913": "ceramic ornaments"}
-# Midway between "a few tonnes" (ornaments) and 20 t (ingots): above it a container is packed like metal.
-LIGHT_GOODS_MAX_KG_PER_CONTAINER = 10_000.0
-# est.: ornaments travel in cartons or crates one or two people lift; ingot cases weigh ~1 t.
-LIGHT_GOODS_MAX_KG_PER_PACKAGE = 50.0
+# Weight: the only packing norm the reference data support in one direction (FACTS.md, Densities and
+# packing) is that genuine handicrafts and ornaments are light for their volume; the codes of such
+# goods and the heaviest packing that still fits them are in features/data/hs_codes.csv
+# (max_kg_per_package, max_kg_per_container), carried by the fitted pipeline (PhraseContext.light_goods).
 
 
 @dataclass(frozen=True)
@@ -76,6 +71,9 @@ class PhraseContext:
         Diversion hubs, controlled goods' price bands and the export-control measures.
     hs_bands : dict
         Reference USD/kg band ``[low, high]`` per declared HS prefix (6 or 4 digits).
+    light_goods : dict
+        ``[description, max kg per package, max kg per container]`` per HS prefix of goods light for
+        their volume (empty for a bundle fitted before the reference table had them: no weight reason).
     prior_rate : float, optional
         Misdeclaration rate of all inspected training lines (the party rates' prior); None when
         unknown, and then no party rate is cited.
@@ -94,6 +92,7 @@ class PhraseContext:
     measure_labels: dict[str, str]
     measure_commodities: dict[str, list[str]]
     hs_bands: dict[str, list[float]] = field(default_factory=dict)
+    light_goods: dict[str, list] = field(default_factory=dict)
     prior_rate: float | None = None
     prior_strength: float = 5.0
     tenure_unknown_days: int = 0
@@ -105,12 +104,14 @@ class PhraseContext:
         """Read the fitted steps' attributes; anything an older spec lacks takes its default."""
         steps = pipeline.named_steps
         route, value, history = steps["route"], steps["value"], steps.get("history")
+        declared = steps.get("declared_hs")
         low, high = getattr(value, "hs_band_low_", {}) or {}, getattr(value, "hs_band_high_", {}) or {}
         prior = getattr(history, "global_rate_", None)
         return cls(
             frozenset(route.hubs_), dict(value.price_bands_), dict(route.measures_),
             dict(route.measure_labels_), dict(route.measure_commodities_),
             hs_bands={prefix: [float(low[prefix]), float(high[prefix])] for prefix in low if prefix in high},
+            light_goods=dict(getattr(declared, "light_goods_", {}) or {}),
             prior_rate=float(prior) if prior is not None else None,
             prior_strength=float(getattr(history, "prior_strength", 5.0)),
             tenure_unknown_days=int(getattr(history, "tenure_unknown_days", 0) or 0),
@@ -138,11 +139,11 @@ def _printed_factor(ratio: float) -> float:
     return round(ratio, 1)
 
 
-def _declared_band(hs: str, context: PhraseContext) -> tuple[str, list[float]] | None:
-    """The reference band of the declared code's longest listed prefix (6, then 4 digits)."""
+def _longest_prefix(hs: str, table: dict) -> tuple[str, object] | None:
+    """(prefix, value) of the declared code's longest prefix listed in ``table`` (6, then 4 digits)."""
     for length in (6, 4):
-        if hs[:length] in context.hs_bands:
-            return hs[:length], context.hs_bands[hs[:length]]
+        if hs[:length] in table:
+            return hs[:length], table[hs[:length]]
     return None
 
 
@@ -165,7 +166,7 @@ def price_phrase(row: dict, context: PhraseContext) -> str:
     if math.isfinite(distance):  # the declared code has a reference band
         if abs(distance) <= math.log10(PRICE_BAND_MARGIN):
             return ""
-        band = _declared_band(hs, context)
+        band = _longest_prefix(hs, context.hs_bands)
         where = f"the {band[1][0]:g}-{band[1][1]:g} USD/kg band of HS {band[0]}" if band else f"the band of HS {hs[:6]}"
     else:
         distance = _number(row.get("value_log_ratio_hs"))
@@ -218,24 +219,24 @@ def route_phrase(row: dict, context: PhraseContext) -> str:
 
 
 def weight_phrase(row: dict, context: PhraseContext) -> str:
-    """'1,000 kg per package, 20.0 t per container: heavy for statuettes and ornaments (HS 8306)'.
+    """'1,000 kg per package, 20.0 t per container: heavy for HS 830629, statuettes and ornaments of base metal, ...'.
 
-    Only where the reference data say which way is unusual: goods declared under a light-goods
-    heading (:data:`LIGHT_GOODS`) packed heavier than such goods are.
+    Only where the reference data say which way is unusual: goods declared under a code of goods
+    light for their volume (:attr:`PhraseContext.light_goods`) packed heavier than such goods are.
     """
-    heading = _text(row.get("hs_code"))[:4]
-    if heading not in LIGHT_GOODS:
+    listed = _longest_prefix(_text(row.get("hs_code")), context.light_goods)
+    if listed is None:
         return ""
+    prefix, (description, max_per_package, max_per_container) = listed
     parts = []
     per_package, per_container = _number(row.get("kg_per_package")), _number(row.get("kg_per_container"))
-    if math.isfinite(per_package) and per_package > LIGHT_GOODS_MAX_KG_PER_PACKAGE:
+    if math.isfinite(per_package) and per_package > max_per_package:
         parts.append(f"{per_package:,.0f} kg per package")
-    if math.isfinite(per_container) and per_container > LIGHT_GOODS_MAX_KG_PER_CONTAINER:
+    if math.isfinite(per_container) and per_container > max_per_container:
         parts.append(f"{per_container / 1000:,.1f} t per container")
     if not parts:
         return ""
-    return (f"{', '.join(parts)}: heavy for {LIGHT_GOODS[heading]} (HS {heading}), "
-            f"which are light for their volume")
+    return f"{', '.join(parts)}: heavy for HS {prefix}, {description}, which are light for their volume"
 
 
 def declared_goods_phrase(row: dict, context: PhraseContext) -> str:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from features.pipeline import build_feature_pipeline, pipeline_from_spec, pipeline_to_spec
+from features.reference import load_reference
 from models.reasons import (
     NO_STATED_FACT,
     PhraseContext,
@@ -38,6 +39,8 @@ CONTEXT = PhraseContext(
     measure_commodities={"sb_licensing": ["antimony"], "us_ban": ["gallium", "germanium", "antimony"],
                          "re_licensing": ["rare_earth"]},
     hs_bands={"790111": [2.6, 3.3], "830629": [4.0, 15.0], "811010": [21.0, 62.0]},
+    light_goods={"830629": ["statuettes and ornaments of base metal", 50.0, 10000.0],
+                 "691310": ["ceramic ornaments (porcelain)", 50.0, 10000.0]},
     prior_rate=0.04,
     prior_strength=5.0,
     tenure_unknown_days=180,
@@ -149,13 +152,14 @@ def test_a_plain_direct_route_is_no_reason(row):
 
 @pytest.mark.parametrize(("row", "phrase"), [
     pytest.param({"hs_code": "830629", "kg_per_package": 1000.0, "kg_per_container": 22000.0},
-                 "1,000 kg per package, 22.0 t per container: heavy for statuettes and ornaments (HS 8306), "
-                 "which are light for their volume", id="ingot-packed-statuettes"),
+                 "1,000 kg per package, 22.0 t per container: heavy for HS 830629, statuettes and ornaments of "
+                 "base metal, which are light for their volume", id="ingot-packed-statuettes"),
     pytest.param({"hs_code": "691310", "kg_per_package": 12.0, "kg_per_container": 18500.0},
-                 "18.5 t per container: heavy for ceramic ornaments (HS 6913), which are light for their volume",
+                 "18.5 t per container: heavy for HS 691310, ceramic ornaments (porcelain), which are light for their volume",
                  id="heavy-container-only"),
     pytest.param({"hs_code": "830629", "kg_per_package": 75.0, "kg_per_container": NAN},
-                 "75 kg per package: heavy for statuettes and ornaments (HS 8306), which are light for their volume",
+                 "75 kg per package: heavy for HS 830629, statuettes and ornaments of base metal, which are light for "
+                 "their volume",
                  id="repacked-heavier"),
 ])
 def test_heavy_packing_for_light_goods_is_cited(row, phrase):
@@ -389,6 +393,11 @@ def test_the_context_reads_the_fitted_pipeline(valid_labelled):
     assert context.prior_strength == history.prior_strength
     assert context.tenure_unknown_days == 60
     assert context.hs_bands["790111"] == [2.6, 3.3]
+    # Packing limits of goods light for their volume come from features/data/hs_codes.csv.
+    codes = load_reference().hs_codes.dropna(subset=["max_kg_per_package"])
+    assert context.light_goods == {row.hs_prefix: [row.description, row.max_kg_per_package, row.max_kg_per_container]
+                                   for row in codes.itertuples()}
+    assert "830629" in context.light_goods
     assert (context.trailing_days, context.baseline_days) == (history.trailing_days, history.baseline_days)
 
 
@@ -396,7 +405,9 @@ def test_an_old_spec_without_tenure_censoring_still_gives_a_context(valid_labell
     spec = pipeline_to_spec(build_feature_pipeline().fit(valid_labelled.head(2000)))
     for step in spec:
         step["params"].pop("tenure_unknown_days", None)
+        step["fitted"].pop("light_goods_", None)
 
     context = PhraseContext.from_pipeline(pipeline_from_spec(spec))
 
     assert context.tenure_unknown_days == 0 and context.prior_rate is not None
+    assert context.light_goods == {}  # no packing limits in the old state: no weight reason
