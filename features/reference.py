@@ -63,6 +63,16 @@ class ReferenceTables:
         """Countries the facts name as transit points for the controlled goods."""
         return frozenset(self.countries.loc[self.countries["diversion_hub"] == 1, "iso2"])
 
+    @property
+    def controlling_countries(self) -> frozenset[str]:
+        """Countries whose export controls the disguises evade (FACTS: China)."""
+        return frozenset(self.countries.loc[self.countries["controls_exports"] == 1, "iso2"])
+
+    def code_goods(self) -> dict[str, list[str]]:
+        """Controlled goods each six-digit code covers (``target_goods.csv``; 811292: gallium, germanium)."""
+        table = self.target_goods[["hs6", "commodity"]].dropna().drop_duplicates()
+        return {str(code): sorted(group["commodity"]) for code, group in table.groupby("hs6")}
+
     def producers(self, commodity: str) -> frozenset[str]:
         """Countries with production capacity for ``commodity``."""
         produces = self.countries["produces"].fillna("").str.split(";")

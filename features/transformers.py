@@ -241,8 +241,8 @@ class DeclaredHSFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         Folder of the reference tables; the packaged tables by default.
     """
 
-    _fitted_attributes = ("role_", "commodity_", "cover_family_", "light_goods_", "numeric_features_")
-    _fitted_defaults = {"light_goods_": {}}
+    _fitted_attributes = ("role_", "commodity_", "cover_family_", "code_goods_", "light_goods_", "numeric_features_")
+    _fitted_defaults = {"code_goods_": None, "light_goods_": {}}
     categorical_outputs = ("hs_chapter", "hs_heading", "hs_subheading", "cover_family", "declared_target")
     reason_group = "declared_goods"
 
@@ -250,10 +250,12 @@ class DeclaredHSFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         self.reference_dir = reference_dir
 
     def fit(self, X: pd.DataFrame, y=None):
-        codes = _reference(self.reference_dir).hs_codes.fillna({"commodity": "none", "cover_family": "none"})
+        reference = _reference(self.reference_dir)
+        codes = reference.hs_codes.fillna({"commodity": "none", "cover_family": "none"})
         self.role_ = dict(zip(codes["hs_prefix"], codes["role"]))
         self.commodity_ = dict(zip(codes["hs_prefix"], codes["commodity"]))
         self.cover_family_ = dict(zip(codes["hs_prefix"], codes["cover_family"]))
+        self.code_goods_ = reference.code_goods()
         # Goods light for their volume, with the heaviest packing that still fits them: the one
         # packing norm whose unusual direction the reference data state (reasons cite it).
         light = codes.dropna(subset=["max_kg_per_package", "max_kg_per_container"])
@@ -286,8 +288,10 @@ class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         Folder of the reference tables; the packaged tables by default.
     """
 
-    _fitted_attributes = ("hubs_", "producer_countries_", "measures_", "measure_labels_", "measure_commodities_",
-                          "numeric_features_")
+    _fitted_attributes = ("hubs_", "producer_countries_", "producers_", "controlling_countries_", "measures_",
+                          "measure_labels_", "measure_commodities_", "numeric_features_")
+    # States saved before the origin check had no per-good producers: None (read from the tables).
+    _fitted_defaults = {"producers_": None, "controlling_countries_": None}
     categorical_outputs = ("origin_country", "export_country", "port_of_loading", "port_of_discharge",
                            "transport_mode")
     reason_group = "route"
@@ -298,7 +302,9 @@ class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y=None):
         reference = _reference(self.reference_dir)
         self.hubs_ = sorted(reference.diversion_hubs)
-        self.producer_countries_ = sorted(set().union(*(reference.producers(c) for c in reference.commodities)))
+        self.producers_ = {c: sorted(reference.producers(c)) for c in reference.commodities}
+        self.producer_countries_ = sorted(set().union(*self.producers_.values()))
+        self.controlling_countries_ = sorted(reference.controlling_countries)
         measures = reference.control_dates[reference.control_dates["kind"] != "suspension"]
         self.measures_ = {row.measure_id: row.date.strftime("%Y-%m-%d") for row in measures.itertuples()}
         self.measure_labels_ = {row.measure_id: row.label for row in measures.itertuples()}

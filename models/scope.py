@@ -10,7 +10,8 @@ in the day's red / yellow quotas.
 
 What can be wrong with such a line is its declared origin (origin laundering: Chinese material
 relabelled in a transit country). The origin check fires, and the line goes to **yellow** (check the
-certificate of origin), when its declared origin is not the controlling country (China) and
+certificate of origin), when its declared origin is not a country whose export controls are evaded
+(``countries.csv``, ``controls_exports``: China) and
 
 - the declared origin country does not produce the declared good (``features/data/countries.csv``,
   column ``produces``; for a code shared by several goods, e.g. HS 811292 gallium / germanium, it
@@ -19,26 +20,23 @@ certificate of origin), when its declared origin is not the controlling country 
   (``countries.csv``, ``diversion_hub``; the hubs the model was trained with) other than its
   origin country.
 
-Otherwise the line is green. Countries, goods and hubs come from the reference tables, never from
-code.
+Otherwise the line is green. Countries, goods and hubs come from the reference tables as the fitted
+pipeline copied them (a pipeline fitted before it copied producers per good reads the installed
+tables), never from code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from features.reference import load_reference
-from features.transformers import DeclaredHSFeatures, RouteFeatures, as_text
+from features.transformers import as_text, via_hub_mask
 
 DISGUISE, ORIGIN = "disguise", "origin"
 CHECKS = (DISGUISE, ORIGIN)
-# The country whose export controls the laundering evades (FACTS.md); goods declared as coming
-# from it say where they come from, so their origin is not in question.
-CONTROLLING_COUNTRY = "CN"
 
 
 @dataclass(frozen=True)
@@ -85,21 +83,32 @@ class OriginCheck:
         germanium); codes not listed there cover their ``declared_target`` alone.
     hubs : tuple of str
         Diversion-hub countries.
+    controlling : frozenset of str
+        Countries whose export controls are evaded: goods declared as coming from them say where
+        they come from, so their origin is not in question.
     """
 
     producers: dict[str, frozenset[str]]
     code_commodities: dict[str, tuple[str, ...]]
     hubs: tuple[str, ...]
+    controlling: frozenset[str]
 
     @classmethod
     def from_pipeline(cls, pipeline) -> "OriginCheck":
-        """The rule with the reference tables of a fitted pipeline and the hubs its route step knows."""
-        steps = [step for _, step in pipeline.steps]
-        declared = next((s for s in steps if isinstance(s, DeclaredHSFeatures)), None)
-        route = next((s for s in steps if isinstance(s, RouteFeatures)), None)
-        reference_dir = getattr(declared, "reference_dir", None)
-        hubs = tuple(route.hubs_) if route is not None and hasattr(route, "hubs_") else None
-        return _origin_check(reference_dir, hubs)
+        """The rule with the reference values a fitted pipeline copied (its route and declared-HS steps).
+
+        A pipeline fitted before those steps kept producers per good reads them from its tables.
+        """
+        route, declared = pipeline.named_steps["route"], pipeline.named_steps["declared_hs"]
+        producers, code_goods = route.producers_, declared.code_goods_
+        controlling = route.controlling_countries_
+        if producers is None or code_goods is None or controlling is None:
+            reference = load_reference(declared.reference_dir)
+            producers = {c: sorted(reference.producers(c)) for c in reference.commodities}
+            code_goods, controlling = reference.code_goods(), sorted(reference.controlling_countries)
+        return cls(producers={c: frozenset(countries) for c, countries in producers.items()},
+                   code_commodities={code: tuple(goods) for code, goods in code_goods.items()},
+                   hubs=tuple(route.hubs_), controlling=frozenset(controlling))
 
     def evaluate(self, derived: pd.DataFrame) -> ScopeResult:
         """Scope and origin check of lines with their derived features (``transform_features``)."""
@@ -109,7 +118,7 @@ class OriginCheck:
         rows = derived[controlled]
         if len(rows):
             origin = as_text(rows, "origin_country").to_numpy(dtype=object)
-            outside = origin != CONTROLLING_COUNTRY
+            outside = ~np.isin(origin, list(self.controlling))
             produces = np.array([o in frozenset().union(*(self.producers.get(g, frozenset()) for g in goods))
                                  for o, goods in zip(origin, self.goods(rows), strict=True)], dtype=bool)
             non_producer[controlled] = outside & ~produces
@@ -125,13 +134,9 @@ class OriginCheck:
     def hub_other_than_origin(self, derived: pd.DataFrame) -> np.ndarray:
         """Country code of a diversion hub the line passed through other than its origin, else ''."""
         origin = as_text(derived, "origin_country")
-        export = as_text(derived, "export_country")
-        loading = as_text(derived, "port_of_loading", "").str.slice(0, 2)
-        transship = as_text(derived, "transshipment_ports", "")
         found = np.full(len(derived), "", dtype=object)
         for hub in reversed(sorted(self.hubs)):  # reversed: the first hub alphabetically wins
-            touched = (export == hub) | (loading == hub) | transship.str.contains(f"(?:^|;){hub}", regex=True)
-            found[(touched & (origin != hub)).to_numpy()] = hub
+            found[(via_hub_mask(derived, {hub}) & (origin != hub)).to_numpy()] = hub
         return found
 
     def phrases(self, derived: pd.DataFrame, result: ScopeResult) -> np.ndarray:
@@ -152,13 +157,3 @@ class OriginCheck:
             else:
                 out[i] = facts[0] + ": no origin check needed"
         return out
-
-
-@lru_cache(maxsize=8)
-def _origin_check(reference_dir: str | None, hubs: tuple[str, ...] | None) -> OriginCheck:
-    reference = load_reference(reference_dir)
-    producers = {c: reference.producers(c) for c in reference.commodities}
-    table = reference.target_goods[["hs6", "commodity"]].dropna().drop_duplicates()
-    code_commodities = {str(code): tuple(sorted(group["commodity"])) for code, group in table.groupby("hs6")}
-    return OriginCheck(producers=producers, code_commodities=code_commodities,
-                       hubs=tuple(sorted(reference.diversion_hubs)) if hubs is None else hubs)

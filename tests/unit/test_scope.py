@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.pipeline import pipeline_from_spec, transform_features
+from features.pipeline import build_feature_pipeline, pipeline_from_spec, pipeline_to_spec, transform_features
 from features.schema import validate_manifest
 from models.bundle import ModelBundle
 from models.predict import score_frame
-from models.scope import OriginCheck, _origin_check
+from models.scope import OriginCheck
 
 ANTIMONY = {"hs_code": "811010", "description": "antimony ingots", "gross_weight_kg": "1000", "net_weight_kg": "980",
             "declared_value_usd": "55000"}
@@ -109,20 +109,34 @@ def test_cover_codes_keep_the_disguise_check(bundle, make_frame):
     assert (scored["risk_score"] > 0).all()
 
 
-def test_producers_come_from_the_reference_tables(tmp_path, bundle, make_frame):
+def test_producers_come_from_the_reference_tables_the_pipeline_was_fitted_with(tmp_path, bundle, make_frame,
+                                                                              valid_labelled):
     folder = tmp_path / "reference"
     shutil.copytree(resources.files("features") / "data", folder)
     countries = pd.read_csv(folder / "countries.csv", dtype=str, keep_default_na=False)
     countries.loc[countries["iso2"] == "BO", "produces"] = ""
     countries.to_csv(folder / "countries.csv", index=False)
+    edited_pipeline = build_feature_pipeline(reference_dir=str(folder)).fit(valid_labelled.head(500))
     lines = validate_manifest(make_frame({**ANTIMONY, **ROUTES["bolivian"]})).valid
     derived, _ = transform_features(bundle.pipeline, lines)
 
     packaged = OriginCheck.from_pipeline(bundle.pipeline).evaluate(derived)
-    edited = _origin_check(str(folder), None).evaluate(derived)
+    # The edited tables are copied into the fitted state: removing the folder changes nothing.
+    shutil.rmtree(folder)
+    edited = OriginCheck.from_pipeline(pipeline_from_spec(pipeline_to_spec(edited_pipeline))).evaluate(derived)
 
     assert packaged.alert.tolist() == [False]
     assert edited.alert.tolist() == [True] and edited.non_producer.tolist() == [True]
+
+
+def test_a_pipeline_fitted_before_producers_per_good_were_kept_reads_the_tables(bundle, make_frame):
+    spec = pipeline_to_spec(bundle.pipeline)
+    for step in spec:
+        for name in ("producers_", "controlling_countries_", "code_goods_"):
+            step["fitted"].pop(name, None)
+    old = OriginCheck.from_pipeline(pipeline_from_spec(spec))
+
+    assert old == OriginCheck.from_pipeline(bundle.pipeline)
 
 
 def test_origin_lines_take_no_place_in_the_day_quota(bundle, make_frame):
