@@ -31,10 +31,10 @@ def _timed(function, *args, **kwargs):
 def prepare(workdir: Path, rows: int, train_rows: int) -> tuple[Path, Path]:
     """Generate the training history, train a bundle folder, and generate the manifest to score."""
     from features.io import write_table
-    from features.schema import LABEL_COLUMNS, validate_manifest
+    from features.schema import validate_manifest
     from models.bundle import save_bundle
     from training.config import load_train_config
-    from training.synthetic import generate_manifest
+    from training.synthetic import arriving_lines, generate_manifest
     from training.train import train_model
 
     bundle_dir, manifest = workdir / "bundle", workdir / f"manifest_{rows}.csv"
@@ -44,8 +44,7 @@ def prepare(workdir: Path, rows: int, train_rows: int) -> tuple[Path, Path]:
         save_bundle(bundle_dir, result.booster, result.spec, result.commodity_booster)
     if not manifest.exists():
         lines = generate_manifest(rows, 12, "2026-07-01", "2026-12-31")
-        write_table(lines.drop(columns=[c for c in lines.columns if c in LABEL_COLUMNS or c.startswith("sim_")]),
-                    manifest)
+        write_table(arriving_lines(lines), manifest)
     return bundle_dir, manifest
 
 

@@ -50,7 +50,7 @@ def generate(
 ) -> None:
     """Generate synthetic manifest lines grounded in the domain facts."""
     from features.io import write_table
-    from training.synthetic import generate_manifest, load_generator_config
+    from training.synthetic import arriving_lines, generate_manifest, load_generator_config
 
     frame = generate_manifest(rows, seed, _parse_date(start, "--start"), _parse_date(end, "--end"),
                               config=load_generator_config(config))
@@ -160,15 +160,6 @@ def print_riskiest(scored_path: Path, top: int = 10) -> None:
 DEMO_TRAIN_WORLDS = 3
 
 
-def arriving_lines(frame):
-    """Simulated lines as a manifest arrives: no outcomes, no selection, no simulated truth."""
-    from features.schema import LABEL_COLUMNS
-    from training.synthetic import SELECTION_COLUMNS, SIM_COLUMNS
-
-    hidden = set(LABEL_COLUMNS) | set(SELECTION_COLUMNS) | set(SIM_COLUMNS)
-    return frame.drop(columns=[c for c in frame.columns if c in hidden])
-
-
 def write_demo_data(history: Path, incoming: Path, truth: Path, rows: int, incoming_days: int = 92) -> None:
     """Labelled history of simulated training worlds, and a later manifest of a world built differently.
 
@@ -181,7 +172,7 @@ def write_demo_data(history: Path, incoming: Path, truth: Path, rows: int, incom
     import pandas as pd
 
     from features.io import write_table
-    from training.synthetic import SIM_COLUMNS
+    from training.synthetic import SIM_COLUMNS, arriving_lines
     from training.worlds import draw_worlds, generate_world, load_world_spec
 
     start, end = date(2023, 1, 1), date(2026, 9, 30)

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.reference import load_reference
-from features.schema import CANONICAL_COLUMNS, validate_manifest
+from features.schema import CANONICAL_COLUMNS, LABEL_COLUMNS, validate_manifest
 from training.synthetic import SELECTION_COLUMNS, SIM_COLUMNS, generate_manifest, load_generator_config
 
 START, END = "2023-01-01", "2026-06-30"
@@ -123,6 +123,15 @@ def test_generate_command_writes_the_selection_columns(tmp_path):
     assert list(written.columns) == [*CANONICAL_COLUMNS, *SELECTION_COLUMNS, *SIM_COLUMNS]
     assert set(written["selected_by"].dropna()) == {"exploration", "targeted"}
     assert (written["selected_by"].isna() == (written["inspected"] == 0)).all()
+
+
+def test_an_unlabelled_manifest_carries_no_outcome_selection_or_truth(tmp_path):
+    from serve.cli import app
+
+    out = tmp_path / "arriving.csv"
+    result = CliRunner().invoke(app, ["generate", "--rows", "3000", "--seed", "4", "--out", str(out), "--unlabelled"])
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(out, nrows=1).columns) == [c for c in CANONICAL_COLUMNS if c not in LABEL_COLUMNS]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,12 +40,12 @@ from training.synthetic.declarations import _declarations
 from training.synthetic.entities import _add_entities
 from training.synthetic.inspection import _add_labels
 from training.synthetic.lines import _add_physics, _add_text, _add_values, _expand_lines
-from training.synthetic.output import _assemble
+from training.synthetic.output import _assemble, arriving_lines
 from training.synthetic.world import _build_world
 
 __all__ = [
-    "DISGUISES", "SCENARIOS", "SELECTION_COLUMNS", "SELECTIONS", "SIM_COLUMNS", "generate_manifest",
-    "load_generator_config",
+    "DISGUISES", "SCENARIOS", "SELECTION_COLUMNS", "SELECTIONS", "SIM_COLUMNS", "arriving_lines",
+    "generate_manifest", "load_generator_config",
 ]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.schema import CANONICAL_COLUMNS, SELECTION_COLUMNS, TRANSPORT_MODES
+from features.schema import CANONICAL_COLUMNS, LABEL_COLUMNS, SELECTION_COLUMNS, TRANSPORT_MODES
 from training.synthetic.codes import DISGUISES, SCENARIOS, SELECTED_BY, SELECTIONS, SIM_COLUMNS
 from training.synthetic.config import _share
 from training.synthetic.helpers import _labels, _text, _text_or_none
@@ -70,3 +70,9 @@ def _assemble(world: _World, lines: pd.DataFrame) -> pd.DataFrame:
     for name in set(CANONICAL_COLUMNS) - set(columns):
         columns[name] = lines[name].array
     return pd.DataFrame({name: columns[name] for name in (*CANONICAL_COLUMNS, *SELECTION_COLUMNS, *SIM_COLUMNS)})
+
+
+def arriving_lines(frame: pd.DataFrame) -> pd.DataFrame:
+    """Simulated lines as a manifest arrives for scoring: no outcomes, no selection, no simulated truth."""
+    hidden = set(LABEL_COLUMNS) | set(SELECTION_COLUMNS) | set(SIM_COLUMNS)
+    return frame.drop(columns=[c for c in frame.columns if c in hidden])
