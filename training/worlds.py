@@ -81,7 +81,9 @@ def _check_ranges(name: str, entry: Mapping) -> None:
     low, high = _range(name, entry.get(TRAIN), TRAIN)
     for outside in entry.get(HELD_OUT) or []:
         out_low, out_high = _range(name, outside, HELD_OUT)
-        if out_high > low and out_low < high or (low == high and out_low <= low <= out_high):
+        # Touching at an end is allowed; sharing an interior point (or a one-point training range) is not.
+        overlaps = out_low < high and out_high > low
+        if overlaps or (low == high and out_low <= low <= out_high):
             raise ValueError(f"world parameter '{name}': held-out range {[out_low, out_high]} overlaps the "
                              f"training range {[low, high]}")
     if not entry.get(HELD_OUT):
