@@ -192,10 +192,13 @@ def write_demo_data(history: Path, incoming: Path, truth: Path, rows: int, incom
 
 def print_demo_figures(scored_path: Path, truth_path: Path) -> None:
     """What the channels caught on the later manifest, against the simulation's truth."""
+    import pandas as pd
+
     from features.io import read_manifest
 
     scored = read_manifest(scored_path).astype({"line_no": "int64"})
-    truth = read_manifest(truth_path).astype({"line_no": "int64"})
+    # The truth file is no manifest (keys and sim_* columns only): read as a plain table.
+    truth = pd.read_csv(truth_path, dtype={"declaration_id": "string"}).astype({"line_no": "int64"})
     frame = scored.merge(truth, on=["declaration_id", "line_no"], how="left", validate="one_to_one")
     disguised = frame["sim_fraud"].astype("int64") == 1
     for channels, label in ((("red",), "red"), (("red", "yellow"), "red or yellow")):
