@@ -1,10 +1,14 @@
-"""training/split.py: time periods with label-delay gaps on a hand-made date range."""
+"""training/split.py (and the own-history split of cross-world evaluation) on hand-made date ranges."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 
+from training.config import load_train_config
+from training.crossworld import own_history
 from training.split import labelled, time_split
 
 
@@ -73,3 +77,23 @@ def test_labelled_keeps_inspected_lines_with_a_known_outcome():
                           "misdeclared": pd.array([1, 0, None, None, None], dtype="Int64")})
 
     assert labelled(lines).index.tolist() == [0, 1]
+
+
+def test_own_history_puts_the_whole_prior_in_the_training_period_and_validates_on_the_office_alone():
+
+    days = pd.date_range("2024-01-01", "2024-12-31", freq="D")
+    office = pd.DataFrame({"declared_at": days.strftime("%Y-%m-%d"), "source": "office"}, index=days.day_of_year + 1000)
+    later = pd.date_range("2024-06-01", "2025-06-30", freq="D")  # the prior reaches past the cutoff
+    prior = pd.DataFrame({"declared_at": later.strftime("%Y-%m-%d"), "source": "prior"})
+    config = replace(load_train_config(), valid_fraction=0.25, label_delay_days=10)
+    cutoff = pd.Timestamp("2025-01-01")
+
+    lines, split = own_history(office, prior, cutoff, config)
+
+    assert lines.index.is_unique and len(lines) == len(office) + len(prior)
+    assert split.train["source"].value_counts().to_dict() == {"prior": len(prior), "office": 264}
+    assert set(split.valid["source"]) == {"office"}
+    assert split.valid["declared_at"].min() == "2024-10-01" and split.valid["declared_at"].max() == "2024-12-31"
+    assert (split.train.loc[split.train["source"] == "office", "declared_at"] < "2024-09-21").all()
+    alone, alone_split = own_history(office, None, cutoff, config)
+    assert len(alone) == len(office) and set(alone_split.train["source"]) == {"office"}
