@@ -22,6 +22,7 @@ class TrainConfig:
     num_leaves: int
     min_child_samples: int
     max_rounds: int
+    min_rounds: int
     early_stopping_rounds: int
     feature_fraction: float
     lambda_l2: float
@@ -45,7 +46,7 @@ class TrainConfig:
                              f"{self.valid_fraction + self.test_fraction}")
         if self.label_delay_days < 0:
             raise ValueError(f"label_delay_days must be >= 0, got {self.label_delay_days}")
-        for name in ("num_threads", "max_rounds", "early_stopping_rounds", "commodity_rounds",
+        for name in ("num_threads", "max_rounds", "min_rounds", "early_stopping_rounds", "commodity_rounds",
                      "min_hs_count", "min_category_count", "num_leaves"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -6,6 +6,7 @@ out. MLflow logging lives in :mod:`training.tracking`; file I/O in the CLI.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -85,7 +86,33 @@ def fit_risk_model(X_train, y_train, X_valid, y_valid, categorical: list[str], c
     train_set = lgb.Dataset(X_train, y_train, weight=weight, categorical_feature=categorical, free_raw_data=False)
     valid_set = lgb.Dataset(X_valid, y_valid, categorical_feature=categorical, reference=train_set)
     return lgb.train(params, train_set, num_boost_round=config.max_rounds, valid_sets=[valid_set],
-                     callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
+                     callbacks=[early_stopping_after(min(config.min_rounds, config.max_rounds),
+                                                          config.early_stopping_rounds)])
+
+
+def early_stopping_after(min_rounds: int, patience: int) -> Callable:
+    """Early stopping on the validation metric that never keeps fewer than ``min_rounds`` trees.
+
+    A validation period with few positives can peak after a handful of trees by chance; a model of
+    8 trees has a few hundred distinct outputs and ties most lines on one score, which no ranking
+    by capacity can use. The best iteration is sought from ``min_rounds`` on; ``patience`` rounds
+    without improvement after it stop training.
+    """
+    best = {"score": -np.inf, "iteration": 0}
+
+    def callback(env: lgb.callback.CallbackEnv) -> None:
+        iteration = env.iteration + 1
+        _, _, score, higher_better = env.evaluation_result_list[0][:4]
+        score = score if higher_better else -score
+        if iteration < min_rounds:
+            return
+        if score > best["score"]:
+            best.update(score=score, iteration=iteration, results=env.evaluation_result_list)
+        if iteration - best["iteration"] >= patience or iteration == env.end_iteration:
+            raise lgb.callback.EarlyStopException(best["iteration"] - 1, best["results"])
+
+    callback.order = 30
+    return callback
 
 
 def drop_party_history(X: pd.DataFrame, groups: dict[str, str], share: float, seed: int) -> pd.DataFrame:
