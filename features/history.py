@@ -5,11 +5,19 @@ see each other), and every outcome only once it was known: an inspected line's o
 a later line when ``outcome date + label_delay_days < line date``. So a line's history features
 never change when a later line, or a label that became known later, changes.
 
+Features are computed from :class:`PastEvents`, weighted events of earlier lines (lines per party
+and day, outcomes per party and day, first uses of a code or route, lines per flow and day). The
+events of a frame of lines carry weight 1 per line; a history store keeps them summed per key and
+day and hands a batch only the events of the keys it touches; a line scored again is taken out by
+its events with weight -1. Both give the same features, by the same code.
+
 The computation is vectorised: events are encoded as sorted integer keys ``group * SPAN + day`` and
 "how many events of my group before my day" is a difference of two ``searchsorted`` calls.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -25,12 +33,12 @@ HISTORY_COLUMNS = (
     "port_of_loading", "port_of_discharge", "transshipment_ports", *ENTITY_COLUMNS, "inspected", "misdeclared",
 )
 _SPAN = 1 << 20  # more days than any manifest spans, so group * _SPAN + day never collides
-_EPOCH = pd.Timestamp("1970-01-01")
+EPOCH = pd.Timestamp("1970-01-01")  # day numbers count from it
 
 
 def day_numbers(frame: pd.DataFrame) -> np.ndarray:
     """Days since 1970-01-01 of ``declared_at`` (int64)."""
-    return ((pd.to_datetime(frame["declared_at"]) - _EPOCH).dt.days).to_numpy(dtype="int64")
+    return ((pd.to_datetime(frame["declared_at"]) - EPOCH).dt.days).to_numpy(dtype="int64")
 
 
 def count_before(event_group: np.ndarray, event_day: np.ndarray, query_group: np.ndarray,
@@ -44,17 +52,30 @@ def count_before(event_group: np.ndarray, event_day: np.ndarray, query_group: np
     keys = keys[order]
     cumulative = np.concatenate([[0.0], np.cumsum(weights[order] if weights is not None else np.ones(len(keys)))])
     group = np.maximum(query_group, 0).astype("int64") * _SPAN
-    counts = cumulative[np.searchsorted(keys, group + query_day, "left")] - cumulative[np.searchsorted(keys, group, "left")]
+    counts = cumulative[_positions(keys, group + query_day)] - cumulative[_positions(keys, group)]
     return np.where(query_group >= 0, counts, np.nan)
 
 
+def _positions(keys: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(keys, needles, "left")``, searching in sorted order (far fewer cache misses)."""
+    order = np.argsort(needles, kind="stable")
+    positions = np.empty(len(needles), dtype="int64")
+    positions[order] = np.searchsorted(keys, needles[order], "left")
+    return positions
+
+
 def count_in_window(event_group: np.ndarray, event_day: np.ndarray, query_group: np.ndarray,
-                    query_day: np.ndarray, start_offset: int, end_offset: int) -> np.ndarray:
-    """Per query, events of the same group with ``query_day - start_offset <= day < query_day - end_offset``."""
-    keys = np.sort(event_group.astype("int64") * _SPAN + event_day)
+                    query_day: np.ndarray, start_offset: int, end_offset: int,
+                    weights: np.ndarray | None = None) -> np.ndarray:
+    """Per query, events (or their weight sum) of the same group with
+    ``query_day - start_offset <= day < query_day - end_offset``."""
+    keys = event_group.astype("int64") * _SPAN + event_day
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    cumulative = np.concatenate([[0.0], np.cumsum(weights[order] if weights is not None else np.ones(len(keys)))])
     group = np.maximum(query_group, 0).astype("int64") * _SPAN
-    counts = (np.searchsorted(keys, group + query_day - end_offset, "left")
-              - np.searchsorted(keys, group + query_day - start_offset, "left")).astype("float64")
+    counts = (cumulative[_positions(keys, group + query_day - end_offset)]
+              - cumulative[_positions(keys, group + query_day - start_offset)])
     return np.where(query_group >= 0, counts, np.nan)
 
 
@@ -101,6 +122,119 @@ def line_keys(frame: pd.DataFrame) -> pd.MultiIndex:
 def _codes(values: pd.Series) -> np.ndarray:
     codes, _ = pd.factorize(values, use_na_sentinel=True)
     return codes.astype("int64")
+
+
+def hs6(frame: pd.DataFrame) -> pd.Series:
+    """The declared HS subheading (first six digits; empty when missing)."""
+    return as_text(frame, "hs_code", "").str.slice(0, 6)
+
+
+def route_key(frame: pd.DataFrame) -> pd.Series:
+    """The route a party used: export country > port of discharge."""
+    return as_text(frame, "export_country") + ">" + as_text(frame, "port_of_discharge")
+
+
+PARTY_EVENT_COLUMNS = ("entity", "key", "day", "lines", "outcomes", "positives")
+VALUE_EVENT_COLUMNS = ("entity", "key", "kind", "value", "day", "lines")
+FLOW_EVENT_COLUMNS = ("flow", "day", "lines")
+# Kinds of value events: a party's codes and routes (distinct counts), and a consignee's direct
+# imports from China by code (the China-to-hub switch).
+VALUE_KINDS = ("hs6", "route", "cn_direct")
+
+
+def _event_frame(columns: tuple[str, ...], data: dict | None = None) -> pd.DataFrame:
+    data = data or {}
+    frame = pd.DataFrame({c: data.get(c, pd.Series(dtype="int64" if c in ("day", "lines", "outcomes", "positives")
+                                                    else "string")) for c in columns})
+    return frame.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class PastEvents:
+    """Weighted events of earlier lines: everything the history features read from them.
+
+    Attributes
+    ----------
+    parties : DataFrame
+        ``entity, key, day, lines, outcomes, positives``: lines of a party (``entity`` is the column,
+        ``key`` its value) declared on ``day`` (days since 1970-01-01), and how many of them were
+        inspected and found misdeclared (counted when ``day + label_delay_days`` has passed).
+    values : DataFrame
+        ``entity, key, kind, value, day, lines``: lines of a party with a given HS subheading
+        (``hs6``), route (``route``) or, for consignees, direct imports from China by code
+        (``cn_direct``).
+    flows : DataFrame
+        ``flow, day, lines``: lines per flow (:func:`flow_key`) and day.
+    coverage_start : int or None
+        First day the history holds (of all its lines, not only of these events); None if empty.
+
+    Weights may be negative (a line taken out) and rows need not be unique per key and day: every
+    feature sums them.
+    """
+
+    parties: pd.DataFrame
+    values: pd.DataFrame
+    flows: pd.DataFrame
+    coverage_start: int | None
+
+    @classmethod
+    def empty(cls) -> PastEvents:
+        return cls(_event_frame(PARTY_EVENT_COLUMNS), _event_frame(VALUE_EVENT_COLUMNS),
+                   _event_frame(FLOW_EVENT_COLUMNS), None)
+
+    @classmethod
+    def from_lines(cls, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS,
+                   weight: int = 1) -> PastEvents:
+        """One event per line and key, of weight ``weight`` (-1 takes the lines out of a sum)."""
+        if lines.empty:
+            return cls.empty()
+        days = day_numbers(lines)
+        labelled = ((as_float(lines, "inspected") == 1) & np.isfinite(as_float(lines, "misdeclared"))).astype("int64")
+        found = np.where(labelled == 1, as_float(lines, "misdeclared"), 0).astype("int64")
+        codes, routes = hs6(lines).to_numpy(), route_key(lines).to_numpy()
+        direct = ((as_text(lines, "origin_country") == "CN") & (as_text(lines, "export_country") == "CN")).to_numpy()
+        parties, values = [], []
+        for entity in entities:
+            key = lines[entity].astype("string") if entity in lines else pd.Series(pd.NA, index=lines.index,
+                                                                                    dtype="string")
+            known = key.notna().to_numpy()
+            if not known.any():
+                continue
+            key, day = key[known].to_numpy(), days[known]
+            parties.append(pd.DataFrame({"entity": entity, "key": key, "day": day, "lines": weight,
+                                         "outcomes": weight * labelled[known], "positives": weight * found[known]}))
+            for kind, value, rows in (("hs6", codes, known), ("route", routes, known),
+                                      ("cn_direct", codes, known & direct)):
+                if kind == "cn_direct" and entity != "consignee_id":
+                    continue
+                values.append(pd.DataFrame({"entity": entity, "key": lines[entity].astype("string")[rows].to_numpy(),
+                                            "kind": kind, "value": value[rows], "day": days[rows], "lines": weight}))
+        flows = pd.DataFrame({"flow": flow_key(lines).to_numpy(), "day": days, "lines": weight})
+        return cls(_typed(pd.concat(parties, ignore_index=True), PARTY_EVENT_COLUMNS) if parties
+                   else _event_frame(PARTY_EVENT_COLUMNS),
+                   _typed(pd.concat(values, ignore_index=True), VALUE_EVENT_COLUMNS) if values
+                   else _event_frame(VALUE_EVENT_COLUMNS),
+                   _typed(flows, FLOW_EVENT_COLUMNS), int(days.min()))
+
+    @staticmethod
+    def concat(*events: PastEvents) -> PastEvents:
+        """All events together; the coverage starts at the earliest start."""
+        starts = [e.coverage_start for e in events if e.coverage_start is not None]
+        return PastEvents(*(pd.concat([getattr(e, name) for e in events], ignore_index=True)
+                            for name in ("parties", "values", "flows")), min(starts) if starts else None)
+
+
+def _typed(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Integer counts and days, text keys; ``entity`` and ``kind`` (few values) as categories."""
+    integers = [c for c in columns if c in ("day", "lines", "outcomes", "positives")]
+    return frame.astype({c: "int64" for c in integers}
+                        | {c: "category" if c in ("entity", "kind") else "string" for c in columns if c not in integers})
+
+
+def _net(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows of ``frame`` summed over ``keys`` (and ``day``), keeping those with lines left."""
+    summed = frame.groupby(keys + ["day"], sort=False, observed=True)["lines"].sum().reset_index()
+    return summed[summed["lines"] > 0]
 
 
 class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
@@ -178,105 +312,125 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
                             else "switch" if name.startswith("consignee_") else "flow")
         return groups
 
-    def transform(self, X: pd.DataFrame, past: pd.DataFrame | None = None) -> pd.DataFrame:
+    def transform(self, X: pd.DataFrame, past=None) -> pd.DataFrame:
+        """History features of the lines ``X``.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Validated lines; they are history for each other (a line sees the earlier days' lines).
+        past : DataFrame, PastEvents or history store, optional
+            Earlier lines (copies of lines of ``X`` are dropped); or their events (without those of
+            the lines of ``X``); or an object whose ``events_for(X, entities, flow_days)`` returns
+            them, as :class:`features.history_store.HistoryStore` does, reading only the events of
+            the parties and flows of ``X``.
+        """
         check_is_fitted(self)
-        combined, is_current = self._combine(X, past)
-        days = day_numbers(combined)
-        coverage_start = self._coverage_start(days, past)
+        events = self._events(X, past)
+        days = day_numbers(X)
         new: dict[str, np.ndarray] = {}
         for entity in self.entities:
-            new.update(self._entity_features(combined, days, entity, coverage_start))
-        new.update(self._switch_features(combined, days))
-        new.update(self._flow_features(combined, days))
-        current = {name: values[is_current] for name, values in new.items()}
-        return X.assign(**current)
+            new.update(self._entity_features(X, days, entity, events))
+        new.update(self._switch_features(X, days, events))
+        new.update(self._flow_features(X, days, events))
+        return X.assign(**new)
 
-    def _combine(self, X: pd.DataFrame, past: pd.DataFrame | None) -> tuple[pd.DataFrame, np.ndarray]:
-        columns = list(HISTORY_COLUMNS) + [c for c in self.extra_entities if c not in HISTORY_COLUMNS]
-        current = X.reindex(columns=columns)
+    def _events(self, X: pd.DataFrame, past) -> PastEvents:
+        """Events of ``past`` (the lines relevant to ``X``, without copies of them) and of ``X``."""
+        current = PastEvents.from_lines(X, self.entities)
+        if isinstance(past, PastEvents):
+            return PastEvents.concat(past, current)
+        if hasattr(past, "events_for"):  # a history store, or a store seen from a file being scored
+            return PastEvents.concat(past.events_for(X, self.entities, self.trailing_days + self.baseline_days),
+                                     current)
         if past is None or past.empty:
-            return current.reset_index(drop=True), np.ones(len(current), dtype=bool)
-        past = relevant_past(past.reindex(columns=columns), current, self.entities)
-        past = past[~line_keys(past).isin(line_keys(current))]
-        combined = pd.concat([past, current], ignore_index=True)
-        return combined, np.r_[np.zeros(len(past), dtype=bool), np.ones(len(current), dtype=bool)]
+            return current
+        columns = list(HISTORY_COLUMNS) + [c for c in self.extra_entities if c not in HISTORY_COLUMNS]
+        relevant = relevant_past(past.reindex(columns=columns), X.reindex(columns=columns), self.entities)
+        relevant = relevant[~line_keys(relevant).isin(line_keys(X))]
+        events = PastEvents.from_lines(relevant, self.entities)
+        # Tenure is censored at the start of the whole history, not of the lines relevant to X.
+        first = pd.to_datetime(past["declared_at"]).min()
+        start = None if pd.isna(first) else int((first.normalize() - EPOCH).days)
+        return PastEvents.concat(replace(events, coverage_start=start), current)
 
     @staticmethod
-    def _coverage_start(days: np.ndarray, past: pd.DataFrame | None) -> int | None:
-        """First day the history holds: of every past line, not only those relevant to the batch.
+    def _groups(query: pd.Series, event_keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Integer groups of the queries' keys (-1: missing) and of the events' (-1: not queried)."""
+        keys = pd.Index(query.dropna().unique())
+        return keys.get_indexer(query), keys.get_indexer(event_keys)
 
-        ``_combine`` keeps only the past lines sharing a party or flow with the batch, whose first
-        day can be much later than the store's; tenure must be censored at the store's start, as in
-        training, where the whole history is one frame.
-        """
-        firsts = [int(days.min())] if len(days) else []
-        if past is not None and len(past):
-            first_past = pd.to_datetime(past["declared_at"]).min()
-            if pd.notna(first_past):
-                firsts.append((first_past.normalize() - _EPOCH).days)
-        return min(firsts) if firsts else None
-
-    def _entity_features(self, frame: pd.DataFrame, days: np.ndarray, entity: str,
-                         coverage_start: int | None) -> dict[str, np.ndarray]:
-        group = _codes(frame[entity])
-        known = group >= 0
-        lines_before = count_before(group[known], days[known], group, days)
-        first_day = pd.Series(days[known]).groupby(group[known]).min()
+    def _entity_features(self, X: pd.DataFrame, days: np.ndarray, entity: str,
+                         events: PastEvents) -> dict[str, np.ndarray]:
+        query = X[entity].astype("string") if entity in X else pd.Series(pd.NA, index=X.index, dtype="string")
+        parties = events.parties[(events.parties["entity"] == entity).to_numpy()]
+        group, event_group = self._groups(query, parties["key"])
+        parties = parties.assign(group=event_group)[event_group >= 0]
+        event_day = parties["day"].to_numpy("int64")
+        lines_before = count_before(parties["group"].to_numpy(), event_day, group, days,
+                                    weights=parties["lines"].to_numpy("float64"))
+        first_day = _net(parties, ["group"]).groupby("group")["day"].min()
         first = first_day.reindex(group).to_numpy(dtype="float64")
         # Tenure is unknown for parties already there when the history begins (see the class docstring).
-        censored = (first < coverage_start + self.tenure_unknown_days if coverage_start is not None
+        start = events.coverage_start
+        censored = (first < start + self.tenure_unknown_days if start is not None
                     else np.zeros(len(days), dtype=bool))
         days_since_first = np.where((first < days) & ~censored, days - first, np.nan)
-        outcomes, positives = self._outcomes_before(frame, days, group)
+        known_day = event_day + self.label_delay_days
+        outcomes = count_before(parties["group"].to_numpy(), known_day, group, days,
+                                weights=parties["outcomes"].to_numpy("float64"))
+        positives = count_before(parties["group"].to_numpy(), known_day, group, days,
+                                 weights=parties["positives"].to_numpy("float64"))
         rate = (positives + self.prior_strength * self.global_rate_) / (outcomes + self.prior_strength)
         return {
             f"{entity}_lines_before": lines_before,
             f"{entity}_days_since_first": days_since_first,
-            f"{entity}_distinct_hs_before": self._distinct_before(group, days, as_text(frame, "hs_code", "").str.slice(0, 6)),
-            f"{entity}_distinct_routes_before": self._distinct_before(
-                group, days, as_text(frame, "export_country") + ">" + as_text(frame, "port_of_discharge")),
+            f"{entity}_distinct_hs_before": self._distinct_before(query, group, days, events, entity, "hs6"),
+            f"{entity}_distinct_routes_before": self._distinct_before(query, group, days, events, entity, "route"),
             f"{entity}_outcomes_known": outcomes,
             f"{entity}_misdeclared_rate": np.where(group >= 0, rate, np.nan),
         }
 
-    @staticmethod
-    def _distinct_before(group: np.ndarray, days: np.ndarray, values: pd.Series) -> np.ndarray:
-        """Distinct values an entity used before each day: count of (entity, value) first uses."""
-        pairs = pd.DataFrame({"group": group, "value": values.to_numpy(), "day": days})
-        firsts = pairs[pairs["group"] >= 0].groupby(["group", "value"], sort=False)["day"].min()
-        return count_before(firsts.index.get_level_values("group").to_numpy(), firsts.to_numpy(), group, days)
+    def _first_uses(self, query: pd.Series, events: PastEvents, entity: str, kind: str) -> pd.DataFrame:
+        """Per queried party and value of ``kind``: the first day it was used (``group, value, day``)."""
+        values = events.values[((events.values["entity"] == entity) & (events.values["kind"] == kind)).to_numpy()]
+        _, event_group = self._groups(query, values["key"])
+        used = _net(values.assign(group=event_group)[event_group >= 0], ["group", "value"])
+        return used.groupby(["group", "value"], sort=False, observed=True)["day"].min().reset_index()
 
-    def _outcomes_before(self, frame: pd.DataFrame, days: np.ndarray, group: np.ndarray):
-        """Outcomes of the entity's inspected lines known before each day (after the label delay)."""
-        labelled = (as_float(frame, "inspected") == 1) & np.isfinite(as_float(frame, "misdeclared")) & (group >= 0)
-        known_day = days[labelled] + self.label_delay_days
-        outcomes = count_before(group[labelled], known_day, group, days)
-        positives = count_before(group[labelled], known_day, group, days,
-                                 weights=as_float(frame, "misdeclared")[labelled])
-        return outcomes, positives
+    def _distinct_before(self, query: pd.Series, group: np.ndarray, days: np.ndarray, events: PastEvents,
+                         entity: str, kind: str) -> np.ndarray:
+        """Distinct values a party used before each day: count of (party, value) first uses."""
+        firsts = self._first_uses(query, events, entity, kind)
+        return count_before(firsts["group"].to_numpy("int64"), firsts["day"].to_numpy("int64"), group, days)
 
-    def _switch_features(self, frame: pd.DataFrame, days: np.ndarray) -> dict[str, np.ndarray]:
+    def _switch_features(self, X: pd.DataFrame, days: np.ndarray, events: PastEvents) -> dict[str, np.ndarray]:
         """A consignee that imported a controlled good directly from China before the controls."""
-        group = _codes(frame["consignee_id"])
-        cutoff = as_text(frame, "hs_code", "").str.slice(0, 6).map(self.switch_dates_)
-        cutoff_day = ((pd.to_datetime(cutoff) - _EPOCH).dt.days).to_numpy(dtype="float64", na_value=np.nan)
-        switch_day = (pd.Timestamp(min(self.switch_dates_.values())) - _EPOCH).days
-        direct = ((days < cutoff_day)
-                  & (as_text(frame, "origin_country") == "CN").to_numpy()
-                  & (as_text(frame, "export_country") == "CN").to_numpy()
-                  & (group >= 0))
-        direct_before = count_before(group[direct], days[direct], group, days) > 0
-        via_hub = via_hub_mask(frame, set(self.hubs_)).to_numpy()
+        query = X["consignee_id"].astype("string") if "consignee_id" in X else pd.Series(
+            pd.NA, index=X.index, dtype="string")
+        group = self._groups(query, query)[0]
+        direct = self._first_uses(query, events, "consignee_id", "cn_direct")
+        cutoff = pd.to_datetime(direct["value"].map(self.switch_dates_))
+        cutoff_day = ((cutoff - EPOCH).dt.days).to_numpy(dtype="float64", na_value=np.nan)
+        direct = direct[(direct["day"].to_numpy("float64") < cutoff_day)]
+        first_direct = direct.groupby("group")["day"].min().reindex(group).to_numpy(dtype="float64")
+        direct_before = first_direct < days
+        switch_day = (pd.Timestamp(min(self.switch_dates_.values())) - EPOCH).days
+        via_hub = via_hub_mask(X, set(self.hubs_)).to_numpy()
         return {
             "consignee_direct_cn_target_before": np.where(group >= 0, direct_before, np.nan),
             "consignee_switched_to_hub": np.where(group >= 0, direct_before & via_hub & (days >= switch_day), np.nan),
         }
 
-    def _flow_features(self, frame: pd.DataFrame, days: np.ndarray) -> dict[str, np.ndarray]:
+    def _flow_features(self, X: pd.DataFrame, days: np.ndarray, events: PastEvents) -> dict[str, np.ndarray]:
         """Lines on the flow (export country × HS heading × port of discharge): trailing vs. baseline."""
-        flow = _codes(flow_key(frame))
-        trailing = count_in_window(flow, days, flow, days, self.trailing_days, 0)
-        baseline = count_in_window(flow, days, flow, days, self.trailing_days + self.baseline_days, self.trailing_days)
+        group, event_group = self._groups(flow_key(X), events.flows["flow"])
+        flows = events.flows[event_group >= 0]
+        event_group, day = event_group[event_group >= 0], flows["day"].to_numpy("int64")
+        weights = flows["lines"].to_numpy("float64")
+        trailing = count_in_window(event_group, day, group, days, self.trailing_days, 0, weights)
+        baseline = count_in_window(event_group, day, group, days, self.trailing_days + self.baseline_days,
+                                   self.trailing_days, weights)
         # +1 smoothing: a flow that is new gets a large but finite ratio.
         ratio = (trailing / self.trailing_days) / ((baseline + 1) / self.baseline_days)
         return {"flow_lines_trailing": trailing, "flow_surge_ratio": ratio}
