@@ -7,8 +7,9 @@ output (removed on success and on failure):
 1. **read**: each chunk is validated; invalid rows go to the quarantine file, valid lines to a
    Parquet part in the temporary folder; the history columns of the valid lines are kept;
 2. **risk**: each part is scored (:func:`models.predict.score_risk`) with the history store plus
-   every other line of the file as history, so a line's features do not depend on how the file is
-   sorted or cut into chunks; its derived features go to a second part file (writing and reading
+   every other line of the file as history (:class:`features.history_store.StoreAndFile`: the
+   store hands only the events of the part's parties and flows), so a line's features do not
+   depend on how the file is sorted or cut into chunks; its derived features go to a second part file (writing and reading
    them back costs far less than recomputing the history features), and only risk, check and
    origin alert stay in memory (a few bytes a line);
 3. **channels**: quotas per arrival day over the whole file, from day, risk and line key only
@@ -16,7 +17,8 @@ output (removed on success and on failure):
 4. **write**: each part again, with channel, suspected commodity and reasons
    (:func:`models.predict.finish_frame`), into the output file, which appears only when complete.
 
-Memory holds one chunk plus the file's history columns and the small per-line arrays of pass 2.
+Memory holds one chunk plus the file's history columns and the small per-line arrays of pass 2;
+the store is never read whole.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.history import HISTORY_COLUMNS, HistoryFeatures, line_keys
-from features.history_store import HistoryStore
+from features.history import HISTORY_COLUMNS, HistoryFeatures
+from features.history_store import HistoryStore, StoreAndFile
 from features.pipeline import model_features
 from features.io import DEFAULT_CHUNK_ROWS, AtomicTableWriter, file_format, iter_manifest_chunks
 from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, validate_manifest
@@ -73,20 +75,6 @@ def history_columns(bundle) -> list[str]:
     extra = [c for _, step in bundle.pipeline.steps if isinstance(step, HistoryFeatures)
              for c in step.extra_entities if c not in HISTORY_COLUMNS]
     return list(HISTORY_COLUMNS) + extra
-
-
-def _past_with(stored: pd.DataFrame | None, file_lines: pd.DataFrame | None) -> pd.DataFrame | None:
-    """History for the file's lines: the store without its copies of them, then the file's lines.
-
-    ``file_lines`` None: the file is one part, which is its own history (the feature pipeline
-    already drops the store's copies of the lines it scores).
-    """
-    if file_lines is None or file_lines.empty:
-        return stored
-    if stored is None or stored.empty:
-        return file_lines
-    stored = stored[~line_keys(stored).isin(line_keys(file_lines))]
-    return pd.concat([stored.reindex(columns=file_lines.columns), file_lines], ignore_index=True)
 
 
 def _features_part(part: Path) -> Path:
@@ -166,8 +154,8 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
                     on_chunk(len(chunk))
             file_lines = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
             del kept
-            past = _past_with(history.read() if history is not None else None,
-                              file_lines if len(parts) > 1 else None)
+            # Each part reads from the store only the events of its own parties and flows.
+            past = StoreAndFile(history, file_lines)
 
             # Pass 2: risk and scope per part; derived features to disk, small arrays in memory.
             risks = []

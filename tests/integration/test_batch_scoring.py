@@ -142,7 +142,7 @@ def test_a_failure_in_the_last_pass_leaves_no_output_and_no_temporary_files(bund
 
     assert len(calls) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["incoming.parquet"]
-    assert history.parts() == []
+    assert len(history) == 0
 
 
 def test_a_file_level_error_leaves_nothing(bundle, manifest, tmp_path):

@@ -1,0 +1,159 @@
+"""The history store as incremental state: same features as the full past, which copy wins, outcomes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.history import HISTORY_COLUMNS, HistoryFeatures, line_keys
+from features.history_store import HistoryStore, StoreAndFile, history_frame, winning_copies
+from features.schema import validate_manifest
+from training.synthetic import generate_manifest
+
+
+def fitted(lines: pd.DataFrame) -> HistoryFeatures:
+    return HistoryFeatures(label_delay_days=30, tenure_unknown_days=60).fit(lines)
+
+
+@pytest.fixture(scope="module")
+def manifest() -> pd.DataFrame:
+    lines = validate_manifest(generate_manifest(6_000, 11, "2024-01-01", "2025-12-31")).valid
+    return lines.sort_values("declared_at", kind="stable").reset_index(drop=True)
+
+
+def _features(history: HistoryFeatures, lines: pd.DataFrame, past) -> pd.DataFrame:
+    return history.transform(lines, past=past)[history.numeric_features_].reset_index(drop=True)
+
+
+def test_store_events_give_exactly_the_features_of_the_whole_past(manifest, tmp_path):
+    history = fitted(manifest)
+    cut = manifest["declared_at"].iloc[4_500]
+    past, current = manifest[manifest["declared_at"] < cut], manifest[manifest["declared_at"] >= cut]
+    store = HistoryStore(tmp_path)
+    for batch in np.array_split(past.index, 3):  # three earlier batches, as three scoring runs
+        store.append(past.loc[batch])
+    expected = _features(history, current, past)
+    pd.testing.assert_frame_equal(_features(history, current, store), expected)
+    # Scoring the same lines again after they were stored: their stored copies do not count.
+    store.append(current)
+    pd.testing.assert_frame_equal(_features(history, current, store), expected)
+    # A file scored in parts: the store plus the file's other lines.
+    halves = np.array_split(current.index, 2)
+    by_part = pd.concat([_features(history, current.loc[h], StoreAndFile(store, current)) for h in halves],
+                        ignore_index=True)
+    pd.testing.assert_frame_equal(by_part, expected)
+
+
+def test_a_batch_reads_only_the_events_of_its_parties_and_flows(manifest, tmp_path):
+    store = HistoryStore(tmp_path)
+    store.append(manifest.iloc[:5_000])
+    batch = manifest.iloc[5_000:5_010]
+    events = store.events_for(batch, flow_days=210)
+    assert set(events.parties["key"]) <= set(batch[["shipper_id", "consignee_id", "importer_id",
+                                                     "declarant_id"]].stack())
+    stored = manifest.iloc[:5_000]
+    for entity, got in events.parties.groupby("entity", observed=True):
+        # Exactly the stored lines of the batch's parties, summed per party and day.
+        assert got["lines"].sum() == stored[entity].isin(set(batch[entity].dropna())).sum()
+        assert not got.duplicated(["key", "day"]).any()
+    assert events.coverage_start == (manifest["declared_at"].min() - pd.Timestamp("1970-01-01")).days
+    assert events.flows["day"].min() >= (batch["declared_at"].min() - pd.Timestamp("1970-01-01")).days - 210
+
+
+def _line(key: str, day: int, inspected: float, misdeclared: float, hs: str = "811010") -> dict:
+    return {"declaration_id": key, "line_no": 1.0, "declared_at": pd.Timestamp("2025-01-01") + pd.Timedelta(days=day),
+            "hs_code": hs, "origin_country": "TH", "export_country": "TH", "port_of_loading": "THBKK",
+            "port_of_discharge": "USLAX", "transshipment_ports": None, "shipper_id": "S1", "consignee_id": "C1",
+            "importer_id": "I1", "declarant_id": "D1", "inspected": inspected, "misdeclared": misdeclared}
+
+
+def _frame(*rows: dict) -> pd.DataFrame:
+    return pd.DataFrame(list(rows))
+
+
+def test_a_labelled_copy_supersedes_an_unlabelled_one_in_either_order(tmp_path):
+    labelled, unlabelled = _line("A", 0, 1.0, 1.0), _line("A", 0, np.nan, np.nan)
+    first = HistoryStore(tmp_path / "first")
+    first.append(_frame(labelled))
+    assert first.append(_frame(unlabelled)) == 0  # re-scoring an unlabelled copy erases nothing
+    later = HistoryStore(tmp_path / "later")
+    later.append(_frame(unlabelled))
+    assert later.append(_frame(labelled)) == 1
+    for store in (first, later):
+        stored = store.read()
+        assert len(stored) == 1 and (stored.loc[0, "inspected"], stored.loc[0, "misdeclared"]) == (1.0, 1.0)
+        events = store.events_for(_frame(_line("B", 60, np.nan, np.nan)), exclude=_frame(_line("B", 60, 0, 0)))
+        shipper = events.parties[events.parties["entity"] == "shipper_id"]
+        assert shipper[["lines", "outcomes", "positives"]].sum().tolist() == [1, 1, 1]
+
+
+def test_the_same_file_stored_twice_is_counted_once(tmp_path):
+    store = HistoryStore(tmp_path)
+    lines = _frame(_line("A", 0, 0.0, 0.0), _line("B", 3, np.nan, np.nan))
+    assert store.append(lines) == 2
+    assert store.append(lines) == 0
+    assert len(store) == 2
+
+
+def test_a_corrected_copy_replaces_the_stored_one_and_its_events(tmp_path):
+    store = HistoryStore(tmp_path)
+    store.append(_frame(_line("A", 0, np.nan, np.nan, hs="790111")))
+    store.append(_frame(_line("A", 0, np.nan, np.nan, hs="811010")))
+    history = fitted(history_frame(_frame(_line("A", 0, 1.0, 0.0))))
+    later = _frame(_line("B", 10, np.nan, np.nan, hs="740311"))
+    features = history.transform(later, past=store)
+    assert features.loc[0, "shipper_id_distinct_hs_before"] == 1
+    assert store.read()["hs_code"].tolist() == ["811010"]
+
+
+def test_recorded_outcomes_reach_the_features_after_the_label_delay(tmp_path):
+    store = HistoryStore(tmp_path)
+    store.append(_frame(_line("A", 0, np.nan, np.nan), _line("B", 1, np.nan, np.nan)))
+    outcomes = pd.DataFrame({"declaration_id": ["A", "Z"], "line_no": [1, 1], "misdeclared": [1, 0]})
+    assert store.record_outcomes(outcomes) == 1  # Z was never stored: nothing to attach it to
+    history = fitted(history_frame(_frame(_line("A", 0, 1.0, 1.0), _line("C", 1, 1.0, 0.0))))
+    soon, after = _frame(_line("S", 20, np.nan, np.nan)), _frame(_line("T", 40, np.nan, np.nan))
+    assert history.transform(soon, past=store).loc[0, "shipper_id_outcomes_known"] == 0
+    assert history.transform(after, past=store).loc[0, "shipper_id_outcomes_known"] == 1
+    assert store.read().set_index("declaration_id").loc["A", "misdeclared"] == 1.0
+
+
+def test_a_store_of_parquet_parts_is_imported_once_and_its_parts_kept(tmp_path):
+    lines = history_frame(_frame(_line("A", 0, 1.0, 0.0), _line("B", 2, np.nan, np.nan)))
+    lines.iloc[:1].to_parquet(tmp_path / "part-0001-a.parquet", index=False)
+    lines.to_parquet(tmp_path / "part-0002-b.parquet", index=False)
+    store = HistoryStore(tmp_path)
+    assert len(store) == 2
+    assert sorted(p.name for p in (tmp_path / "imported-parts").iterdir()) == ["part-0001-a.parquet",
+                                                                                "part-0002-b.parquet"]
+    assert len(HistoryStore(tmp_path)) == 2
+
+
+ROWS = st.lists(st.tuples(st.sampled_from("ABCDEFGH"), st.integers(0, 90), st.sampled_from(["S1", "S2"]),
+                          st.sampled_from(["790111", "811010"]), st.sampled_from(["", "0", "1"])),
+                min_size=1, max_size=12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(ROWS, min_size=1, max_size=4), st.integers(0, 120))
+def test_property_any_sequence_of_batches_gives_the_features_of_the_winning_copies(tmp_path_factory, batches,
+                                                                                   query_day):
+    """Batches with repeated, corrected and (un)labelled copies: the store equals its lines' past."""
+    store = HistoryStore(tmp_path_factory.mktemp("store"))
+    stored = []
+    for rows in batches:
+        frame = _frame(*[{**_line(key, day, np.nan if label == "" else 1.0, np.nan if label == "" else float(label),
+                                  hs=hs), "shipper_id": shipper} for key, day, shipper, hs, label in rows])
+        store.append(frame)
+        stored.append(history_frame(frame))
+    # What the store must hold: per line, the last labelled copy, else the last copy.
+    everything = winning_copies(pd.concat(stored, ignore_index=True))
+    assert sorted(line_keys(store.read())) == sorted(line_keys(everything))
+    history = fitted(everything)
+    query = _frame(_line("Q", query_day, np.nan, np.nan), {**_line("R", query_day, np.nan, np.nan),
+                                                            "shipper_id": "S2"})
+    pd.testing.assert_frame_equal(_features(history, query, store), _features(history, query, everything))
+    assert list(store.read().columns) == list(HISTORY_COLUMNS)
