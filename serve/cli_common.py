@@ -29,16 +29,25 @@ def friendly_errors(command):
     Bad files and settings, a tampered bundle, a model missing from the registry, and an alias move
     that another process made first.
     """
-    from features.schema import ManifestFileError
-    from models.bundle import BundleError
-    from models.promotion import PromotionError
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ManifestFileError, BundleError, PromotionError, ValueError, LookupError, FileNotFoundError) as exc:
+        except Exception as exc:
+            if not isinstance(exc, user_errors()):
+                raise
             errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from exc
 
     return wrapper
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors a user can fix. Imported when a command fails, not when the CLI starts: the
+    modules defining them load pandas and LightGBM, which ``misdeclare --help`` does not need."""
+    from features.schema import ManifestFileError
+    from models.bundle import BundleError
+    from models.promotion import PromotionError
+
+    return ManifestFileError, BundleError, PromotionError, ValueError, LookupError, FileNotFoundError

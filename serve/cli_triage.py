@@ -15,14 +15,14 @@ import getpass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from serve.triage import accounts, audit
-from serve.triage.db import make_engine
-from serve.triage.migrate import upgrade
-from serve.triage.settings import Settings
+if TYPE_CHECKING:  # the triage modules load SQLAlchemy and argon2: imported when a command runs
+    from serve.triage import audit
+    from serve.triage.settings import Settings
+
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 triage_app = typer.Typer(help="Inspector triage queue: load scored batches, export labels, add users.",
@@ -38,6 +38,8 @@ class RoleChoice(str, Enum):
 
 
 def _cli_origin() -> audit.Origin:
+    from serve.triage import audit
+
     try:
         name = getpass.getuser()
     except (KeyError, OSError):
@@ -45,7 +47,16 @@ def _cli_origin() -> audit.Origin:
     return audit.Origin(actor=f"cli:{name}", user_id=None, client="cli", via="cli")
 
 
+def _settings(**values) -> Settings:
+    from serve.triage.settings import Settings
+
+    return Settings(**values)
+
+
 def _engine(settings: Settings):
+    from serve.triage.db import make_engine
+    from serve.triage.migrate import upgrade
+
     engine = make_engine(settings.database_url)
     upgrade(engine)
     return engine
@@ -63,7 +74,7 @@ def load(
     from features.schema import ManifestFileError
     from serve.triage.loading import load_scored_file
 
-    settings = Settings()
+    settings = _settings()
     try:
         report = load_scored_file(_engine(settings), scored_file, _cli_origin(), queue_date.date() if queue_date else None)
     except ManifestFileError as exc:
@@ -88,7 +99,7 @@ def export(
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         typer.echo("error: --out must end in .csv or .parquet", err=True)
         raise typer.Exit(code=2)
-    rows = export_labels(_engine(Settings()), since.date(), out, _cli_origin())
+    rows = export_labels(_engine(_settings()), since.date(), out, _cli_origin())
     typer.echo(f"wrote {rows} labelled lines to {out}")
 
 
@@ -101,9 +112,10 @@ def add_user(
     """Create a user and print a one-time password (to be changed at the first sign-in)."""
     from sqlalchemy.orm import Session
 
+    from serve.triage import accounts
     from serve.triage.errors import TriageError
 
-    settings = Settings()
+    settings = _settings()
     engine = _engine(settings)
     try:
         with Session(engine) as db, db.begin():
@@ -123,6 +135,8 @@ def prepare_serve(settings: Settings) -> str | None:
     str or None
         The one-time password to print, or None when users exist.
     """
+    from serve.triage import accounts
+
     return accounts.ensure_first_admin(_engine(settings), accounts.make_hasher(settings))
 
 
@@ -146,7 +160,7 @@ def serve(
 
     from serve.api import create_app
 
-    settings = Settings(model_uri=model or champion_uri())
+    settings = _settings(model_uri=model or champion_uri())
     if settings.model_uri is None:
         typer.echo("No champion model registered yet: POST /score answers 503 until one is (misdeclare train).")
     password = prepare_serve(settings)
