@@ -4,13 +4,16 @@ One DuckDB database (``history.duckdb`` in the history folder) holds
 
 - ``lines``: the history columns of each line's current version, one row per
   (declaration_id, line_no), so a line scored again is never counted twice;
-- ``party_events``, ``value_events``, ``flow_events``: the line's :class:`~features.history.PastEvents`
-  summed per key and day (lines, outcomes and misdeclarations per party and day, first uses of a
-  code or route, lines per flow and day).
+- ``party_events``, ``flow_events``: the lines' :class:`~features.history.PastEvents` summed per
+  key and day (lines, outcomes and misdeclarations per party and day, lines per flow and day);
+- ``value_firsts``: the first day each party used each code or route (one row per party and
+  value: a count per day would grow with the store, and the features only need the first use).
 
 Scoring a batch reads only the events of the parties and flows the batch touches (flows only as far
 back as the flow windows reach) and takes out the stored copies of the batch's own lines by their
-events with weight -1, so its cost follows the batch, not the store. Storing a batch adds its
+events with weight -1. A first use is a minimum, which a copy identical to the line being scored
+cannot change; where a stored copy differs from it (a corrected declaration), the first uses of its
+parties are recomputed from their stored lines without it. Storing a batch adds its
 events in one transaction; a line already stored is replaced by a new copy unless the stored copy
 is labelled and the new one is not (a labelled copy supersedes an unlabelled one, whatever the
 order), and the replaced copy's events are added with weight -1. Outcomes recorded later (triage)
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,11 +51,12 @@ _SCHEMA = {
     "lines": ", ".join(f"{c} {'DOUBLE' if c in _NUMERIC else 'DATE' if c == 'declared_at' else 'VARCHAR'}"
                        for c in HISTORY_COLUMNS),
     "party_events": "entity VARCHAR, key VARCHAR, day INTEGER, lines BIGINT, outcomes BIGINT, positives BIGINT",
-    "value_events": "entity VARCHAR, key VARCHAR, kind VARCHAR, value VARCHAR, day INTEGER, lines BIGINT",
+    "value_firsts": "entity VARCHAR, key VARCHAR, kind VARCHAR, value VARCHAR, day INTEGER, "
+                    "PRIMARY KEY (entity, key, kind, value)",
     "flow_events": "flow VARCHAR, day INTEGER, lines BIGINT",
 }
-_EVENT_TABLES = {"parties": ("party_events", PARTY_EVENT_COLUMNS), "values": ("value_events", VALUE_EVENT_COLUMNS),
-                 "flows": ("flow_events", FLOW_EVENT_COLUMNS)}
+_EVENT_TABLES = {"parties": ("party_events", PARTY_EVENT_COLUMNS), "flows": ("flow_events", FLOW_EVENT_COLUMNS)}
+_LABELS = ("inspected", "misdeclared")
 _SUMMED = ("lines", "outcomes", "positives")
 
 
@@ -84,15 +89,23 @@ def winning_copies(lines: pd.DataFrame) -> pd.DataFrame:
 
 
 def summed(events: PastEvents) -> PastEvents:
-    """Events summed per key and day, without rows whose every weight sums to zero."""
-    frames = []
+    """Party and flow events summed per key and day (rows summing to zero dropped); values as
+    first uses (one row per party and value, its first day)."""
+    frames = {}
     for name, (_, columns) in _EVENT_TABLES.items():
         frame = getattr(events, name)
         weights = [c for c in columns if c in _SUMMED]
         keys = [c for c in columns if c not in _SUMMED]
         total = frame.groupby(keys, sort=False, observed=True)[weights].sum().reset_index()
-        frames.append(total[(total[weights] != 0).any(axis=1)].reindex(columns=list(columns)))
-    return PastEvents(*frames, events.coverage_start)
+        frames[name] = total[(total[weights] != 0).any(axis=1)].reindex(columns=list(columns))
+    return PastEvents(frames["parties"], first_uses(events.values), frames["flows"], events.coverage_start)
+
+
+def first_uses(values: pd.DataFrame) -> pd.DataFrame:
+    """Value events reduced to the first day of each (entity, key, kind, value), weight 1."""
+    firsts = (values[values["lines"] > 0].groupby(["entity", "key", "kind", "value"], sort=False, observed=True)
+              ["day"].min().reset_index())
+    return firsts.assign(lines=1).reindex(columns=list(VALUE_EVENT_COLUMNS))
 
 
 class HistoryStore:
@@ -171,19 +184,15 @@ class HistoryStore:
         connection.register("batch_lines", batch)
         stored = connection.execute(
             "SELECT s.* FROM lines s JOIN batch_lines b USING (declaration_id, line_no)").df()
+        connection.unregister("batch_lines")
         stored = history_frame(stored) if len(stored) else stored
         added, removed = self._changes(batch, stored)
-        connection.unregister("batch_lines")
         if added.empty:
             return 0
         delta = summed(PastEvents.concat(PastEvents.from_lines(added, ENTITY_COLUMNS),
                                          PastEvents.from_lines(removed, ENTITY_COLUMNS, weight=-1)))
         for name, (table, columns) in _EVENT_TABLES.items():
-            frame = getattr(delta, name)
-            if len(frame):
-                connection.register("delta", frame)
-                connection.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM delta")
-                connection.unregister("delta")
+            self._insert(connection, table, getattr(delta, name), columns)
         if len(removed):
             connection.register("removed", removed[["declaration_id", "line_no"]])
             connection.execute("DELETE FROM lines USING removed WHERE lines.declaration_id = removed.declaration_id "
@@ -192,7 +201,48 @@ class HistoryStore:
         connection.register("added", added)
         connection.execute(f"INSERT INTO lines SELECT {', '.join(HISTORY_COLUMNS)} FROM added")
         connection.unregister("added")
+        self._upsert_first_uses(connection, delta.values)
+        changed = removed[~_same_but_labels(removed, added)] if len(removed) else removed
+        if len(changed):  # a corrected copy: its old first uses may be gone
+            exact = self._first_uses_without(connection, changed, changed.iloc[0:0])
+            keys = _party_keys(changed)
+            connection.register("stale", keys)
+            connection.execute("DELETE FROM value_firsts USING stale WHERE value_firsts.entity = stale.entity "
+                               "AND value_firsts.key = stale.key")
+            connection.unregister("stale")
+            self._upsert_first_uses(connection, exact)
         return len(added)
+
+    @staticmethod
+    def _insert(connection, table: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
+        if len(frame):
+            connection.register("delta", frame)
+            connection.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM delta")
+            connection.unregister("delta")
+
+    @staticmethod
+    def _upsert_first_uses(connection, values: pd.DataFrame) -> None:
+        if len(values):
+            connection.register("firsts", values)
+            connection.execute("INSERT INTO value_firsts SELECT entity, key, kind, value, day FROM firsts "
+                               "ON CONFLICT DO UPDATE SET day = least(value_firsts.day, excluded.day)")
+            connection.unregister("firsts")
+
+    def _first_uses_without(self, connection, parties_of: pd.DataFrame, without: pd.DataFrame) -> pd.DataFrame:
+        """Exact first uses of the parties of ``parties_of``, from their stored lines minus ``without``."""
+        keys = _party_keys(parties_of)
+        connection.register("party_keys", keys)
+        connection.register("without", without[["declaration_id", "line_no"]])
+        condition = " OR ".join(f"(k.entity = '{e}' AND k.key = l.{e})" for e in ENTITY_COLUMNS)
+        lines = connection.execute(
+            f"SELECT DISTINCT l.* FROM lines l JOIN party_keys k ON {condition} "
+            "ANTI JOIN without w ON l.declaration_id = w.declaration_id AND l.line_no = w.line_no").df()
+        connection.unregister("party_keys")
+        connection.unregister("without")
+        values = PastEvents.from_lines(history_frame(lines), ENTITY_COLUMNS).values if len(lines) else \
+            PastEvents.empty().values
+        wanted = values.merge(keys, on=["entity", "key"])
+        return first_uses(wanted)
 
     @staticmethod
     def _changes(batch: pd.DataFrame, stored: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -265,9 +315,8 @@ class HistoryStore:
             start = connection.execute("SELECT min(declared_at) FROM lines").fetchall()[0][0]
             if start is None:
                 return PastEvents.empty()
-            keys = pd.concat([pd.DataFrame({"entity": e, "key": lines[e].dropna().astype("string").unique()})
-                              for e in entities if e in lines and e in ENTITY_COLUMNS] or
-                             [pd.DataFrame({"entity": pd.Series(dtype="string"), "key": pd.Series(dtype="string")})])
+            keys = _party_keys(lines.reindex(columns=list(ENTITY_COLUMNS)))
+            keys = keys[keys["entity"].isin(entities)]
             days = day_numbers(lines)
             flows = pd.DataFrame({"flow": flow_key(lines).unique()})
             connection.register("query_keys", keys)
@@ -278,20 +327,49 @@ class HistoryStore:
                 "sum(positives) AS positives FROM party_events JOIN query_keys USING (entity, key) "
                 "GROUP BY ALL").df()
             values = connection.execute(
-                "SELECT entity, key, kind, value, day, sum(lines) AS lines FROM value_events "
-                "JOIN query_keys USING (entity, key) GROUP BY ALL HAVING sum(lines) <> 0").df()
+                "SELECT entity, key, kind, value, day, 1 AS lines FROM value_firsts "
+                "JOIN query_keys USING (entity, key)").df()
             since = int(days.min()) - flow_days if flow_days is not None else np.iinfo("int32").min
             flow_rows = connection.execute(
                 "SELECT flow, day, sum(lines) AS lines FROM flow_events JOIN query_flows USING (flow) "
                 "WHERE day >= ? AND day < ? GROUP BY ALL", [since, int(days.max())]).df()
             copies = connection.execute(
                 "SELECT s.* FROM lines s JOIN excluded USING (declaration_id, line_no)").df()
-        stored = PastEvents(_frame(parties, PARTY_EVENT_COLUMNS), _frame(values, VALUE_EVENT_COLUMNS),
+            copies = history_frame(copies) if len(copies) else copies
+            changed = copies[~_same_but_labels(copies, history_frame(exclude))] if len(copies) else copies
+            exact = self._first_uses_without(connection, changed, copies) if len(changed) else None
+        values = _frame(values, VALUE_EVENT_COLUMNS)
+        if exact is not None:  # parties of corrected copies: first uses without the stored copies
+            stale = _party_keys(changed)
+            keep = ~pd.MultiIndex.from_frame(values[["entity", "key"]].astype("string")).isin(
+                pd.MultiIndex.from_frame(stale))
+            values = pd.concat([values[keep], _frame(exact, VALUE_EVENT_COLUMNS)], ignore_index=True)
+        stored = PastEvents(_frame(parties, PARTY_EVENT_COLUMNS), values,
                             _frame(flow_rows, FLOW_EVENT_COLUMNS), (pd.Timestamp(start) - EPOCH).days)
         if copies.empty:
             return stored
-        taken_out = PastEvents.from_lines(history_frame(copies), ENTITY_COLUMNS, weight=-1)
-        return PastEvents.concat(stored, taken_out)
+        taken_out = PastEvents.from_lines(copies, ENTITY_COLUMNS, weight=-1)
+        return PastEvents.concat(stored, replace(taken_out, values=PastEvents.empty().values))
+
+
+def _party_keys(lines: pd.DataFrame) -> pd.DataFrame:
+    """(entity, key) of every party of ``lines``, as text."""
+    frames = [pd.DataFrame({"entity": e, "key": lines[e].dropna().astype("string").unique()}) for e in ENTITY_COLUMNS]
+    return pd.concat(frames, ignore_index=True).astype({"entity": "string", "key": "string"})
+
+
+def _same_but_labels(stored: pd.DataFrame, current: pd.DataFrame) -> np.ndarray:
+    """Per stored copy: does the line with its key in ``current`` match it except for the labels?"""
+    columns = [c for c in HISTORY_COLUMNS if c not in _LABELS]
+    mine = stored[columns].set_axis(line_keys(stored))
+    theirs = current[columns].set_axis(line_keys(current))
+    theirs = theirs[~theirs.index.duplicated(keep="last")].reindex(mine.index)
+    return (_as_text(mine) == _as_text(theirs)).all(axis=1).to_numpy()
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells as text, missing as a sentinel, so that two frames compare cell by cell."""
+    return frame.astype("string").fillna("\0").reset_index(drop=True)
 
 
 def _frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:

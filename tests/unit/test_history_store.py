@@ -153,7 +153,9 @@ def test_property_any_sequence_of_batches_gives_the_features_of_the_winning_copi
     everything = winning_copies(pd.concat(stored, ignore_index=True))
     assert sorted(line_keys(store.read())) == sorted(line_keys(everything))
     history = fitted(everything)
+    # Two new lines, and a corrected copy of a stored line (another code, day and shipper).
     query = _frame(_line("Q", query_day, np.nan, np.nan), {**_line("R", query_day, np.nan, np.nan),
-                                                            "shipper_id": "S2"})
+                                                            "shipper_id": "S2"},
+                   {**_line("A", query_day, np.nan, np.nan, hs="740311"), "shipper_id": "S2"})
     pd.testing.assert_frame_equal(_features(history, query, store), _features(history, query, everything))
     assert list(store.read().columns) == list(HISTORY_COLUMNS)
