@@ -8,7 +8,6 @@ readable reason per failed rule. Every input row ends in exactly one of the two.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np

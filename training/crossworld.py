@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
-from features.history import HISTORY_COLUMNS
 from features.schema import validate_manifest
+from training.asof import store_at
 from training.baselines import BASELINES, BaselineState, fit_baselines
 from training.config import TrainConfig
 from training.metrics import precision_at_rate, recall_at_rate, top_k_mask
@@ -103,14 +103,6 @@ def canonical_lines(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.
     if len(result.quarantine):
         raise ValueError(f"{source}: {len(result.quarantine)} simulated lines failed validation")
     return result.valid.reset_index(drop=True), frame[list(SIM_COLUMNS)].reset_index(drop=True)
-
-
-def store_before(lines: pd.DataFrame, cutoff: pd.Timestamp, label_delay_days: int) -> pd.DataFrame:
-    """History store at ``cutoff``: earlier lines, outcomes only of lines old enough to be known."""
-    dates = pd.to_datetime(lines["declared_at"])
-    earlier = lines[(dates < cutoff).to_numpy()]
-    known = earlier.index[(dates[earlier.index] < cutoff - pd.Timedelta(days=label_delay_days)).to_numpy()]
-    return hide_labels_outside(earlier, known).reindex(columns=list(HISTORY_COLUMNS))
 
 
 def _bundle(result, folder: str, version: str):
@@ -233,7 +225,7 @@ def evaluate_world(world: World, bundle, train_lines: pd.DataFrame, state: Basel
     dates = pd.to_datetime(lines["declared_at"])
     inside = (dates >= cutoff).to_numpy()
     test, test_truth = lines[inside], truth[inside].reset_index(drop=True)
-    store = store_before(lines, cutoff, world.label_delay_days)
+    store = store_at(lines, cutoff, world.label_delay_days)
     figures = {"world": world.name, "params": world.params, "modes": {}}
     if "cold" in settings.modes:
         figures["modes"]["cold"] = score_world(bundle, test, test_truth, None, state, config.num_threads,

@@ -39,14 +39,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.history import HISTORY_COLUMNS, line_keys
+from features.history import line_keys
 from features.reference import load_reference
 from features.transformers import DeclaredHSFeatures, as_text
+from training.asof import Window, iso, scoring_view
 from training.baselines import BASELINES, BaselineState, fit_baselines
 from training.config import TrainConfig
 from training.metrics import ranking_metrics
 from training.split import labelled, window_split
-from training.train import hide_labels_outside, train_model
+from training.train import train_model
 
 MODEL = "model"
 ALL = "all"
@@ -93,25 +94,6 @@ class EvaluationSettings:
             raise ValueError(f"calibration_bins must be >= 1, got {self.calibration_bins}")
 
 
-@dataclass(frozen=True)
-class Window:
-    """One test window: lines declared in ``[start, end)``, outcomes known before ``train_end``."""
-
-    index: int
-    train_end: pd.Timestamp
-    start: pd.Timestamp
-    end: pd.Timestamp
-
-    def as_dict(self) -> dict[str, object]:
-        """Index and ISO dates (``end`` exclusive)."""
-        return {"index": self.index, "train_end": _iso(self.train_end), "start": _iso(self.start),
-                "end": _iso(self.end)}
-
-
-def _iso(timestamp: pd.Timestamp) -> str:
-    return timestamp.strftime("%Y-%m-%d")
-
-
 def _windows_ending_at(end: pd.Timestamp, n_windows: int, length_days: int,
                        train_end: Callable[[pd.Timestamp], pd.Timestamp]) -> list[Window]:
     starts = [end - (n_windows - k) * length_days * _DAY for k in range(n_windows)]
@@ -139,8 +121,8 @@ def prequential_windows(first: pd.Timestamp, last: pd.Timestamp, n_windows: int,
     delay = pd.Timedelta(days=label_delay_days)
     windows = _windows_ending_at(end, n_windows, length_days, lambda start: start - delay)
     if windows[0].train_end <= first_day:
-        raise ValueError(f"the first window starts {_iso(windows[0].start)}: no line is declared before its "
-                         f"training cut-off {_iso(windows[0].train_end)} (label delay {label_delay_days} days); "
+        raise ValueError(f"the first window starts {iso(windows[0].start)}: no line is declared before its "
+                         f"training cut-off {iso(windows[0].train_end)} (label delay {label_delay_days} days); "
                          f"use fewer windows or a smaller window fraction")
     return windows
 
@@ -340,8 +322,8 @@ def _train_window_bundle(train_lines: pd.DataFrame, window: Window, config: Trai
         split = window_split(train_lines, window.train_end, config.valid_fraction, config.label_delay_days)
         result = train_model(train_lines, config, reference_dir, split=split)
     except ValueError as exc:
-        raise ValueError(f"window {window.index} (from {_iso(window.start)}): cannot train on the lines declared "
-                         f"before {_iso(window.train_end)}: {exc}; use fewer windows or a smaller window "
+        raise ValueError(f"window {window.index} (from {iso(window.start)}): cannot train on the lines declared "
+                         f"before {iso(window.train_end)}: {exc}; use fewer windows or a smaller window "
                          f"fraction") from exc
     save_bundle(folder, result.booster, result.spec, result.commodity_booster)
     info = {"best_iteration": int(result.booster.best_iteration),
@@ -420,11 +402,6 @@ def stored_history(history: pd.DataFrame | None, lines: pd.DataFrame) -> pd.Data
     return history[~line_keys(history).isin(line_keys(lines))].reset_index(drop=True)
 
 
-def _hide_later_outcomes(frame: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
-    later = (pd.to_datetime(frame["declared_at"]) >= cutoff).to_numpy()
-    return hide_labels_outside(frame, frame.index[~later])
-
-
 def _score_window(lines: pd.DataFrame, dates: pd.Series, window: Window, state: BaselineState, bundle,
                   config: TrainConfig, reference_dir: str | None,
                   history: pd.DataFrame | None) -> tuple[dict[str, np.ndarray], dict]:
@@ -432,16 +409,11 @@ def _score_window(lines: pd.DataFrame, dates: pd.Series, window: Window, state: 
     before = (dates < window.train_end).to_numpy()
     # Outcomes after the training cut-off would not be in the history store yet (the rule
     # train_model applies to its own validation and test periods).
-    visible = hide_labels_outside(lines, lines.index[before])
-    inside = ((dates >= window.start) & (dates < window.end)).to_numpy()
-    past = visible[(dates < window.start).to_numpy()].reindex(columns=list(HISTORY_COLUMNS))
-    if history is not None:
-        stored = history[(pd.to_datetime(history["declared_at"]) < window.start).to_numpy()]
-        past = pd.concat([_hide_later_outcomes(stored, window.train_end), past], ignore_index=True)
+    current, past = scoring_view(lines, window, history)
     with tempfile.TemporaryDirectory(prefix="misdeclare-eval-") as folder:
         scorer, info = ((bundle, {"version": bundle.version}) if bundle is not None else
                         _train_window_bundle(lines[before], window, config, reference_dir, folder))
-        scores = window_scores(scorer, visible[inside], past, state, config.num_threads)
+        scores = window_scores(scorer, current, past, state, config.num_threads)
     return scores, info
 
 
@@ -655,7 +627,7 @@ def log_evaluation(evaluation: Evaluation, document: dict, data_paths: list[str 
     with mlflow.start_run(run_name=run_name or f"evaluate-{evaluation.mode}") as run:
         mlflow.log_params({"eval_mode": evaluation.mode, "eval_model": evaluation.model_version or "trained per window",
                            **{f"eval_{k}": v for k, v in document["settings"].items()}})
-        mlflow.log_params({f"eval_window_{w.index}": f"{_iso(w.train_end)}|{_iso(w.start)}..{_iso(w.end)}"
+        mlflow.log_params({f"eval_window_{w.index}": f"{iso(w.train_end)}|{iso(w.start)}..{iso(w.end)}"
                            for w in evaluation.windows})
         mlflow.log_metrics(flat_metrics(evaluation))
         _log_window_metrics(mlflow, evaluation)

@@ -52,9 +52,10 @@ from features.history import line_keys
 from features.schema import KEY_COLUMNS, SELECTED_BY, SELECTION_PROBABILITY, validate_manifest
 from training.config import TrainConfig, layered_settings
 from training.drift import DriftReport, DriftSettings, drift_report
-from training.evaluate import ALL, Window, is_labelled, slice_masks
+from training.asof import Window, declared_between, iso, scoring_view
+from training.evaluate import ALL, is_labelled, slice_masks
 from training.split import exploration_checks, window_split
-from training.train import TrainResult, hide_labels_outside, train_model
+from training.train import TrainResult, train_model
 
 WEIGHT_COLUMN = "selection_weight"
 AVERAGE_PRECISION = "average_precision"
@@ -280,16 +281,6 @@ def comparison_window(lines: pd.DataFrame, days: int, label_delay_days: int) -> 
     return Window(0, start - label_delay_days * _DAY, start, end)
 
 
-def _in(lines: pd.DataFrame, begin: pd.Timestamp | None, end: pd.Timestamp | None) -> np.ndarray:
-    dates = pd.to_datetime(lines["declared_at"])
-    mask = np.ones(len(lines), dtype=bool)
-    if begin is not None:
-        mask &= (dates >= begin).to_numpy()
-    if end is not None:
-        mask &= (dates < end).to_numpy()
-    return mask
-
-
 def check_window(lines: pd.DataFrame, window: Window, min_positives: int) -> None:
     """Refuse a window without enough labelled lines of both classes, or without earlier lines.
 
@@ -297,15 +288,15 @@ def check_window(lines: pd.DataFrame, window: Window, min_positives: int) -> Non
     ------
     ValueError
     """
-    inside = lines[_in(lines, window.start, window.end)]
+    inside = lines[declared_between(lines, window.start, window.end)]
     target = inside[is_labelled(inside)]
     positives = int(target["misdeclared"].astype("int64").sum())
     if positives < min_positives or positives == len(target):
-        raise ValueError(f"the comparison window {_iso(window.start)}..{_iso(window.end - _DAY)} holds "
+        raise ValueError(f"the comparison window {iso(window.start)}..{iso(window.end - _DAY)} holds "
                          f"{len(target)} labelled line(s), {positives} misdeclared: at least {min_positives} "
                          f"misdeclared and one clean line are needed to compare the models")
-    if not _in(lines, None, window.train_end).any():
-        raise ValueError(f"no line is declared before {_iso(window.train_end)} (the comparison window minus the "
+    if not declared_between(lines, None, window.train_end).any():
+        raise ValueError(f"no line is declared before {iso(window.train_end)} (the comparison window minus the "
                          f"label delay): nothing to train the challenger on")
 
 
@@ -322,54 +313,22 @@ def check_champion_before(spec: dict, window: Window) -> dict | None:
         return None
     if pd.Timestamp(periods["valid_end"]) > window.start:
         raise ValueError(f"the champion was trained and validated on lines up to {periods['valid_end']}, inside "
-                         f"the comparison window from {_iso(window.start)}: the comparison would favour it; "
+                         f"the comparison window from {iso(window.start)}: the comparison would favour it; "
                          f"retrain when labels newer than its training have arrived")
     return periods
-
-
-def _iso(timestamp: pd.Timestamp) -> str:
-    return pd.Timestamp(timestamp).strftime("%Y-%m-%d")
-
-
-def scoring_view(lines: pd.DataFrame, window: Window,
-                 store: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The window's lines and their history as a scorer at the window's start would see them.
-
-    Outcomes are kept only for lines declared before the training cut-off (``window.train_end``);
-    history lines are every line declared before the window, plus the history store's lines
-    (``store``) not among ``lines``.
-
-    Returns
-    -------
-    current : DataFrame
-        The window's lines, without outcomes.
-    past : DataFrame
-        The history at the window's start.
-    """
-    visible = hide_labels_outside(lines, lines.index[_in(lines, None, window.train_end)])
-    current = visible[_in(lines, window.start, window.end)]
-    past = visible[_in(lines, None, window.start)]
-    if store is not None and len(store):
-        store = store[_in(store, None, window.start) & ~line_keys(store).isin(line_keys(lines))]
-        store = hide_labels_outside(store, store.index[_in(store, None, window.train_end)])
-        past = pd.concat([store, past], ignore_index=True)
-    return current, past
-
-
-# ----------------------------------------------------------------------------- comparison
 
 
 def train_challenger(lines: pd.DataFrame, window: Window, config: TrainConfig,
                      reference_dir: str | None = None) -> TrainResult:
     """Train on the lines declared before the window's training cut-off, weighted by ``WEIGHT_COLUMN``."""
     # Fit as close to the window as the label delay allows; the window itself is the test period.
-    upto = lines[_in(lines, None, window.end)]
-    before, measured = upto[_in(upto, None, window.train_end)], upto[_in(upto, window.start, window.end)]
+    upto = lines[declared_between(lines, None, window.end)]
+    before, measured = upto[declared_between(upto, None, window.train_end)], upto[declared_between(upto, window.start, window.end)]
     try:
         split = window_split(before, window.train_end, config.valid_fraction, config.label_delay_days, test=measured)
         return train_model(upto, config, reference_dir, split=split, weight_column=WEIGHT_COLUMN)
     except ValueError as exc:
-        raise ValueError(f"cannot train the challenger on the lines declared before {_iso(window.train_end)}: "
+        raise ValueError(f"cannot train the challenger on the lines declared before {iso(window.train_end)}: "
                          f"{exc}") from exc
 
 
@@ -606,7 +565,7 @@ def _load_champion(model_name: str, version: str, tracking_uri: str | None, fold
 
 
 def _window_counts(lines: pd.DataFrame, window: Window) -> dict:
-    inside = lines[_in(lines, window.start, window.end)]
+    inside = lines[declared_between(lines, window.start, window.end)]
     target = inside[is_labelled(inside)]
     positives = int(target["misdeclared"].astype("int64").sum())
     return {"lines": len(inside), "labelled": len(target), "positives": positives}
@@ -663,13 +622,13 @@ def run_retrain(request: RetrainRequest) -> RetrainOutcome:
         table = compare_on_window(champion, challenger, lines, current, past, request)
         decision = decide(table, settings.min_gain, settings.slice_tolerance, settings.checked_metrics,
                           champion is not None)
-        drift = drift_report(champion or challenger, lines[_in(lines, None, window.train_end)], current,
+        drift = drift_report(champion or challenger, lines[declared_between(lines, None, window.train_end)], current,
                              settings.drift, current_past=past, num_threads=config.num_threads)
         pending = RetrainOutcome(
             labels=labels, window=window, window_counts=_window_counts(lines, window),
             champion_version=champion_version, challenger_version=None, challenger=result, comparison=table,
             decision=decision, outcome="pending", outcome_note="", exploration=exploration_hit_rate(lines),
-            exploration_window=exploration_hit_rate(lines[_in(lines, window.start, window.end)]), drift=drift,
+            exploration_window=exploration_hit_rate(lines[declared_between(lines, window.start, window.end)]), drift=drift,
             run_id="", document={})
         return record_and_apply(pending, request, folder / "bundle", manifest_sha)
 
@@ -709,7 +668,7 @@ def retrain_document(outcome: RetrainOutcome, request: RetrainRequest) -> dict:
                        "periods": outcome.challenger.split.boundaries,
                        "train_labelled_lines": outcome.challenger.spec["training"]["train_labelled_lines"],
                        "metrics": {k: _number(v) for k, v in outcome.challenger.metrics.items()}},
-        "window": {"start": _iso(window.start), "end": _iso(window.end - _DAY), "train_end": _iso(window.train_end),
+        "window": {"start": iso(window.start), "end": iso(window.end - _DAY), "train_end": iso(window.train_end),
                    **outcome.window_counts},
         "settings": {**{k: _number(v) for k, v in asdict(request.settings).items() if k != "drift"},
                      "label_delay_days": request.config.label_delay_days},
@@ -737,7 +696,7 @@ def _decision_tags(outcome: RetrainOutcome) -> dict[str, str]:
     return {"job": "retrain", "retrain_decision": outcome.decision.action,
             "retrain_reason": outcome.decision.reason[:4900],
             "retrain_champion_version": str(outcome.champion_version),
-            "retrain_window": f"{_iso(outcome.window.start)}..{_iso(outcome.window.end - _DAY)}"}
+            "retrain_window": f"{iso(outcome.window.start)}..{iso(outcome.window.end - _DAY)}"}
 
 
 def _log_inputs(mlflow, outcome: RetrainOutcome, request: RetrainRequest) -> None:
@@ -746,8 +705,8 @@ def _log_inputs(mlflow, outcome: RetrainOutcome, request: RetrainRequest) -> Non
     mlflow.log_params(request.config.as_dict())
     mlflow.log_params({f"retrain_{k}": v for k, v in asdict(request.settings).items() if k != "drift"})
     mlflow.log_params({f"period_{k}": v for k, v in outcome.challenger.split.boundaries.items()})
-    mlflow.log_params({"retrain_window_start": _iso(outcome.window.start),
-                       "retrain_window_end": _iso(outcome.window.end - _DAY), "retrain_dry_run": request.dry_run})
+    mlflow.log_params({"retrain_window_start": iso(outcome.window.start),
+                       "retrain_window_end": iso(outcome.window.end - _DAY), "retrain_dry_run": request.dry_run})
     rates = {f"exploration_{k}": v for k, v in asdict(outcome.exploration).items()} if outcome.exploration else {}
     mlflow.log_metrics({**{f"challenger_{k}": v for k, v in outcome.challenger.metrics.items() if np.isfinite(v)},
                         **_headline_metrics(outcome.comparison),

@@ -29,7 +29,7 @@ from features.io import read_manifest, write_table
 from models import registry
 from models.registry import CHALLENGER, CHAMPION, PREVIOUS, alias_version
 from training.config import load_train_config
-from training.evaluate import Window
+from training.asof import Window, scoring_view
 from features.history import line_keys
 from training.retrain import (
     AVERAGE_PRECISION,
@@ -48,7 +48,6 @@ from training.retrain import (
     load_retrain_settings,
     model_scores,
     run_retrain,
-    scoring_view,
     slice_metrics,
     wilson_interval,
 )
