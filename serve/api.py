@@ -1,7 +1,7 @@
 """The web service: JSON API (``/score``, ``/api/...``) and the inspector's pages, in one FastAPI app.
 
-``create_app(settings, scorer=None)`` builds the app; the database engine, the password hasher
-and the scoring model are created once at start-up (lifespan), never at import.
+``create_app(settings, scorer=None)`` builds the app; the database engine, the password hasher,
+the scoring model and the history store are created once at start-up (lifespan), never at import.
 """
 
 from __future__ import annotations
@@ -18,17 +18,23 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from features.history_store import HistoryStore, resolve_history_dir
 from serve.triage import accounts
 from serve.triage.api_routes import router as api_router
 from serve.triage.db import make_engine
 from serve.triage.errors import TriageError
+from serve.triage.export import outcomes_to_store
 from serve.triage.migrate import upgrade
 from serve.triage.pages import router as page_router
 from serve.triage.scoring import Scorer, load_scorer
 from serve.triage.settings import Settings
-from serve.triage.web import SESSION_COOKIE, BodyLimitMiddleware, Runtime, api_error_response, audit_refusal
+from serve.triage.web import (
+    SESSION_COOKIE, BodyLimitMiddleware, Runtime, api_error_response, audit_refusal,
+)
 
 API_PREFIXES = ("/api/", "/score", "/openapi.json")
 SECURITY_HEADERS = [
@@ -107,6 +113,27 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+def _blank_query_filters(schema: dict) -> None:
+    """Say in the spec what the query models do: an empty optional parameter means its default.
+
+    The pages' filter forms send untouched fields as ``channel=``; the API accepts that
+    (``QueryModel``), so the spec must not call it invalid.
+    """
+    blank = {"type": "string", "maxLength": 0}
+    for item in schema["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") != "query" or parameter.get("required"):
+                    continue
+                declared = parameter.get("schema", {})
+                if "anyOf" in declared:
+                    declared["anyOf"].append(blank)
+                else:
+                    default = {"default": declared.pop("default")} if "default" in declared else {}
+                    title = {"title": declared.pop("title")} if "title" in declared else {}
+                    parameter["schema"] = {"anyOf": [declared, blank], **default, **title}
+
+
 def _openapi(app: FastAPI) -> dict:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -116,8 +143,22 @@ def _openapi(app: FastAPI) -> dict:
                         "description": "Browser session; writes also need the X-CSRF-Token header"},
         }
         schema["security"] = [{"bearer": []}, {"session": []}]
+        _blank_query_filters(schema)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def open_history(settings: Settings, engine: Engine) -> HistoryStore:
+    """The history store of ``settings.history_dir``, holding every outcome in force of the triage database.
+
+    Pushing every labelled outcome at start-up is idempotent (copies the store holds change
+    nothing) and catches up outcomes whose store write failed, or that were recorded while the
+    store was elsewhere or absent.
+    """
+    store = HistoryStore(resolve_history_dir(settings.history_dir))
+    with Session(engine) as db:
+        outcomes_to_store(db, store)
+    return store
 
 
 def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -> FastAPI:
@@ -128,17 +169,23 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
     settings : Settings, optional
         Configuration; read from ``MISDECLARE_*`` environment variables when omitted.
     scorer : callable, optional
-        DataFrame -> DataFrame scorer for ``POST /score``. When omitted, the lifespan loads one
-        from ``settings.model_uri`` (``models.bundle.load_bundle`` + ``models.predict.score_frame``);
+        DataFrame -> DataFrame scorer for ``POST /score``, called as ``scorer(lines, past=store)``.
+        When omitted, the lifespan loads one from ``settings.model_uri``
+        (``functools.partial(models.predict.score_frame, models.bundle.load_bundle(uri))``);
         with neither, ``POST /score`` answers 503. Channels are day quotas (``models.channels``)
         among the request's own lines of each day: a request of fewer than 8 lines of a day gets
         no red or yellow disguise line (origin checks still go to yellow); score whole days in
         one request, or a file with ``misdeclare score``, for channels that mean inspection capacity.
+        The history features read the history store of ``settings.history_dir``
+        (``MISDECLARE_HISTORY_DIR``, the store batch scoring reads and feeds), and the lines a
+        request scores are appended to it.
 
     Returns
     -------
     FastAPI
-        The app; its lifespan migrates the database and loads the model once.
+        The app; its lifespan migrates the database, opens the history store and pushes to it every
+        outcome in force of the triage database (outcomes recorded later are pushed as they are
+        recorded), and loads the model once.
     """
     settings = settings or Settings()
 
@@ -146,9 +193,10 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         upgrade(engine)
+        history = open_history(settings, engine)
         model = scorer if scorer is not None else (load_scorer(settings.model_uri) if settings.model_uri else None)
         app.state.runtime = Runtime(settings=settings, engine=engine, hasher=accounts.make_hasher(settings),
-                                    scorer=model, templates=make_templates())
+                                    scorer=model, templates=make_templates(), history=history)
         yield
         engine.dispose()
 

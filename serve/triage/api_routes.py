@@ -117,9 +117,9 @@ def get_case(case_id: Id, db: DB, who: CaseWorker) -> CaseOut:
 
 @router.post("/api/cases/{case_id}/outcomes", status_code=201, tags=["queue"],
              responses={**WRITE_RESPONSES, **CASE_RESPONSES, **CONFLICT})
-def post_outcome(case_id: Id, body: OutcomeIn, db: DB, who: CaseWorker) -> OutcomeOut:
+def post_outcome(case_id: Id, body: OutcomeIn, db: DB, rt: RT, who: CaseWorker) -> OutcomeOut:
     """Record an outcome; a correction names the outcome it corrects and keeps it."""
-    return service.outcome(db, who, case_id, body)
+    return service.outcome(db, rt, who, case_id, body)
 
 
 @router.post("/api/cases/{case_id}/reassign", tags=["queue"], responses={**WRITE_RESPONSES, **CASE_RESPONSES})

@@ -5,6 +5,9 @@ commodity found; ``clean`` gives inspected=1, misdeclared=0, found_commodity=non
 could not be inspected carry no label and are left out. The outcome in force (the latest event)
 is exported. Two extra columns, ``selection_probability`` and ``selected_by``, let training weight
 each line by the inverse of the probability it had of being inspected.
+
+The same labelled lines reach the history store (:func:`outcomes_to_store`), so that the history
+features of batch scoring and ``POST /score`` count them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from features.history_store import HistoryStore
 from features.schema import CANONICAL_COLUMNS, SELECTION_COLUMNS
 from serve.triage import audit
 from serve.triage.db import Case, Outcome
@@ -26,6 +30,32 @@ from serve.triage.db import Case, Outcome
 EXTRA_COLUMNS = SELECTION_COLUMNS
 LABELLED_RESULTS = ("confirmed", "clean")
 _DECLARED = tuple(c for c in CANONICAL_COLUMNS if c not in ("inspected", "misdeclared", "found_commodity"))
+
+
+def _labelled_lines(db: Session, *conditions) -> pd.DataFrame:
+    """The labelled lines of the cases whose outcome in force meets ``conditions``.
+
+    Returns
+    -------
+    DataFrame
+        Canonical columns (in canonical order) plus ``selection_probability`` and ``selected_by``,
+        ordered by declaration_id and line_no.
+    """
+    columns = [getattr(Case, name) for name in _DECLARED + EXTRA_COLUMNS]
+    rows = db.execute(
+        select(*columns, Outcome.result, Outcome.found_commodity)
+        .join(Outcome, Outcome.id == Case.current_outcome_id)
+        .where(Outcome.result.in_(LABELLED_RESULTS), *conditions)
+        .order_by(Case.declaration_id, Case.line_no)
+    ).all()
+    frame = pd.DataFrame(rows, columns=[*_DECLARED, *EXTRA_COLUMNS, "result", "found"])
+    frame["inspected"] = 1
+    frame["misdeclared"] = (frame["result"] == "confirmed").astype("int64")
+    frame["found_commodity"] = frame["found"].astype("object")
+    frame["declared_at"] = pd.to_datetime(frame["declared_at"])
+    for column in ("line_no", "packages", "containers", "inspected", "misdeclared"):
+        frame[column] = frame[column].astype("Int64")
+    return frame[list(CANONICAL_COLUMNS) + list(EXTRA_COLUMNS)]
 
 
 def labels_frame(db: Session, since: date) -> pd.DataFrame:
@@ -37,22 +67,43 @@ def labels_frame(db: Session, since: date) -> pd.DataFrame:
         Canonical columns (in canonical order) plus ``selection_probability`` and ``selected_by``,
         ordered by declaration_id and line_no.
     """
-    start = datetime.combine(since, time(), UTC)
-    columns = [getattr(Case, name) for name in _DECLARED + EXTRA_COLUMNS]
-    rows = db.execute(
-        select(*columns, Outcome.result, Outcome.found_commodity)
-        .join(Outcome, Outcome.id == Case.current_outcome_id)
-        .where(Outcome.result.in_(LABELLED_RESULTS), Outcome.recorded_at >= start)
-        .order_by(Case.declaration_id, Case.line_no)
-    ).all()
-    frame = pd.DataFrame(rows, columns=[*_DECLARED, *EXTRA_COLUMNS, "result", "found"])
-    frame["inspected"] = 1
-    frame["misdeclared"] = (frame["result"] == "confirmed").astype("int64")
-    frame["found_commodity"] = frame["found"].astype("object")
-    frame["declared_at"] = pd.to_datetime(frame["declared_at"])
-    for column in ("line_no", "packages", "containers", "inspected", "misdeclared"):
-        frame[column] = frame[column].astype("Int64")
-    return frame[list(CANONICAL_COLUMNS) + list(EXTRA_COLUMNS)]
+    return _labelled_lines(db, Outcome.recorded_at >= datetime.combine(since, time(), UTC))
+
+
+def outcomes_to_store(db: Session, store: HistoryStore, case_ids: list[int] | None = None) -> int:
+    """Append the labelled lines of the cases ``case_ids`` (every case when None) to the history store.
+
+    The lines are those :func:`labels_frame` exports: a case whose outcome in force is ``confirmed``
+    or ``clean`` becomes a labelled copy of its line, which supersedes the store's unlabelled copy;
+    ``not_inspected`` is no label and adds nothing. Appending a copy the store already holds changes
+    nothing, so calling this again (at every start-up, for every case) is harmless.
+
+    Callers push a case once its outcome is written to the triage database: the pages after their
+    transaction commits, the API before the request's transaction commits (a failing store write
+    then fails the request, which rolls the outcome back). A store write that fails after the
+    outcome is committed is reconciled at the next start-up of the service, which calls this for
+    every case. The store only gains labels: a correction to ``not_inspected`` does not take back
+    a label the store already holds, nor does an API request whose commit fails after the store
+    write.
+
+    Parameters
+    ----------
+    db : Session
+        Session on the triage database (it sees the outcomes to push).
+    store : HistoryStore
+        The history store batch scoring and ``POST /score`` read.
+    case_ids : list of int, optional
+        Cases whose outcome to push; every case when None.
+
+    Returns
+    -------
+    int
+        Lines the store added or changed.
+    """
+    if case_ids is not None and not case_ids:
+        return 0
+    conditions = () if case_ids is None else (Case.id.in_(case_ids),)
+    return store.append(_labelled_lines(db, *conditions))
 
 
 def write_frame(frame: pd.DataFrame, path: Path) -> None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from serve.triage import accounts, audit, cases, service, views
+from serve.triage import accounts, audit, cases, export, service, views
 from serve.triage.accounts import Principal
 from serve.triage.api_routes import AuditQuery, QueueQuery
 from serve.triage.db import ROLES, Case, ConfigChange, User
@@ -303,13 +303,28 @@ def _outcome_input(form: OutcomeForm) -> cases.OutcomeInput:
                               note=form.note, corrects_id=int(form.corrects_id) if form.corrects_id.isdigit() else None)
 
 
+def push_outcome(rt: Runtime, case_id: int) -> int:
+    """Push the committed outcome in force of a case to the history store (if it is a label).
+
+    Runs after the outcome's own transaction (:func:`attempt`) has committed, in a new session that
+    sees it; a store write that fails here leaves the outcome recorded, and the next start-up of the
+    service pushes it (:func:`serve.triage.export.outcomes_to_store`).
+    """
+    with Session(rt.engine) as db:
+        return export.outcomes_to_store(db, rt.history, [case_id])
+
+
 def record_outcome(rt: Runtime, db: Session, who: Principal, request: Request, case_id: int, form: OutcomeForm) -> Response:
-    """Record an outcome from the case page; a refused entry shows the page again with the reason."""
+    """Record an outcome from the case page; a refused entry shows the page again with the reason.
+
+    A recorded label then goes to the history store (:func:`push_outcome`).
+    """
     require_password_changed(who)
     check_csrf(who, form)
     _, error = attempt(rt, lambda tx: cases.record_outcome(tx, who, case_id, _outcome_input(form)))
     if error is not None:
         return case_view(rt, db, who, request, case_id, error=str(error), status=error.status)
+    push_outcome(rt, case_id)
     if _is_htmx(request):
         return case_view(rt, db, who, request, case_id)
     return RedirectResponse(f"/cases/{case_id}", status_code=303)

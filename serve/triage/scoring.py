@@ -2,7 +2,9 @@
 
 The scorer is any callable DataFrame -> DataFrame that appends ``risk_score``, ``channel``,
 ``reasons``, ``suspected_commodity`` and ``model_version`` to valid canonical lines. The service
-loads it once at start-up with :func:`load_scorer`, or the caller injects one.
+loads it once at start-up with :func:`load_scorer`, or the caller injects one. With a history
+store, the scorer reads the lines' history from it (``past=store``) and the scored lines are then
+appended to it, as batch scoring does, so the API and batch files read and feed one history.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from functools import partial
 
 import pandas as pd
 
+from features.history_store import HistoryStore
 from features.schema import CANONICAL_COLUMNS, LABEL_COLUMNS, REASON_COLUMN, validate_manifest
 from serve.triage.errors import ModelUnavailableError
 
-Scorer = Callable[[pd.DataFrame], pd.DataFrame]
+Scorer = Callable[..., pd.DataFrame]  # scorer(lines) or scorer(lines, past=store) -> scored lines
 DECLARED_COLUMNS = tuple(c for c in CANONICAL_COLUMNS if c not in LABEL_COLUMNS)
 REASON_SEPARATOR = " | "
 
@@ -53,15 +56,20 @@ def _rejected(quarantine: pd.DataFrame) -> list[dict]:
              "reason": str(row[REASON_COLUMN])} for _, row in quarantine.iterrows()]
 
 
-def score_lines(scorer: Scorer | None, lines: list[dict]) -> ScoreResult:
+def score_lines(scorer: Scorer | None, lines: list[dict], store: HistoryStore | None = None) -> ScoreResult:
     """Validate lines with the manifest rules and score the valid ones.
 
     Parameters
     ----------
     scorer : Scorer or None
-        The loaded model; None when the service has none.
+        The loaded model; None when the service has none. Called as ``scorer(valid_lines)``, or
+        ``scorer(valid_lines, past=store)`` with a store.
     lines : list of dict
         Declared canonical columns per line (dates as ``date`` or ISO strings).
+    store : HistoryStore, optional
+        History store: the history features read the events of the lines' parties and flows from it
+        (not its copies of the lines themselves), and the valid lines are appended to it once scored.
+        Without it, the lines are their own history.
 
     Returns
     -------
@@ -80,7 +88,9 @@ def score_lines(scorer: Scorer | None, lines: list[dict]) -> ScoreResult:
     rejected = _rejected(result.quarantine)
     if result.valid.empty:
         return ScoreResult(scores=[], rejected=rejected)
-    scored = scorer(result.valid)
+    scored = scorer(result.valid) if store is None else scorer(result.valid, past=store)
+    if store is not None:
+        store.append(result.valid)
     scores = [
         {"declaration_id": str(row.declaration_id), "line_no": int(row.line_no),
          "risk_score": float(row.risk_score), "channel": str(row.channel),

@@ -33,9 +33,12 @@ def me(who: Principal) -> schemas.MeOut:
 
 
 def score(db: Session, rt: Runtime, who: Principal, request: schemas.ScoreRequest) -> schemas.ScoreResponse:
-    """Score the lines of ``request`` with the loaded model; audited with the number of lines."""
+    """Score the lines of ``request`` with the loaded model; audited with the number of lines.
+
+    The lines' history comes from the service's history store, which then holds the valid lines.
+    """
     who.require(*cases.CASE_ROLES)
-    result = scoring.score_lines(rt.scorer, [line.model_dump() for line in request.lines])
+    result = scoring.score_lines(rt.scorer, [line.model_dump() for line in request.lines], rt.history)
     audit.record(db, who.origin, "score", "score", {"lines": len(request.lines), "rejected": len(result.rejected)})
     return schemas.ScoreResponse.model_validate({"scores": result.scores, "rejected": result.rejected})
 
@@ -50,12 +53,20 @@ def case(db: Session, who: Principal, case_id: int) -> schemas.CaseOut:
     return schemas.CaseOut.model_validate(views.case_detail(cases.view_case(db, who, case_id)))
 
 
-def outcome(db: Session, who: Principal, case_id: int, body: schemas.OutcomeIn) -> schemas.OutcomeOut:
-    """Record an outcome event."""
+def outcome(db: Session, rt: Runtime, who: Principal, case_id: int, body: schemas.OutcomeIn) -> schemas.OutcomeOut:
+    """Record an outcome event and push the case's label, if it has one, to the history store.
+
+    The store is written after the outcome is written to the triage database and before the
+    request's transaction commits (at the end of the request): a store write that fails fails the
+    request, and the outcome is rolled back. Any outcome in force that did not reach the store is
+    pushed at the next start-up (:func:`serve.triage.export.outcomes_to_store`).
+    """
     entry = cases.OutcomeInput(result=body.result, found_commodity=body.found_commodity,
                                found_quantity_kg=body.found_quantity_kg, note=body.note,
                                corrects_id=body.corrects_outcome_id)
-    return schemas.OutcomeOut.model_validate(cases.record_outcome(db, who, case_id, entry))
+    recorded = cases.record_outcome(db, who, case_id, entry)
+    export.outcomes_to_store(db, rt.history, [case_id])
+    return schemas.OutcomeOut.model_validate(recorded)
 
 
 def reassign(db: Session, who: Principal, case_id: int, body: schemas.ReassignIn) -> schemas.CaseSummary:

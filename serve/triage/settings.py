@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from features.history_store import DEFAULT_HISTORY_DIR
+
 DEFAULT_DATABASE_URL = "sqlite:///misdeclare.db"
 
 
@@ -23,6 +25,10 @@ class Settings(BaseSettings):
     model_uri : str or None
         Model bundle loaded once at start-up for ``POST /score`` (path or ``models:/NAME@ALIAS``).
         Without it, ``POST /score`` answers 503.
+    history_dir : str
+        Folder of the history store (``MISDECLARE_HISTORY_DIR``, the folder ``misdeclare score
+        --history`` uses; ``./history`` by default). ``POST /score`` reads the history features from
+        it and appends the lines it scores; outcomes recorded in triage are appended as labelled lines.
     session_hours : float
         Absolute lifetime of a browser session.
     token_days : int
@@ -44,6 +50,7 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     model_uri: str | None = None
+    history_dir: str = DEFAULT_HISTORY_DIR
     session_hours: float = Field(default=10.0, gt=0)
     token_days: int = Field(default=90, gt=0)
     cookie_secure: bool = True

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from features.history_store import HistoryStore
 from serve.triage import accounts, audit
 from serve.triage.accounts import Principal
 from serve.triage.errors import ForbiddenError, InvalidInputError, NotAuthenticatedError, TriageError
@@ -30,13 +31,17 @@ UPLOAD_PATHS = ("/api/batches",)
 
 @dataclass
 class Runtime:
-    """What the service creates once at start-up and every request uses."""
+    """What the service creates once at start-up and every request uses.
+
+    ``history`` is the history store ``POST /score`` reads and feeds, and recorded outcomes reach.
+    """
 
     settings: Settings
     engine: Engine
     hasher: PasswordHasher
     scorer: Scorer | None
     templates: Jinja2Templates
+    history: HistoryStore
 
 
 def runtime(request: Request) -> Runtime:

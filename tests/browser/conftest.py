@@ -68,7 +68,8 @@ def _free_port() -> int:
 def live_server(tmp_path_factory) -> LiveServer:
     """The service under uvicorn in a background thread, stopped at the end of the session."""
     database = tmp_path_factory.mktemp("browser") / "misdeclare.db"
-    settings = Settings(database_url=f"sqlite:///{database}", argon2_time_cost=1, argon2_memory_kib=1024)
+    settings = Settings(database_url=f"sqlite:///{database}", argon2_time_cost=1, argon2_memory_kib=1024,
+                        history_dir=str(database.parent / "history"))
     _seed(database, settings)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))

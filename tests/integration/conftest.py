@@ -62,8 +62,13 @@ def seed_users(engine, hasher) -> dict[str, str]:
 
 
 def make_settings(path: Path, **overrides) -> Settings:
-    """Settings of a test app on the SQLite file ``path``."""
-    return Settings(database_url=f"sqlite:///{path}", **{**CHEAP_HASHING, **overrides})
+    """Settings of a test app on the SQLite file ``path``, with its history store in ``path``'s folder.
+
+    The history store is ``history/`` beside the database unless ``history_dir`` is overridden, so
+    that no test writes into the repository.
+    """
+    defaults = {"history_dir": str(path.parent / "history"), **CHEAP_HASHING}
+    return Settings(database_url=f"sqlite:///{path}", **{**defaults, **overrides})
 
 
 @pytest.fixture(scope="session")
