@@ -321,7 +321,8 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
             Validated lines; they are history for each other (a line sees the earlier days' lines).
         past : DataFrame, PastEvents or history store, optional
             Earlier lines (copies of lines of ``X`` are dropped); or their events (without those of
-            the lines of ``X``); or an object whose ``events_for(X, entities, flow_days)`` returns
+            the lines of ``X``); or an object whose ``events_for(X, entities, flow_days,
+            label_delay_days=...)`` returns
             them, as :class:`features.history_store.HistoryStore` does, reading only the events of
             the parties and flows of ``X``.
         """
@@ -341,8 +342,8 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         if isinstance(past, PastEvents):
             return PastEvents.concat(past, current)
         if hasattr(past, "events_for"):  # a history store, or a store seen from a file being scored
-            return PastEvents.concat(past.events_for(X, self.entities, self.trailing_days + self.baseline_days),
-                                     current)
+            return PastEvents.concat(past.events_for(X, self.entities, self.trailing_days + self.baseline_days,
+                                                     label_delay_days=self.label_delay_days), current)
         if past is None or past.empty:
             return current
         columns = list(HISTORY_COLUMNS) + [c for c in self.extra_entities if c not in HISTORY_COLUMNS]

@@ -7,7 +7,15 @@ One DuckDB database (``history.duckdb`` in the history folder) holds
 - ``party_events``, ``flow_events``: the lines' :class:`~features.history.PastEvents` summed per
   key and day (lines, outcomes and misdeclarations per party and day, lines per flow and day);
 - ``value_firsts``: the first day each party used each code or route (one row per party and
-  value: a count per day would grow with the store, and the features only need the first use).
+  value: a count per day would grow with the store, and the features only need the first use);
+- a **checkpoint** day: events of earlier days move to ``party_events_old`` and ``flow_events_old``
+  and, per party, into one row of totals (``party_totals_old``: first day, lines, outcomes,
+  misdeclarations). It trails the latest stored day by ``recent_days`` to ``2 * recent_days``.
+
+A batch whose lines are all dated at least the label delay after the checkpoint (the daily case)
+reads the totals and the recent events only, so its cost follows the batch and the recent period,
+not the years of history; the totals stand for the old events exactly for such lines (every old
+line is before them, every old outcome known). Other batches (backfills) read the old events too.
 
 Scoring a batch reads only the events of the parties and flows the batch touches (flows only as far
 back as the flow windows reach) and takes out the stored copies of the batch's own lines by their
@@ -21,13 +29,15 @@ are a labelled copy of the stored line.
 
 Several processes (batch jobs, the API, triage) share one store: each operation opens the database,
 does its work in a transaction and closes it; an operation that finds the database locked by
-another process waits and retries for ``lock_timeout`` seconds.
+another process waits and retries for ``lock_timeout`` seconds. Within a process, writes take turns
+(the API serves requests from a thread pool).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from dataclasses import replace
 from collections.abc import Iterator
@@ -54,9 +64,18 @@ _SCHEMA = {
     "value_firsts": "entity VARCHAR, key VARCHAR, kind VARCHAR, value VARCHAR, day INTEGER, "
                     "PRIMARY KEY (entity, key, kind, value)",
     "flow_events": "flow VARCHAR, day INTEGER, lines BIGINT",
+    "party_events_old": "entity VARCHAR, key VARCHAR, day INTEGER, lines BIGINT, outcomes BIGINT, positives BIGINT",
+    "flow_events_old": "flow VARCHAR, day INTEGER, lines BIGINT",
+    "party_totals_old": "entity VARCHAR, key VARCHAR, first_day INTEGER, lines BIGINT, outcomes BIGINT, "
+                        "positives BIGINT, PRIMARY KEY (entity, key)",
+    "checkpoint": "day INTEGER",
 }
 _EVENT_TABLES = {"parties": ("party_events", PARTY_EVENT_COLUMNS), "flows": ("flow_events", FLOW_EVENT_COLUMNS)}
 _LABELS = ("inspected", "misdeclared")
+# Threads of one process share DuckDB's database instance and may each hold a write transaction:
+# two storing the same new line would both insert it. Writes from this process therefore take
+# turns (other processes are kept out by DuckDB's file lock, which _open waits for).
+_WRITE_LOCK = threading.Lock()
 _SUMMED = ("lines", "outcomes", "positives")
 
 
@@ -108,6 +127,28 @@ def first_uses(values: pd.DataFrame) -> pd.DataFrame:
     return firsts.assign(lines=1).reindex(columns=list(VALUE_EVENT_COLUMNS))
 
 
+# Party totals from per-day events: each (party, day) is netted first, so that a day whose lines
+# were all taken out is not a first day.
+_TOTALS_UPSERT = """
+    INSERT INTO party_totals_old
+    SELECT entity, key, min(day) FILTER (WHERE lines > 0), sum(lines), sum(outcomes), sum(positives)
+    FROM (SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, sum(positives) AS positives
+          FROM {source} {where} GROUP BY entity, key, day)
+    GROUP BY entity, key
+    ON CONFLICT DO UPDATE SET
+        first_day = least(party_totals_old.first_day, coalesce(excluded.first_day, party_totals_old.first_day)),
+        lines = party_totals_old.lines + excluded.lines,
+        outcomes = party_totals_old.outcomes + excluded.outcomes,
+        positives = party_totals_old.positives + excluded.positives
+"""
+
+
+def _checkpoint(connection) -> int | None:
+    """Day before which events live in the old tables (None: no checkpoint yet)."""
+    rows = connection.execute("SELECT max(day) FROM checkpoint").fetchall()
+    return None if rows[0][0] is None else int(rows[0][0])
+
+
 class HistoryStore:
     """Lines and summed history events in ``directory/history.duckdb``.
 
@@ -117,11 +158,16 @@ class HistoryStore:
         Folder of the database (created on first write).
     lock_timeout : float
         Seconds an operation waits for another process's lock before it fails.
+    recent_days : int
+        Days of events kept per day after the checkpoint (see the module docstring).
     """
 
-    def __init__(self, directory: str | Path, lock_timeout: float = 120.0):
+    def __init__(self, directory: str | Path, lock_timeout: float = 120.0, recent_days: int = 365):
+        if recent_days < 1:
+            raise ValueError(f"recent_days must be >= 1, got {recent_days}")
         self.directory = Path(directory)
         self.lock_timeout = lock_timeout
+        self.recent_days = recent_days
 
     @property
     def path(self) -> Path:
@@ -129,33 +175,49 @@ class HistoryStore:
 
     @contextlib.contextmanager
     def _connect(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection | None]:
-        """A connection in a transaction (committed on success); None when reading a missing store."""
-        if not write and not self.path.exists() and not any(self.directory.glob("part-*.parquet")):
+        """A connection in a transaction (committed on success); None when reading a missing store.
+
+        Writes (and the one-time import of Parquet parts) hold :data:`_WRITE_LOCK`; reads see the
+        last committed state without it.
+        """
+        legacy = any(self.directory.glob("part-*.parquet"))
+        if not write and not legacy and not self.path.exists():
             yield None
             return
+        write = write or legacy
+        with _WRITE_LOCK if write else contextlib.nullcontext():
+            connection = self._open()
+            try:
+                connection.execute("BEGIN TRANSACTION")
+                if write:
+                    for table, columns in _SCHEMA.items():
+                        connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+                    self._import_parquet_parts(connection)
+                elif not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'lines'"
+                                            ).fetchall()[0][0]:
+                    connection.execute("COMMIT")
+                    yield None  # a database whose first write never committed
+                    return
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    connection.execute("ROLLBACK")
+                raise
+            finally:
+                connection.close()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """Open the database, waiting up to ``lock_timeout`` seconds while another process holds it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
-                connection = duckdb.connect(str(self.path))
-                break
-            except duckdb.IOException as error:  # another process holds the database
+                return duckdb.connect(str(self.path))
+            except duckdb.IOException as error:
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        try:
-            connection.execute("BEGIN TRANSACTION")
-            for table, columns in _SCHEMA.items():
-                connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-            self._import_parquet_parts(connection)
-            yield connection
-            connection.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                connection.execute("ROLLBACK")
-            raise
-        finally:
-            connection.close()
 
     def _import_parquet_parts(self, connection) -> None:
         """Stores written before the database (Parquet parts) are imported once, in write order.
@@ -191,8 +253,7 @@ class HistoryStore:
             return 0
         delta = summed(PastEvents.concat(PastEvents.from_lines(added, ENTITY_COLUMNS),
                                          PastEvents.from_lines(removed, ENTITY_COLUMNS, weight=-1)))
-        for name, (table, columns) in _EVENT_TABLES.items():
-            self._insert(connection, table, getattr(delta, name), columns)
+        self._insert_events(connection, delta, _checkpoint(connection))
         if len(removed):
             connection.register("removed", removed[["declaration_id", "line_no"]])
             connection.execute("DELETE FROM lines USING removed WHERE lines.declaration_id = removed.declaration_id "
@@ -211,7 +272,50 @@ class HistoryStore:
                                "AND value_firsts.key = stale.key")
             connection.unregister("stale")
             self._upsert_first_uses(connection, exact)
+        self._advance_checkpoint(connection)
         return len(added)
+
+    def _insert_events(self, connection, delta: PastEvents, checkpoint: int | None) -> None:
+        """Party and flow events to the recent tables, or (before the checkpoint) to the old ones."""
+        for name, (table, columns) in _EVENT_TABLES.items():
+            frame = getattr(delta, name)
+            old = frame["day"].to_numpy() < checkpoint if checkpoint is not None else np.zeros(len(frame), bool)
+            self._insert(connection, table, frame[~old], columns)
+            self._insert(connection, f"{table}_old", frame[old], columns)
+            if name == "parties" and old.any():
+                self._add_to_totals(connection, frame[old])
+
+    def _add_to_totals(self, connection, events: pd.DataFrame) -> None:
+        """Fold old-day events into the party totals (recomputed from the old events if any is negative)."""
+        keys = events[["entity", "key"]].drop_duplicates().astype("string")
+        connection.register("touched", keys)
+        if (events[list(_SUMMED)] < 0).any(axis=None):
+            connection.execute("DELETE FROM party_totals_old USING touched WHERE party_totals_old.entity = "
+                               "touched.entity AND party_totals_old.key = touched.key")
+            source = "party_events_old JOIN touched USING (entity, key)"
+        else:
+            connection.register("new_events", events)
+            source = "new_events"
+        connection.execute(_TOTALS_UPSERT.format(source=source, where=""))
+        for name in ("touched", "new_events"):
+            with contextlib.suppress(duckdb.Error):
+                connection.unregister(name)
+
+    def _advance_checkpoint(self, connection) -> None:
+        """Move events older than ``recent_days`` before the latest day into the old tables and totals,
+        once the recent tables hold more than twice that."""
+        checkpoint = _checkpoint(connection)
+        first, last = connection.execute("SELECT min(day), max(day) FROM party_events").fetchall()[0]
+        if last is None or last - (first if checkpoint is None else checkpoint) <= 2 * self.recent_days:
+            return
+        target = int(last) - self.recent_days
+        connection.execute("INSERT INTO party_events_old SELECT * FROM party_events WHERE day < ?", [target])
+        connection.execute(_TOTALS_UPSERT.format(source="party_events", where=f"WHERE day < {target}"))
+        connection.execute("DELETE FROM party_events WHERE day < ?", [target])
+        connection.execute("INSERT INTO flow_events_old SELECT * FROM flow_events WHERE day < ?", [target])
+        connection.execute("DELETE FROM flow_events WHERE day < ?", [target])
+        connection.execute("DELETE FROM checkpoint")
+        connection.execute("INSERT INTO checkpoint VALUES (?)", [target])
 
     @staticmethod
     def _insert(connection, table: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
@@ -289,12 +393,20 @@ class HistoryStore:
             frame = connection.execute("SELECT * FROM lines ORDER BY declared_at, declaration_id, line_no").df()
         return history_frame(frame)
 
+    @property
+    def checkpoint(self) -> pd.Timestamp | None:
+        """The day before which events are kept as old events and per-party totals (None: not yet)."""
+        with self._connect() as connection:
+            day = None if connection is None else _checkpoint(connection)
+        return None if day is None else EPOCH + pd.Timedelta(days=day)
+
     def __len__(self) -> int:
         with self._connect() as connection:
             return 0 if connection is None else int(connection.execute("SELECT count(*) FROM lines").fetchall()[0][0])
 
     def events_for(self, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS,
-                   flow_days: int | None = None, exclude: pd.DataFrame | None = None) -> PastEvents:
+                   flow_days: int | None = None, exclude: pd.DataFrame | None = None,
+                   label_delay_days: int | None = None) -> PastEvents:
         """Stored events of the parties and flows of ``lines``, without the stored copies of ``exclude``.
 
         Parameters
@@ -307,6 +419,9 @@ class HistoryStore:
             How many days before a line the flow windows reach (all days when None).
         exclude : DataFrame, optional
             Lines whose stored copies must not count (default: ``lines``, which are being scored).
+        label_delay_days : int, optional
+            Days before an outcome is known; with it, lines dated that long after the checkpoint
+            read the old events as per-party totals (without it, always event by event).
         """
         exclude = lines if exclude is None else exclude
         with self._connect() as connection:
@@ -322,20 +437,28 @@ class HistoryStore:
             connection.register("query_keys", keys)
             connection.register("query_flows", flows)
             connection.register("excluded", history_frame(exclude)[["declaration_id", "line_no"]])
-            parties = connection.execute(
-                "SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, "
-                "sum(positives) AS positives FROM party_events JOIN query_keys USING (entity, key) "
-                "GROUP BY ALL").df()
-            values = connection.execute(
-                "SELECT entity, key, kind, value, day, 1 AS lines FROM value_firsts "
-                "JOIN query_keys USING (entity, key)").df()
-            since = int(days.min()) - flow_days if flow_days is not None else np.iinfo("int32").min
-            flow_rows = connection.execute(
-                "SELECT flow, day, sum(lines) AS lines FROM flow_events JOIN query_flows USING (flow) "
-                "WHERE day >= ? AND day < ? GROUP BY ALL", [since, int(days.max())]).df()
             copies = connection.execute(
                 "SELECT s.* FROM lines s JOIN excluded USING (declaration_id, line_no)").df()
             copies = history_frame(copies) if len(copies) else copies
+            checkpoint, first = _checkpoint(connection), int(days.min())
+            totals = (checkpoint is not None and label_delay_days is not None
+                      and first >= checkpoint + label_delay_days
+                      and (copies.empty or int(day_numbers(copies).min()) >= checkpoint))
+            parties = connection.execute(
+                "SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, sum(positives) AS positives "
+                f"FROM ({_events_union('party_events', checkpoint is not None and not totals)}) "
+                "JOIN query_keys USING (entity, key) GROUP BY ALL").df()
+            if totals:
+                parties = pd.concat([parties, _totals_as_events(connection, checkpoint)], ignore_index=True)
+            values = connection.execute(
+                "SELECT entity, key, kind, value, day, 1 AS lines FROM value_firsts "
+                "JOIN query_keys USING (entity, key)").df()
+            since = first - flow_days if flow_days is not None else np.iinfo("int32").min
+            old_flows = checkpoint is not None and since < checkpoint
+            flow_rows = connection.execute(
+                f"SELECT flow, day, sum(lines) AS lines FROM ({_events_union('flow_events', old_flows)}) "
+                "JOIN query_flows USING (flow) WHERE day >= ? AND day < ? GROUP BY ALL",
+                [since, int(days.max())]).df()
             changed = copies[~_same_but_labels(copies, history_frame(exclude))] if len(copies) else copies
             exact = self._first_uses_without(connection, changed, copies) if len(changed) else None
         values = _frame(values, VALUE_EVENT_COLUMNS)
@@ -350,6 +473,21 @@ class HistoryStore:
             return stored
         taken_out = PastEvents.from_lines(copies, ENTITY_COLUMNS, weight=-1)
         return PastEvents.concat(stored, replace(taken_out, values=PastEvents.empty().values))
+
+
+def _events_union(table: str, with_old: bool) -> str:
+    """The recent events of ``table``, and its old ones when ``with_old``."""
+    return f"SELECT * FROM {table}" + (f" UNION ALL SELECT * FROM {table}_old" if with_old else "")
+
+
+def _totals_as_events(connection, checkpoint: int) -> pd.DataFrame:
+    """Per queried party with old lines: its first day (one line), and the rest of its old lines and
+    outcomes on the day before the checkpoint, which count for every line the totals are used for."""
+    totals = connection.execute("SELECT t.* FROM party_totals_old t JOIN query_keys USING (entity, key) "
+                                "WHERE t.lines > 0").df()
+    first = totals.assign(day=totals["first_day"], lines=1, outcomes=0, positives=0)
+    rest = totals.assign(day=checkpoint - 1, lines=totals["lines"] - 1)
+    return pd.concat([first, rest], ignore_index=True).reindex(columns=list(PARTY_EVENT_COLUMNS))
 
 
 def _party_keys(lines: pd.DataFrame) -> pd.DataFrame:
@@ -397,12 +535,13 @@ class StoreAndFile:
         self.file_lines = file_lines
 
     def events_for(self, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS,
-                   flow_days: int | None = None) -> PastEvents:
+                   flow_days: int | None = None, label_delay_days: int | None = None) -> PastEvents:
         others = self.file_lines[~line_keys(self.file_lines).isin(line_keys(lines))]
         events = PastEvents.from_lines(relevant_past(others, lines, entities), entities)
         starts = [int(day_numbers(self.file_lines).min())] if len(self.file_lines) else []
         if self.store is not None:
-            stored = self.store.events_for(lines, entities, flow_days, exclude=self.file_lines)
+            stored = self.store.events_for(lines, entities, flow_days, exclude=self.file_lines,
+                                           label_delay_days=label_delay_days)
             events = PastEvents.concat(stored, events)
             starts += [stored.coverage_start] if stored.coverage_start is not None else []
         return PastEvents(events.parties, events.values, events.flows, min(starts) if starts else None)

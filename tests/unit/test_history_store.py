@@ -28,16 +28,22 @@ def _features(history: HistoryFeatures, lines: pd.DataFrame, past) -> pd.DataFra
     return history.transform(lines, past=past)[history.numeric_features_].reset_index(drop=True)
 
 
-def test_store_events_give_exactly_the_features_of_the_whole_past(manifest, tmp_path):
+@pytest.mark.parametrize("recent_days", [365, 30])  # 30: old events fold into totals while filling
+def test_store_events_give_exactly_the_features_of_the_whole_past(manifest, tmp_path, recent_days):
     history = fitted(manifest)
     cut = manifest["declared_at"].iloc[4_500]
     past, current = manifest[manifest["declared_at"] < cut], manifest[manifest["declared_at"] >= cut]
-    store = HistoryStore(tmp_path)
+    store = HistoryStore(tmp_path, recent_days=recent_days)
     for batch in np.array_split(past.index, 3):  # three earlier batches, as three scoring runs
         store.append(past.loc[batch])
     expected = _features(history, current, past)
+    if recent_days == 30:  # the batch is read through the totals: dated a label delay after the checkpoint
+        assert store.checkpoint + pd.Timedelta(days=30) <= current["declared_at"].min()
+    else:
+        assert store.checkpoint is None
     pd.testing.assert_frame_equal(_features(history, current, store), expected)
-    # Scoring the same lines again after they were stored: their stored copies do not count.
+    # Scoring the same lines again after they were stored: their stored copies do not count (with
+    # recent_days=30 the checkpoint is now inside them: old events are read event by event).
     store.append(current)
     pd.testing.assert_frame_equal(_features(history, current, store), expected)
     # A file scored in parts: the store plus the file's other lines.
@@ -137,12 +143,13 @@ ROWS = st.lists(st.tuples(st.sampled_from("ABCDEFGH"), st.integers(0, 90), st.sa
                 min_size=1, max_size=12)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(ROWS, min_size=1, max_size=4), st.integers(0, 120))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(ROWS, min_size=1, max_size=4), st.integers(0, 160), st.sampled_from([365, 10]))
 def test_property_any_sequence_of_batches_gives_the_features_of_the_winning_copies(tmp_path_factory, batches,
-                                                                                   query_day):
-    """Batches with repeated, corrected and (un)labelled copies: the store equals its lines' past."""
-    store = HistoryStore(tmp_path_factory.mktemp("store"))
+                                                                                   query_day, recent_days):
+    """Batches with repeated, corrected and (un)labelled copies, checkpoints moving (``recent_days``
+    10) and lines scored before, around and after them: the store equals its lines' past."""
+    store = HistoryStore(tmp_path_factory.mktemp("store"), recent_days=recent_days)
     stored = []
     for rows in batches:
         frame = _frame(*[{**_line(key, day, np.nan if label == "" else 1.0, np.nan if label == "" else float(label),
