@@ -1,25 +1,33 @@
-"""Benchmark: end-to-end batch scoring of a large manifest vs. raw ``booster.predict``.
+"""Benchmark: end-to-end batch scoring against the limit, file size and history-store size.
 
-Run ``make bench`` (or ``.venv/bin/python bench/bench_scoring.py --rows 1000000``). It
+Run ``make bench`` (or ``.venv/bin/python bench/bench_scoring.py`` with the options below). It
 
 1. generates labelled history and trains a bundle into a local folder (no MLflow needed),
 2. generates an unlabelled manifest of ``--rows`` lines (CSV),
 3. runs ``misdeclare score`` on it in a child process and records wall time and peak memory (RSS),
 4. times the stages in-process on the same lines: reading + validation, feature pipeline,
-   ``booster.predict`` on the feature matrix, and ``pred_contrib`` on the flagged lines.
+   ``booster.predict`` on the feature matrix, and ``pred_contrib`` on the flagged lines; the limit
+   is reading plus a bare ``predict`` of the same lines;
+5. scores a manifest of ``--large-rows`` lines the same way (memory and lines/s against step 3);
+6. scores a batch of ``--batch-rows`` lines against an empty history store and against a store of
+   ``--store-lines`` lines over the five years before (filled through the store's own ``append``
+   from generated lines stored again and again with their parties partly renamed).
 
-Results are printed as a Markdown table and written to ``<workdir>/results.json``.
+Every figure is a ratio of two measurements of the same run. Results are printed as Markdown and
+written to ``<workdir>/results.json``; generated files and the filled store are reused by later runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pandas as pd
 
 
 def _timed(function, *args, **kwargs):
@@ -48,16 +56,88 @@ def prepare(workdir: Path, rows: int, train_rows: int) -> tuple[Path, Path]:
     return bundle_dir, manifest
 
 
-def end_to_end(manifest: Path, bundle_dir: Path, workdir: Path) -> dict:
-    """Run the CLI in a child process: wall time and the child's peak RSS."""
+# Runs a command and prints its peak RSS (KiB): getrusage of this process's own children only.
+_MEASURE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def end_to_end(manifest: Path, bundle_dir: Path, workdir: Path, history: Path | None = None) -> dict:
+    """Run ``misdeclare score`` in a child process: wall time and its peak RSS.
+
+    ``history`` None: a fresh, empty store (removed first, so every run starts alike).
+    """
     out = workdir / "scored.csv"
+    if history is None:
+        history = workdir / "history-empty"
+        shutil.rmtree(history, ignore_errors=True)
     command = [str(Path(sys.executable).with_name("misdeclare")), "score", str(manifest), "--out", str(out),
-               "--model", str(bundle_dir), "--history", str(workdir / "history-empty")]
+               "--model", str(bundle_dir), "--history", str(history)]
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    measured = subprocess.run([sys.executable, "-c", _MEASURE, *command], check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"seconds": seconds, "peak_rss_mib": peak_kib / 1024}
+    return {"seconds": seconds, "peak_rss_mib": int(measured.stdout.strip().splitlines()[-1]) / 1024}
+
+
+def large_manifest(workdir: Path, rows: int, chunk_rows: int = 1_000_000) -> Path:
+    """A manifest of ``rows`` later lines, generated in chunks (other seeds, distinct declaration ids)."""
+    from training.synthetic import arriving_lines, generate_manifest
+
+    path = workdir / f"manifest_{rows}.csv"
+    if path.exists():
+        return path
+    partial = path.with_name(f".{path.name}.partial")
+    for index, start in enumerate(range(0, rows, chunk_rows)):
+        lines = arriving_lines(generate_manifest(min(chunk_rows, rows - start), 100 + index, "2026-07-01", "2026-12-31"))
+        lines["declaration_id"] = lines["declaration_id"] + f"-{index}"
+        lines.to_csv(partial, mode="a" if index else "w", header=not index, index=False)
+    partial.rename(path)
+    return path
+
+
+def filled_store(workdir: Path, store_lines: int, base_rows: int = 300_000, renamed_variants: int = 8) -> Path:
+    """A history store of about ``store_lines`` lines over five years, filled through ``append``.
+
+    ``base_rows`` generated lines (five years before the scored manifest) are stored again and
+    again, each copy with its own declaration ids and, in all but one copy in ``renamed_variants``,
+    its parties renamed: the later batch's parties have long histories, the store holds many more
+    parties than a batch touches, and a year holds a fifth of the lines (10M a year for 50M).
+    """
+    from features.history_store import HistoryStore
+    from features.schema import validate_manifest
+    from training.synthetic import generate_manifest
+
+    folder = workdir / f"store-{store_lines}"
+    done = folder / "FILLED"
+    if done.exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    base = validate_manifest(generate_manifest(base_rows, 21, "2021-07-01", "2026-06-30")).valid
+    store = HistoryStore(folder)
+    for k in range(max(1, round(store_lines / len(base)))):
+        lines = base.copy()
+        lines["declaration_id"] = lines["declaration_id"] + f"-{k}"
+        if k % renamed_variants:
+            for party in ("shipper_id", "consignee_id", "importer_id", "declarant_id"):
+                lines[party] = lines[party] + f"~{k % renamed_variants}"
+        store.append(lines)
+    done.write_text(f"{len(store)}\n")
+    return folder
+
+
+def store_batch(workdir: Path, bundle_dir: Path, manifest: Path, batch_rows: int, store_lines: int) -> dict:
+    """A batch scored against an empty store and against a copy of the filled store."""
+    batch = workdir / f"batch_{batch_rows}.csv"
+    if not batch.exists():
+        pd.read_csv(manifest, nrows=batch_rows, dtype=str).to_csv(batch, index=False)
+    filled = filled_store(workdir, store_lines)
+    scratch = workdir / "store-scratch"  # scoring appends the batch: measure on a copy
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(filled, scratch)
+    empty = end_to_end(batch, bundle_dir, workdir)
+    full = end_to_end(batch, bundle_dir, workdir, history=scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"batch_rows": batch_rows, "store_lines": int((filled / "FILLED").read_text()),
+            "empty_store": empty, "filled_store": full}
 
 
 def stages(manifest: Path, bundle_dir: Path) -> dict:
@@ -87,6 +167,9 @@ def stages(manifest: Path, bundle_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--large-rows", type=int, default=10_000_000, help="0 skips the large manifest")
+    parser.add_argument("--batch-rows", type=int, default=50_000)
+    parser.add_argument("--store-lines", type=int, default=50_000_000, help="0 skips the store comparison")
     parser.add_argument("--train-rows", type=int, default=300_000)
     parser.add_argument("--workdir", type=Path, default=Path("bench/out"))
     args = parser.parse_args()
@@ -95,6 +178,7 @@ def main() -> None:
     e2e = end_to_end(manifest, bundle_dir, args.workdir)
     stage = stages(manifest, bundle_dir)
     n = stage["lines"]
+    limit = stage["read_s"] + stage["predict_s"]
     rows = [
         ("end to end `misdeclare score` (CSV in, CSV out, reasons for flagged)", e2e["seconds"], n),
         ("read CSV (pyarrow, chunked)", stage["read_s"], n),
@@ -107,9 +191,27 @@ def main() -> None:
     print("|---|---:|---:|")
     for name, seconds, lines in rows:
         print(f"| {name} | {seconds:.1f} | {lines / seconds:,.0f} |")
-    print(f"\npeak memory of `misdeclare score`: {e2e['peak_rss_mib']:,.0f} MiB; "
-          f"flagged share {stage['flagged_share']:.1%}")
-    (args.workdir / "results.json").write_text(json.dumps({"end_to_end": e2e, "stages": stage}, indent=1))
+    print(f"\nlimit (read + bare predict) {limit:.1f} s; end to end = {limit / e2e['seconds']:.3f} x the limit; "
+          f"peak memory {e2e['peak_rss_mib']:,.0f} MiB; flagged share {stage['flagged_share']:.1%}")
+    results = {"end_to_end": e2e, "stages": stage, "limit_s": limit, "ratio_to_limit": limit / e2e["seconds"]}
+    if args.large_rows:
+        large = end_to_end(large_manifest(args.workdir, args.large_rows), bundle_dir, args.workdir)
+        scale = {"rows": args.large_rows, **large,
+                 "lines_per_s_ratio": (args.large_rows / large["seconds"]) / (n / e2e["seconds"]),
+                 "peak_memory_ratio": large["peak_rss_mib"] / e2e["peak_rss_mib"]}
+        print(f"{args.large_rows:,} lines: {large['seconds']:.1f} s ({args.large_rows / large['seconds']:,.0f} lines/s, "
+              f"{scale['lines_per_s_ratio']:.2f} x the rate on {n:,}), peak {large['peak_rss_mib']:,.0f} MiB "
+              f"({scale['peak_memory_ratio']:.2f} x)")
+        results["large"] = scale
+    if args.store_lines:
+        store = store_batch(args.workdir, bundle_dir, manifest, args.batch_rows, args.store_lines)
+        store["time_ratio"] = store["filled_store"]["seconds"] / store["empty_store"]["seconds"]
+        print(f"batch of {args.batch_rows:,} lines: {store['empty_store']['seconds']:.1f} s against an empty store, "
+              f"{store['filled_store']['seconds']:.1f} s against {store['store_lines']:,} stored lines "
+              f"({store['time_ratio']:.2f} x; peak {store['empty_store']['peak_rss_mib']:,.0f} vs "
+              f"{store['filled_store']['peak_rss_mib']:,.0f} MiB)")
+        results["store"] = store
+    (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
