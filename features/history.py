@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -57,11 +58,8 @@ def count_before(event_group: np.ndarray, event_day: np.ndarray, query_group: np
 
 
 def _positions(keys: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(keys, needles, "left")``, searching in sorted order (far fewer cache misses)."""
-    order = np.argsort(needles, kind="stable")
-    positions = np.empty(len(needles), dtype="int64")
-    positions[order] = np.searchsorted(keys, needles[order], "left")
-    return positions
+    """``np.searchsorted(keys, needles, "left")``."""
+    return np.searchsorted(keys, needles, "left")
 
 
 def count_in_window(event_group: np.ndarray, event_day: np.ndarray, query_group: np.ndarray,
@@ -142,11 +140,39 @@ FLOW_EVENT_COLUMNS = ("flow", "day", "lines")
 VALUE_KINDS = ("hs6", "route", "cn_direct")
 
 
-def _event_frame(columns: tuple[str, ...], data: dict | None = None) -> pd.DataFrame:
-    data = data or {}
-    frame = pd.DataFrame({c: data.get(c, pd.Series(dtype="int64" if c in ("day", "lines", "outcomes", "positives")
-                                                    else "string")) for c in columns})
-    return frame.reset_index(drop=True)
+_COUNTS = ("day", "lines", "outcomes", "positives")
+
+
+def as_category(values) -> pd.Categorical:
+    """Text values as a categorical with object categories (missing: code -1).
+
+    Event keys are categoricals so that matching them to a batch's keys hashes each distinct key
+    once, not every event; one category dtype everywhere lets event frames be concatenated.
+    """
+    codes, uniques = pd.factorize(pd.Series(values, dtype="string"), use_na_sentinel=True)
+    return pd.Categorical.from_codes(codes, categories=pd.Index(np.asarray(uniques, dtype=object), dtype=object))
+
+
+def _event_frame(columns: tuple[str, ...]) -> pd.DataFrame:
+    """An empty frame of events: integer counts, categorical text."""
+    return pd.DataFrame({c: np.zeros(0, dtype="int64") if c in _COUNTS else as_category([]) for c in columns})
+
+
+def concat_events(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Event frames stacked; categorical columns get the union of their categories."""
+    frames = [f for f in frames if len(f)] or frames[:1]
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    columns = {}
+    for column in frames[0].columns:
+        parts = [f[column] for f in frames]
+        if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
+            union = union_categoricals([p.array for p in parts])  # infers text categories: keep object
+            columns[column] = pd.Categorical.from_codes(union.codes, categories=pd.Index(
+                np.asarray(union.categories, dtype=object), dtype=object))
+        else:
+            columns[column] = np.concatenate([p.to_numpy() for p in parts])
+    return pd.DataFrame(columns)
 
 
 @dataclass(frozen=True)
@@ -191,44 +217,61 @@ class PastEvents:
         days = day_numbers(lines)
         labelled = ((as_float(lines, "inspected") == 1) & np.isfinite(as_float(lines, "misdeclared"))).astype("int64")
         found = np.where(labelled == 1, as_float(lines, "misdeclared"), 0).astype("int64")
-        codes, routes = hs6(lines).to_numpy(), route_key(lines).to_numpy()
+        codes, routes = as_category(hs6(lines)), as_category(route_key(lines))
         direct = ((as_text(lines, "origin_country") == "CN") & (as_text(lines, "export_country") == "CN")).to_numpy()
         parties, values = [], []
         for entity in entities:
-            key = lines[entity].astype("string") if entity in lines else pd.Series(pd.NA, index=lines.index,
-                                                                                    dtype="string")
-            known = key.notna().to_numpy()
+            key = as_category(lines[entity] if entity in lines else pd.Series(pd.NA, index=lines.index))
+            known = key.codes >= 0
             if not known.any():
                 continue
-            key, day = key[known].to_numpy(), days[known]
-            parties.append(pd.DataFrame({"entity": entity, "key": key, "day": day, "lines": weight,
-                                         "outcomes": weight * labelled[known], "positives": weight * found[known]}))
+            parties.append(pd.DataFrame({"entity": _label(entity, known.sum()), "key": key[known], "day": days[known],
+                                         "lines": weight, "outcomes": weight * labelled[known],
+                                         "positives": weight * found[known]}))
             for kind, value, rows in (("hs6", codes, known), ("route", routes, known),
                                       ("cn_direct", codes, known & direct)):
                 if kind == "cn_direct" and entity != "consignee_id":
                     continue
-                values.append(pd.DataFrame({"entity": entity, "key": lines[entity].astype("string")[rows].to_numpy(),
-                                            "kind": kind, "value": value[rows], "day": days[rows], "lines": weight}))
-        flows = pd.DataFrame({"flow": flow_key(lines).to_numpy(), "day": days, "lines": weight})
-        return cls(_typed(pd.concat(parties, ignore_index=True), PARTY_EVENT_COLUMNS) if parties
-                   else _event_frame(PARTY_EVENT_COLUMNS),
-                   _typed(pd.concat(values, ignore_index=True), VALUE_EVENT_COLUMNS) if values
-                   else _event_frame(VALUE_EVENT_COLUMNS),
-                   _typed(flows, FLOW_EVENT_COLUMNS), int(days.min()))
+                values.append(pd.DataFrame({"entity": _label(entity, rows.sum()), "key": key[rows],
+                                            "kind": _label(kind, rows.sum()), "value": value[rows],
+                                            "day": days[rows], "lines": weight}))
+        flows = pd.DataFrame({"flow": as_category(flow_key(lines)), "day": days, "lines": weight})
+        return cls(concat_events(parties) if parties else _event_frame(PARTY_EVENT_COLUMNS),
+                   concat_events(values) if values else _event_frame(VALUE_EVENT_COLUMNS),
+                   flows.astype({"lines": "int64"}), int(days.min()))
+
+    def relevant_to(self, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS) -> PastEvents:
+        """The events of the parties and flows of ``lines`` (the only ones their features read)."""
+        def of_parties(frame: pd.DataFrame) -> pd.DataFrame:
+            keep = np.zeros(len(frame), dtype=bool)
+            for entity in entities:
+                if entity in lines:
+                    keys = pd.Index(np.asarray(lines[entity].dropna().astype("string").unique(), dtype=object))
+                    keep |= (frame["entity"] == entity).to_numpy() & (_category_positions(keys, frame["key"]) >= 0)
+            return frame[keep].reset_index(drop=True)
+
+        flows = pd.Index(np.asarray(flow_key(lines).unique(), dtype=object))
+        return PastEvents(of_parties(self.parties), of_parties(self.values),
+                          self.flows[_category_positions(flows, self.flows["flow"]) >= 0].reset_index(drop=True),
+                          self.coverage_start)
 
     @staticmethod
     def concat(*events: PastEvents) -> PastEvents:
         """All events together; the coverage starts at the earliest start."""
         starts = [e.coverage_start for e in events if e.coverage_start is not None]
-        return PastEvents(*(pd.concat([getattr(e, name) for e in events], ignore_index=True)
+        return PastEvents(*(concat_events([getattr(e, name) for e in events])
                             for name in ("parties", "values", "flows")), min(starts) if starts else None)
 
 
-def _typed(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """Integer counts and days, text keys; ``entity`` and ``kind`` (few values) as categories."""
-    integers = [c for c in columns if c in ("day", "lines", "outcomes", "positives")]
-    return frame.astype({c: "int64" for c in integers}
-                        | {c: "category" if c in ("entity", "kind") else "string" for c in columns if c not in integers})
+def _category_positions(keys: pd.Index, values: pd.Series) -> np.ndarray:
+    """Position of each categorical value in ``keys`` (-1: absent or missing); each category hashed once."""
+    by_category = np.append(keys.get_indexer(values.cat.categories), -1)  # code -1 (missing) -> -1
+    return by_category[values.cat.codes.to_numpy()]
+
+
+def _label(text: str, rows: int) -> pd.Categorical:
+    """``rows`` copies of one text, as a categorical."""
+    return pd.Categorical.from_codes(np.zeros(rows, dtype="int64"), categories=pd.Index([text], dtype=object))
 
 
 def _net(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -356,16 +399,22 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         return PastEvents.concat(replace(events, coverage_start=start), current)
 
     @staticmethod
-    def _groups(query: pd.Series, event_keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        """Integer groups of the queries' keys (-1: missing) and of the events' (-1: not queried)."""
-        keys = pd.Index(query.dropna().unique())
-        return keys.get_indexer(query), keys.get_indexer(event_keys)
+    def _query_keys(query: pd.Series) -> tuple[pd.Index, np.ndarray]:
+        """The distinct keys of the lines scored, and each line's group among them (-1: missing)."""
+        keys = pd.Index(np.asarray(query.dropna().unique(), dtype=object), dtype=object)
+        return keys, keys.get_indexer(np.asarray(query.astype(object)))
+
+    @staticmethod
+    def _event_groups(keys: pd.Index, event_keys: pd.Series) -> np.ndarray:
+        """Each event's group among ``keys`` (-1: a key no scored line has)."""
+        return _category_positions(keys, event_keys)
 
     def _entity_features(self, X: pd.DataFrame, days: np.ndarray, entity: str,
                          events: PastEvents) -> dict[str, np.ndarray]:
         query = X[entity].astype("string") if entity in X else pd.Series(pd.NA, index=X.index, dtype="string")
         parties = events.parties[(events.parties["entity"] == entity).to_numpy()]
-        group, event_group = self._groups(query, parties["key"])
+        keys, group = self._query_keys(query)
+        event_group = self._event_groups(keys, parties["key"])
         parties = parties.assign(group=event_group)[event_group >= 0]
         event_day = parties["day"].to_numpy("int64")
         lines_before = count_before(parties["group"].to_numpy(), event_day, group, days,
@@ -386,32 +435,32 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         return {
             f"{entity}_lines_before": lines_before,
             f"{entity}_days_since_first": days_since_first,
-            f"{entity}_distinct_hs_before": self._distinct_before(query, group, days, events, entity, "hs6"),
-            f"{entity}_distinct_routes_before": self._distinct_before(query, group, days, events, entity, "route"),
+            f"{entity}_distinct_hs_before": self._distinct_before(keys, group, days, events, entity, "hs6"),
+            f"{entity}_distinct_routes_before": self._distinct_before(keys, group, days, events, entity, "route"),
             f"{entity}_outcomes_known": outcomes,
             f"{entity}_misdeclared_rate": np.where(group >= 0, rate, np.nan),
         }
 
-    def _first_uses(self, query: pd.Series, events: PastEvents, entity: str, kind: str) -> pd.DataFrame:
+    def _first_uses(self, keys: pd.Index, events: PastEvents, entity: str, kind: str) -> pd.DataFrame:
         """Per queried party and value of ``kind``: the first day it was used (``group, value, day``)."""
         values = events.values[((events.values["entity"] == entity) & (events.values["kind"] == kind)).to_numpy()]
-        _, event_group = self._groups(query, values["key"])
+        event_group = self._event_groups(keys, values["key"])
         used = _net(values.assign(group=event_group)[event_group >= 0], ["group", "value"])
         return used.groupby(["group", "value"], sort=False, observed=True)["day"].min().reset_index()
 
-    def _distinct_before(self, query: pd.Series, group: np.ndarray, days: np.ndarray, events: PastEvents,
+    def _distinct_before(self, keys: pd.Index, group: np.ndarray, days: np.ndarray, events: PastEvents,
                          entity: str, kind: str) -> np.ndarray:
         """Distinct values a party used before each day: count of (party, value) first uses."""
-        firsts = self._first_uses(query, events, entity, kind)
+        firsts = self._first_uses(keys, events, entity, kind)
         return count_before(firsts["group"].to_numpy("int64"), firsts["day"].to_numpy("int64"), group, days)
 
     def _switch_features(self, X: pd.DataFrame, days: np.ndarray, events: PastEvents) -> dict[str, np.ndarray]:
         """A consignee that imported a controlled good directly from China before the controls."""
         query = X["consignee_id"].astype("string") if "consignee_id" in X else pd.Series(
             pd.NA, index=X.index, dtype="string")
-        group = self._groups(query, query)[0]
-        direct = self._first_uses(query, events, "consignee_id", "cn_direct")
-        cutoff = pd.to_datetime(direct["value"].map(self.switch_dates_))
+        keys, group = self._query_keys(query)
+        direct = self._first_uses(keys, events, "consignee_id", "cn_direct")
+        cutoff = pd.to_datetime(direct["value"].astype(object).map(self.switch_dates_))
         cutoff_day = ((cutoff - EPOCH).dt.days).to_numpy(dtype="float64", na_value=np.nan)
         direct = direct[(direct["day"].to_numpy("float64") < cutoff_day)]
         first_direct = direct.groupby("group")["day"].min().reindex(group).to_numpy(dtype="float64")
@@ -425,7 +474,8 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
 
     def _flow_features(self, X: pd.DataFrame, days: np.ndarray, events: PastEvents) -> dict[str, np.ndarray]:
         """Lines on the flow (export country × HS heading × port of discharge): trailing vs. baseline."""
-        group, event_group = self._groups(flow_key(X), events.flows["flow"])
+        keys, group = self._query_keys(flow_key(X))
+        event_group = self._event_groups(keys, events.flows["flow"])
         flows = events.flows[event_group >= 0]
         event_group, day = event_group[event_group >= 0], flows["day"].to_numpy("int64")
         weights = flows["lines"].to_numpy("float64")

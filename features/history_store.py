@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 
 from features.history import (
     ENTITY_COLUMNS, EPOCH, FLOW_EVENT_COLUMNS, HISTORY_COLUMNS, PARTY_EVENT_COLUMNS, VALUE_EVENT_COLUMNS,
-    PastEvents, day_numbers, flow_key, line_keys, relevant_past,
+    PastEvents, as_category, concat_events, day_numbers, flow_key, line_keys,
 )
 
 DEFAULT_HISTORY_DIR = "history"
@@ -466,7 +466,7 @@ class HistoryStore:
             stale = _party_keys(changed)
             keep = ~pd.MultiIndex.from_frame(values[["entity", "key"]].astype("string")).isin(
                 pd.MultiIndex.from_frame(stale))
-            values = pd.concat([values[keep], _frame(exact, VALUE_EVENT_COLUMNS)], ignore_index=True)
+            values = concat_events([values[keep], _frame(exact, VALUE_EVENT_COLUMNS)])
         stored = PastEvents(_frame(parties, PARTY_EVENT_COLUMNS), values,
                             _frame(flow_rows, FLOW_EVENT_COLUMNS), (pd.Timestamp(start) - EPOCH).days)
         if copies.empty:
@@ -511,10 +511,10 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    integers = [c for c in columns if c in ("day", *_SUMMED)]
-    return frame.reindex(columns=list(columns)).astype(
-        {c: "int64" for c in integers} | {c: "category" if c in ("entity", "kind") else "string"
-                                           for c in columns if c not in integers})
+    """Rows read from the store as an event frame: integer counts, categorical text."""
+    frame = frame.reindex(columns=list(columns))
+    return pd.DataFrame({c: frame[c].to_numpy("int64") if c in ("day", *_SUMMED) else as_category(frame[c])
+                         for c in columns})
 
 
 class StoreAndFile:
@@ -533,11 +533,17 @@ class StoreAndFile:
     def __init__(self, store: HistoryStore | None, file_lines: pd.DataFrame):
         self.store = store
         self.file_lines = file_lines
+        self._file_keys = line_keys(file_lines)
+        self._file_events: dict[tuple[str, ...], PastEvents] = {}
 
     def events_for(self, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS,
                    flow_days: int | None = None, label_delay_days: int | None = None) -> PastEvents:
-        others = self.file_lines[~line_keys(self.file_lines).isin(line_keys(lines))]
-        events = PastEvents.from_lines(relevant_past(others, lines, entities), entities)
+        # The file's events are built once; a part takes those of its keys, minus its own lines'.
+        if entities not in self._file_events:
+            self._file_events[entities] = PastEvents.from_lines(self.file_lines, entities)
+        own = self.file_lines[self._file_keys.isin(line_keys(lines))]
+        events = PastEvents.concat(self._file_events[entities].relevant_to(lines, entities),
+                                   PastEvents.from_lines(own, entities, weight=-1))
         starts = [int(day_numbers(self.file_lines).min())] if len(self.file_lines) else []
         if self.store is not None:
             stored = self.store.events_for(lines, entities, flow_days, exclude=self.file_lines,
