@@ -55,11 +55,12 @@ from features.history import (
 
 DEFAULT_HISTORY_DIR = "history"
 DATABASE_NAME = "history.duckdb"
+KEY_FILTER_NAME = "line-keys-v2.bloom.npz"  # v2: lines carry key_hash (stores without it are upgraded)
 _NUMERIC = ("line_no", "inspected", "misdeclared")
 _TEXT = [c for c in HISTORY_COLUMNS if c not in (*_NUMERIC, "declared_at")]
 _SCHEMA = {
     "lines": ", ".join(f"{c} {'DOUBLE' if c in _NUMERIC else 'DATE' if c == 'declared_at' else 'VARCHAR'}"
-                       for c in HISTORY_COLUMNS),
+                       for c in HISTORY_COLUMNS) + ", key_hash BIGINT",
     "party_events": "entity VARCHAR, key VARCHAR, day INTEGER, lines BIGINT, outcomes BIGINT, positives BIGINT",
     "value_firsts": "entity VARCHAR, key VARCHAR, kind VARCHAR, value VARCHAR, day INTEGER, "
                     "PRIMARY KEY (entity, key, kind, value)",
@@ -149,6 +150,97 @@ def _checkpoint(connection) -> int | None:
     return None if rows[0][0] is None else int(rows[0][0])
 
 
+def key_hashes(keys: pd.DataFrame) -> np.ndarray:
+    """Signed 64-bit hashes of (declaration_id, line_no) as the store types them (``key_hash``)."""
+    return KeyFilter.hashes_of(keys).view("int64")
+
+
+class KeyFilter:
+    """A Bloom filter of the stored line keys: says for sure which lines the store does not hold.
+
+    Looking a batch's keys up in the ``lines`` table scans every stored key (1.7 s for 50M lines);
+    a new batch, the daily case, holds none of them, and the filter says so from a few bits per key.
+    It is written (atomically) before the transaction that adds the keys commits, so it always
+    holds at least the committed keys: a crash in between only leaves false positives, which a
+    lookup resolves. A missing or unreadable filter is rebuilt from the table.
+
+    Parameters
+    ----------
+    path : Path
+        The filter's file (``.npz``: packed bits, hash count, keys added).
+    bits_per_key, hashes : int
+        About 1 % false positives with 10 and 7.
+    """
+
+    def __init__(self, path: Path, bits_per_key: int = 10, hashes: int = 7):
+        self.path = path
+        self.bits_per_key = bits_per_key
+        self.hashes = hashes
+
+    @staticmethod
+    def hashes_of(keys: pd.DataFrame) -> np.ndarray:
+        """64-bit hashes of (declaration_id, line_no) as the store types them."""
+        frame = pd.DataFrame({"declaration_id": keys["declaration_id"].astype("string"),
+                              "line_no": pd.to_numeric(keys["line_no"], errors="coerce").astype("float64")})
+        return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64")
+
+    def _positions(self, hashes: np.ndarray, size: int) -> np.ndarray:
+        low, high = hashes & np.uint64(0xFFFFFFFF), hashes >> np.uint64(32)
+        steps = np.arange(self.hashes, dtype="uint64")[:, None]
+        return ((low[None, :] + steps * high[None, :]) % np.uint64(size)).astype("int64")
+
+    def load(self, connection) -> tuple[np.ndarray, int]:
+        """(bits, keys added); rebuilt from the ``lines`` table when missing or unreadable."""
+        try:
+            with np.load(self.path) as saved:
+                if int(saved["hashes"]) == self.hashes:
+                    return saved["bits"], int(saved["keys"])
+        except (OSError, ValueError, KeyError):
+            pass
+        stored = connection.execute("SELECT declaration_id, line_no FROM lines").df()
+        return self._set(self._empty(len(stored)), self.hashes_of(stored)), len(stored)
+
+    def ensure(self, connection) -> None:
+        """Write the filter rebuilt from the table when it is missing (under the store's write lock)."""
+        if not self.path.exists():
+            bits, count = self.load(connection)
+            self.save(bits, count)
+
+    def save(self, bits: np.ndarray, count: int) -> None:
+        """Replace the filter's file atomically."""
+        temporary = self.path.with_name(f".{self.path.name}.partial.npz")
+        np.savez(temporary, bits=bits, hashes=np.int64(self.hashes), keys=np.int64(count))
+        os.replace(temporary, self.path)
+
+    def may_hold(self, bits: np.ndarray, keys: pd.DataFrame) -> np.ndarray:
+        """Per key: False when the store surely does not hold it."""
+        if len(keys) == 0:
+            return np.zeros(0, dtype=bool)
+        positions = self._positions(self.hashes_of(keys), 8 * len(bits))
+        return ((bits[positions >> 3] >> (7 - (positions & 7))) & 1).astype(bool).all(axis=0)
+
+    def _set(self, bits: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Set the bits of ``hashes`` in ``bits`` (packed, eight to a byte, first bit highest)."""
+        positions = self._positions(hashes, 8 * len(bits)).ravel()
+        np.bitwise_or.at(bits, positions >> 3, (1 << (7 - (positions & 7))).astype("uint8"))
+        return bits
+
+    def _empty(self, keys: int) -> np.ndarray:
+        """Packed bits for ``keys`` keys and as many more (the filter is rebuilt past that)."""
+        return np.zeros(max(1024, self.bits_per_key * 2 * keys // 8 + 1), dtype="uint8")
+
+    def add(self, connection, bits: np.ndarray, count: int, keys: pd.DataFrame) -> None:
+        """Add keys and save; past twice its capacity the filter is rebuilt larger from the table."""
+        count += len(keys)
+        if count * self.bits_per_key > 8 * len(bits):
+            stored = pd.concat([connection.execute("SELECT declaration_id, line_no FROM lines").df(),
+                                keys[["declaration_id", "line_no"]]], ignore_index=True)
+            bits = self._set(self._empty(len(stored)), self.hashes_of(stored))
+        else:
+            bits = self._set(bits, self.hashes_of(keys))
+        self.save(bits, count)
+
+
 class HistoryStore:
     """Lines and summed history events in ``directory/history.duckdb``.
 
@@ -173,6 +265,43 @@ class HistoryStore:
     def path(self) -> Path:
         return self.directory / DATABASE_NAME
 
+    @property
+    def key_filter(self) -> KeyFilter:
+        return KeyFilter(self.directory / KEY_FILTER_NAME)
+
+    def _stored_copies(self, connection, keys: pd.DataFrame, bits: np.ndarray | None = None) -> pd.DataFrame:
+        """The stored versions of the lines ``keys`` names.
+
+        Only keys the key filter may hold are looked up, by their hash (an integer column is
+        scanned far faster than the text keys), and only the matching rows are read.
+        """
+        bits = self.key_filter.load(connection)[0] if bits is None else bits
+        candidates = history_frame(keys[self.key_filter.may_hold(bits, keys)])[["declaration_id", "line_no"]]
+        if candidates.empty:
+            return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS))).iloc[0:0]
+        connection.register("candidates", candidates.assign(key_hash=key_hashes(candidates)))
+        stored = connection.execute(
+            "SELECT s.* EXCLUDE (key_hash) FROM lines s WHERE s.rowid IN (SELECT l.rowid FROM lines l "
+            "SEMI JOIN candidates c ON l.key_hash = c.key_hash)").df()
+        connection.unregister("candidates")
+        if stored.empty:
+            return history_frame(stored)
+        stored = history_frame(stored)
+        return stored[line_keys(stored).isin(line_keys(candidates))].reset_index(drop=True)  # hash collisions
+
+    def _ensure_key_hashes(self, connection) -> None:
+        """Stores written before ``key_hash`` existed get the column (once, under the write lock)."""
+        columns = connection.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'lines'").df()
+        if "key_hash" not in set(columns["column_name"]):
+            connection.execute("ALTER TABLE lines ADD COLUMN key_hash BIGINT")
+        if not connection.execute("SELECT count(*) FROM lines WHERE key_hash IS NULL").fetchall()[0][0]:
+            return
+        keys = connection.execute("SELECT declaration_id, line_no FROM lines WHERE key_hash IS NULL").df()
+        connection.register("hashed", keys.assign(key_hash=key_hashes(keys)))
+        connection.execute("UPDATE lines SET key_hash = h.key_hash FROM hashed h WHERE lines.declaration_id = "
+                           "h.declaration_id AND lines.line_no = h.line_no AND lines.key_hash IS NULL")
+        connection.unregister("hashed")
+
     @contextlib.contextmanager
     def _connect(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """A connection in a transaction (committed on success); None when reading a missing store.
@@ -184,7 +313,8 @@ class HistoryStore:
         if not write and not legacy and not self.path.exists():
             yield None
             return
-        write = write or legacy
+        # The one-time import of Parquet parts and a lost key filter are written under the lock.
+        write = write or legacy or not self.key_filter.path.exists()
         with _WRITE_LOCK if write else contextlib.nullcontext():
             connection = self._open()
             try:
@@ -192,7 +322,9 @@ class HistoryStore:
                 if write:
                     for table, columns in _SCHEMA.items():
                         connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+                    self._ensure_key_hashes(connection)
                     self._import_parquet_parts(connection)
+                    self.key_filter.ensure(connection)
                 elif not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'lines'"
                                             ).fetchall()[0][0]:
                     connection.execute("COMMIT")
@@ -243,14 +375,13 @@ class HistoryStore:
 
     def _add(self, connection, lines: pd.DataFrame) -> int:
         batch = winning_copies(history_frame(lines))
-        connection.register("batch_lines", batch)
-        stored = connection.execute(
-            "SELECT s.* FROM lines s JOIN batch_lines b USING (declaration_id, line_no)").df()
-        connection.unregister("batch_lines")
-        stored = history_frame(stored) if len(stored) else stored
+        bits, count = self.key_filter.load(connection)
+        stored = self._stored_copies(connection, batch, bits)
         added, removed = self._changes(batch, stored)
         if added.empty:
             return 0
+        new_keys = added[~line_keys(added).isin(line_keys(removed))] if len(removed) else added
+        self.key_filter.add(connection, bits, count, new_keys)  # before the commit: a superset
         delta = summed(PastEvents.concat(PastEvents.from_lines(added, ENTITY_COLUMNS),
                                          PastEvents.from_lines(removed, ENTITY_COLUMNS, weight=-1)))
         self._insert_events(connection, delta, _checkpoint(connection))
@@ -259,8 +390,8 @@ class HistoryStore:
             connection.execute("DELETE FROM lines USING removed WHERE lines.declaration_id = removed.declaration_id "
                                "AND lines.line_no = removed.line_no")
             connection.unregister("removed")
-        connection.register("added", added)
-        connection.execute(f"INSERT INTO lines SELECT {', '.join(HISTORY_COLUMNS)} FROM added")
+        connection.register("added", added.assign(key_hash=key_hashes(added)))
+        connection.execute(f"INSERT INTO lines SELECT {', '.join(HISTORY_COLUMNS)}, key_hash FROM added")
         connection.unregister("added")
         self._upsert_first_uses(connection, delta.values)
         changed = removed[~_same_but_labels(removed, added)] if len(removed) else removed
@@ -339,7 +470,7 @@ class HistoryStore:
         connection.register("without", without[["declaration_id", "line_no"]])
         condition = " OR ".join(f"(k.entity = '{e}' AND k.key = l.{e})" for e in ENTITY_COLUMNS)
         lines = connection.execute(
-            f"SELECT DISTINCT l.* FROM lines l JOIN party_keys k ON {condition} "
+            f"SELECT DISTINCT l.* EXCLUDE (key_hash) FROM lines l JOIN party_keys k ON {condition} "
             "ANTI JOIN without w ON l.declaration_id = w.declaration_id AND l.line_no = w.line_no").df()
         connection.unregister("party_keys")
         connection.unregister("without")
@@ -379,7 +510,7 @@ class HistoryStore:
                                "found": pd.to_numeric(outcomes["misdeclared"], errors="coerce").astype("float64")})
         with self._connect(write=True) as connection:
             connection.register("wanted", wanted)
-            copies = connection.execute("SELECT s.* EXCLUDE (inspected, misdeclared), 1.0 AS inspected, "
+            copies = connection.execute("SELECT s.* EXCLUDE (inspected, misdeclared, key_hash), 1.0 AS inspected, "
                                         "w.found AS misdeclared FROM lines s JOIN wanted w "
                                         "USING (declaration_id, line_no)").df()
             connection.unregister("wanted")
@@ -390,7 +521,8 @@ class HistoryStore:
         with self._connect() as connection:
             if connection is None:
                 return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS)))
-            frame = connection.execute("SELECT * FROM lines ORDER BY declared_at, declaration_id, line_no").df()
+            frame = connection.execute("SELECT * EXCLUDE (key_hash) FROM lines "
+                                       "ORDER BY declared_at, declaration_id, line_no").df()
         return history_frame(frame)
 
     @property
@@ -436,10 +568,7 @@ class HistoryStore:
             flows = pd.DataFrame({"flow": flow_key(lines).unique()})
             connection.register("query_keys", keys)
             connection.register("query_flows", flows)
-            connection.register("excluded", history_frame(exclude)[["declaration_id", "line_no"]])
-            copies = connection.execute(
-                "SELECT s.* FROM lines s JOIN excluded USING (declaration_id, line_no)").df()
-            copies = history_frame(copies) if len(copies) else copies
+            copies = self._stored_copies(connection, exclude)
             checkpoint, first = _checkpoint(connection), int(days.min())
             totals = (checkpoint is not None and label_delay_days is not None
                       and first >= checkpoint + label_delay_days

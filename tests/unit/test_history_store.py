@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -166,3 +167,18 @@ def test_property_any_sequence_of_batches_gives_the_features_of_the_winning_copi
                    {**_line("A", query_day, np.nan, np.nan, hs="740311"), "shipper_id": "S2"})
     pd.testing.assert_frame_equal(_features(history, query, store), _features(history, query, everything))
     assert list(store.read().columns) == list(HISTORY_COLUMNS)
+
+
+def test_the_key_filter_never_misses_a_stored_line_and_is_rebuilt_when_lost(manifest, tmp_path):
+    store = HistoryStore(tmp_path)
+    store.append(manifest.iloc[:3_000])
+    fresh = manifest.iloc[3_000:].assign(declaration_id=lambda f: "NEW-" + f["declaration_id"])
+    with duckdb.connect(str(store.path)) as connection:
+        bits, count = store.key_filter.load(connection)
+        assert count == 3_000
+        assert store.key_filter.may_hold(bits, manifest.iloc[:3_000]).all()
+        # About 20 bits a key after the first batch: none of 3,000 new keys is a false positive (deterministic).
+        assert store.key_filter.may_hold(bits, fresh).sum() == 0
+    store.key_filter.path.unlink()
+    assert store.append(manifest.iloc[:3_000]) == 0  # copies still found: the filter is rebuilt
+    assert len(store) == 3_000 and store.key_filter.path.exists()
