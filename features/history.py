@@ -53,13 +53,8 @@ def count_before(event_group: np.ndarray, event_day: np.ndarray, query_group: np
     keys = keys[order]
     cumulative = np.concatenate([[0.0], np.cumsum(weights[order] if weights is not None else np.ones(len(keys)))])
     group = np.maximum(query_group, 0).astype("int64") * _SPAN
-    counts = cumulative[_positions(keys, group + query_day)] - cumulative[_positions(keys, group)]
+    counts = cumulative[np.searchsorted(keys, group + query_day, "left")] - cumulative[np.searchsorted(keys, group, "left")]
     return np.where(query_group >= 0, counts, np.nan)
-
-
-def _positions(keys: np.ndarray, needles: np.ndarray) -> np.ndarray:
-    """``np.searchsorted(keys, needles, "left")``."""
-    return np.searchsorted(keys, needles, "left")
 
 
 def count_in_window(event_group: np.ndarray, event_day: np.ndarray, query_group: np.ndarray,
@@ -72,8 +67,8 @@ def count_in_window(event_group: np.ndarray, event_day: np.ndarray, query_group:
     keys = keys[order]
     cumulative = np.concatenate([[0.0], np.cumsum(weights[order] if weights is not None else np.ones(len(keys)))])
     group = np.maximum(query_group, 0).astype("int64") * _SPAN
-    counts = (cumulative[_positions(keys, group + query_day - end_offset)]
-              - cumulative[_positions(keys, group + query_day - start_offset)])
+    counts = (cumulative[np.searchsorted(keys, group + query_day - end_offset, "left")]
+              - cumulative[np.searchsorted(keys, group + query_day - start_offset, "left")])
     return np.where(query_group >= 0, counts, np.nan)
 
 
@@ -135,9 +130,6 @@ def route_key(frame: pd.DataFrame) -> pd.Series:
 PARTY_EVENT_COLUMNS = ("entity", "key", "day", "lines", "outcomes", "positives")
 VALUE_EVENT_COLUMNS = ("entity", "key", "kind", "value", "day", "lines")
 FLOW_EVENT_COLUMNS = ("flow", "day", "lines")
-# Kinds of value events: a party's codes and routes (distinct counts), and a consignee's direct
-# imports from China by code (the China-to-hub switch).
-VALUE_KINDS = ("hs6", "route", "cn_direct")
 
 
 _COUNTS = ("day", "lines", "outcomes", "positives")

@@ -25,7 +25,7 @@ parties are recomputed from their stored lines without it. Storing a batch adds 
 events in one transaction; a line already stored is replaced by a new copy unless the stored copy
 is labelled and the new one is not (a labelled copy supersedes an unlabelled one, whatever the
 order), and the replaced copy's events are added with weight -1. Outcomes recorded later (triage)
-are a labelled copy of the stored line.
+are appended as labelled copies of their lines.
 
 Several processes (batch jobs, the API, triage) share one store: each operation opens the database,
 does its work in a transaction and closes it; an operation that finds the database locked by
@@ -176,6 +176,8 @@ class KeyFilter:
         self.path = path
         self.bits_per_key = bits_per_key
         self.hashes = hashes
+        # (file identity, bits, keys): a file is replaced, never rewritten, so a new identity is a new filter
+        self._loaded: tuple[tuple, np.ndarray, int] | None = None
 
     @staticmethod
     def hashes_of(keys: pd.DataFrame) -> np.ndarray:
@@ -190,11 +192,17 @@ class KeyFilter:
         return ((low[None, :] + steps * high[None, :]) % np.uint64(size)).astype("int64")
 
     def load(self, connection) -> tuple[np.ndarray, int]:
-        """(bits, keys added); rebuilt from the ``lines`` table when missing or unreadable."""
+        """(bits, keys added); read once per version of the file (every part of a batch reads it);
+        rebuilt from the ``lines`` table when missing or unreadable."""
         try:
+            status = os.stat(self.path)
+            identity = (status.st_ino, status.st_mtime_ns, status.st_size)
+            if self._loaded is not None and self._loaded[0] == identity:
+                return self._loaded[1], self._loaded[2]
             with np.load(self.path) as saved:
                 if int(saved["hashes"]) == self.hashes:
-                    return saved["bits"], int(saved["keys"])
+                    self._loaded = (identity, saved["bits"], int(saved["keys"]))
+                    return self._loaded[1], self._loaded[2]
         except (OSError, ValueError, KeyError):
             pass
         stored = connection.execute("SELECT declaration_id, line_no FROM lines").df()
@@ -260,14 +268,12 @@ class HistoryStore:
         self.directory = Path(directory)
         self.lock_timeout = lock_timeout
         self.recent_days = recent_days
+        self.key_filter = KeyFilter(self.directory / KEY_FILTER_NAME)
 
     @property
     def path(self) -> Path:
         return self.directory / DATABASE_NAME
 
-    @property
-    def key_filter(self) -> KeyFilter:
-        return KeyFilter(self.directory / KEY_FILTER_NAME)
 
     def _stored_copies(self, connection, keys: pd.DataFrame, bits: np.ndarray | None = None) -> pd.DataFrame:
         """The stored versions of the lines ``keys`` names.
@@ -495,26 +501,6 @@ class HistoryStore:
         replace = ~loses & ~same
         added = pd.concat([batch[~in_store], new[replace]], ignore_index=True)
         return added, old[replace].reset_index(drop=True)
-
-    def record_outcomes(self, outcomes: pd.DataFrame) -> int:
-        """Inspection outcomes of stored lines (``declaration_id, line_no, misdeclared``).
-
-        Each becomes a labelled copy of its stored line (``inspected`` = 1), which supersedes any
-        unlabelled copy scored before or after. Returns the lines updated; outcomes of lines the
-        store does not hold are not stored (there is nothing to attach them to).
-        """
-        if outcomes.empty:
-            return 0
-        wanted = pd.DataFrame({"declaration_id": outcomes["declaration_id"].astype("string"),
-                               "line_no": pd.to_numeric(outcomes["line_no"], errors="coerce").astype("float64"),
-                               "found": pd.to_numeric(outcomes["misdeclared"], errors="coerce").astype("float64")})
-        with self._connect(write=True) as connection:
-            connection.register("wanted", wanted)
-            copies = connection.execute("SELECT s.* EXCLUDE (inspected, misdeclared, key_hash), 1.0 AS inspected, "
-                                        "w.found AS misdeclared FROM lines s JOIN wanted w "
-                                        "USING (declaration_id, line_no)").df()
-            connection.unregister("wanted")
-            return self._add(connection, copies.reindex(columns=list(HISTORY_COLUMNS))) if len(copies) else 0
 
     def read(self) -> pd.DataFrame:
         """Every stored line (its current version), by date; an empty frame if none."""

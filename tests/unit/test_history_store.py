@@ -116,11 +116,10 @@ def test_a_corrected_copy_replaces_the_stored_one_and_its_events(tmp_path):
     assert store.read()["hs_code"].tolist() == ["811010"]
 
 
-def test_recorded_outcomes_reach_the_features_after_the_label_delay(tmp_path):
+def test_an_outcome_stored_later_reaches_the_features_after_the_label_delay(tmp_path):
     store = HistoryStore(tmp_path)
     store.append(_frame(_line("A", 0, np.nan, np.nan), _line("B", 1, np.nan, np.nan)))
-    outcomes = pd.DataFrame({"declaration_id": ["A", "Z"], "line_no": [1, 1], "misdeclared": [1, 0]})
-    assert store.record_outcomes(outcomes) == 1  # Z was never stored: nothing to attach it to
+    assert store.append(_frame(_line("A", 0, 1.0, 1.0))) == 1  # the outcome, as triage stores it
     history = fitted(history_frame(_frame(_line("A", 0, 1.0, 1.0), _line("C", 1, 1.0, 0.0))))
     soon, after = _frame(_line("S", 20, np.nan, np.nan)), _frame(_line("T", 40, np.nan, np.nan))
     assert history.transform(soon, past=store).loc[0, "shipper_id_outcomes_known"] == 0
