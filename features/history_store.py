@@ -40,7 +40,7 @@ import os
 import threading
 import time
 from dataclasses import replace
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -78,6 +78,8 @@ _LABELS = ("inspected", "misdeclared")
 # turns (other processes are kept out by DuckDB's file lock, which _open waits for).
 _WRITE_LOCK = threading.Lock()
 _SUMMED = ("lines", "outcomes", "positives")
+# A file's own store never folds events into totals: it is read event by event.
+_NEVER_FOLDED = 1 << 30
 
 
 def resolve_history_dir(directory: str | Path | None = None) -> Path:
@@ -374,10 +376,46 @@ class HistoryStore:
 
     def append(self, lines: pd.DataFrame) -> int:
         """Store lines (see the module docstring for which copy wins); returns lines added or changed."""
+        return self.extend([lines])
+
+    def extend(self, batches: Iterable[pd.DataFrame]) -> int:
+        """Store several batches in one transaction (all or none): a file read back part by part."""
+        added = 0
+        with contextlib.ExitStack() as stack:
+            connection = None
+            for lines in batches:
+                if lines.empty:
+                    continue
+                if connection is None:
+                    connection = stack.enter_context(self._connect(write=True))
+                added += self._add(connection, lines)
+        return added
+
+    def stored_copies(self, lines: pd.DataFrame) -> pd.DataFrame:
+        """The stored versions of ``lines`` (by key; none when the store is missing)."""
+        with self._connect() as connection:
+            if connection is None or lines.empty:
+                return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS))).iloc[0:0]
+            return self._stored_copies(connection, lines)
+
+    def first_uses_without(self, lines: pd.DataFrame) -> pd.DataFrame:
+        """Exact first uses of the parties of ``lines`` from their stored lines other than ``lines``."""
+        with self._connect() as connection:
+            if connection is None or lines.empty:
+                return PastEvents.empty().values
+            return _frame(self._first_uses_without(connection, lines, lines), VALUE_EVENT_COLUMNS)
+
+    def take_out(self, lines: pd.DataFrame) -> None:
+        """Add the party and flow events of ``lines`` with weight -1 (not their first uses).
+
+        For a store of a file's lines (:class:`FileHistory`): the copies of those lines that another
+        store holds are counted there, and taken out here.
+        """
         if lines.empty:
-            return 0
+            return
         with self._connect(write=True) as connection:
-            return self._add(connection, lines)
+            delta = summed(PastEvents.from_lines(history_frame(lines), ENTITY_COLUMNS, weight=-1))
+            self._insert_events(connection, delta, _checkpoint(connection))
 
     def _add(self, connection, lines: pd.DataFrame) -> int:
         batch = winning_copies(history_frame(lines))
@@ -524,7 +562,7 @@ class HistoryStore:
 
     def events_for(self, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS,
                    flow_days: int | None = None, exclude: pd.DataFrame | None = None,
-                   label_delay_days: int | None = None) -> PastEvents:
+                   label_delay_days: int | None = None, taken_out_since: int | None = None) -> PastEvents:
         """Stored events of the parties and flows of ``lines``, without the stored copies of ``exclude``.
 
         Parameters
@@ -540,6 +578,10 @@ class HistoryStore:
         label_delay_days : int, optional
             Days before an outcome is known; with it, lines dated that long after the checkpoint
             read the old events as per-party totals (without it, always event by event).
+        taken_out_since : int, optional
+            First day of stored lines whose events the caller takes out itself (with
+            :meth:`take_out` in another store): if before the checkpoint, old events are read event
+            by event (the totals cannot lose a line).
         """
         exclude = lines if exclude is None else exclude
         with self._connect() as connection:
@@ -558,7 +600,8 @@ class HistoryStore:
             checkpoint, first = _checkpoint(connection), int(days.min())
             totals = (checkpoint is not None and label_delay_days is not None
                       and first >= checkpoint + label_delay_days
-                      and (copies.empty or int(day_numbers(copies).min()) >= checkpoint))
+                      and (copies.empty or int(day_numbers(copies).min()) >= checkpoint)
+                      and (taken_out_since is None or taken_out_since >= checkpoint))
             parties = connection.execute(
                 "SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, sum(positives) AS positives "
                 f"FROM ({_events_union('party_events', checkpoint is not None and not totals)}) "
@@ -632,37 +675,82 @@ def _frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
                          for c in columns})
 
 
-class StoreAndFile:
-    """History of a file being scored in parts: the store, then the file's other lines.
+class FileHistory:
+    """History of a file being scored in parts: the store, then every other line of the file.
 
-    Lines of the file are history for each other whatever part they are in, and the store's copies
-    of any of them (a file scored again) do not count.
+    Lines of a file are history for each other whatever part they are in. They are added chunk by
+    chunk (:meth:`add`) to a store of their own in ``directory`` (a temporary folder), so memory
+    holds a part, not the file; a part then reads the events of its parties and flows from both
+    stores. The store's copies of lines of the file (a file scored again) do not count: their
+    party and flow events are taken out in the file's store (:meth:`HistoryStore.take_out`), and
+    where a copy differs from the file's line (a corrected declaration) the first uses of its
+    parties are recomputed without it. A copy identical to the file's line cannot change a first
+    use (a minimum over the same days and values).
 
     Parameters
     ----------
     store : HistoryStore or None
-    file_lines : DataFrame
-        History columns of every valid line of the file.
+        Lines scored before (None: the file is its own history).
+    directory : str or Path
+        Folder of the file's own store (created; the caller removes it).
+    extra_entities : tuple of str
+        Party columns the history features read that stores do not keep (a source schema's
+        goods profile): their events are kept in memory, from the file's lines only.
     """
 
-    def __init__(self, store: HistoryStore | None, file_lines: pd.DataFrame):
+    def __init__(self, store: HistoryStore | None, directory: str | Path, extra_entities: tuple[str, ...] = ()):
         self.store = store
-        self.file_lines = file_lines
-        self._file_keys = line_keys(file_lines)
-        self._file_events: dict[tuple[str, ...], PastEvents] = {}
+        self.file = HistoryStore(directory, recent_days=_NEVER_FOLDED)
+        self.extra_entities = tuple(e for e in extra_entities if e not in ENTITY_COLUMNS)
+        self._extra = PastEvents.empty()
+        self._changed: list[pd.DataFrame] = []
+        self._first_copy_day: int | None = None
+        self._overrides: pd.DataFrame | None = None
+        self._stale: pd.DataFrame | None = None
+
+    def add(self, lines: pd.DataFrame) -> None:
+        """Add a chunk of the file's lines (validated, keys unique within the file)."""
+        if lines.empty:
+            return
+        self.file.append(lines)
+        if self.extra_entities:
+            events = PastEvents.from_lines(lines, self.extra_entities)
+            self._extra = PastEvents.concat(self._extra, replace(events, flows=PastEvents.empty().flows))
+        copies = self.store.stored_copies(lines) if self.store is not None else pd.DataFrame()
+        if len(copies):
+            self.file.take_out(copies)
+            day = int(day_numbers(copies).min())
+            self._first_copy_day = day if self._first_copy_day is None else min(day, self._first_copy_day)
+            self._changed.append(copies[~_same_but_labels(copies, history_frame(lines))])
+            self._overrides = None
+
+    def _first_use_overrides(self) -> pd.DataFrame:
+        """First uses of the parties of corrected copies, from the store without those copies."""
+        if self._overrides is None:
+            changed = pd.concat(self._changed, ignore_index=True) if self._changed else pd.DataFrame()
+            self._overrides = (self.store.first_uses_without(changed) if len(changed)
+                               else PastEvents.empty().values)
+            self._stale = _party_keys(changed) if len(changed) else None
+        return self._overrides
 
     def events_for(self, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS,
                    flow_days: int | None = None, label_delay_days: int | None = None) -> PastEvents:
-        # The file's events are built once; a part takes those of its keys, minus its own lines'.
-        if entities not in self._file_events:
-            self._file_events[entities] = PastEvents.from_lines(self.file_lines, entities)
-        own = self.file_lines[self._file_keys.isin(line_keys(lines))]
-        events = PastEvents.concat(self._file_events[entities].relevant_to(lines, entities),
-                                   PastEvents.from_lines(own, entities, weight=-1))
-        starts = [int(day_numbers(self.file_lines).min())] if len(self.file_lines) else []
-        if self.store is not None:
-            stored = self.store.events_for(lines, entities, flow_days, exclude=self.file_lines,
-                                           label_delay_days=label_delay_days)
-            events = PastEvents.concat(stored, events)
-            starts += [stored.coverage_start] if stored.coverage_start is not None else []
-        return PastEvents(events.parties, events.values, events.flows, min(starts) if starts else None)
+        """Events of the parties and flows of ``lines`` (a part of the file), without the lines themselves."""
+        stored = [entity for entity in entities if entity in ENTITY_COLUMNS]
+        events = self.file.events_for(lines, tuple(stored), flow_days)  # minus the part's own lines
+        extra = [entity for entity in entities if entity in self.extra_entities]
+        if extra:
+            own = replace(PastEvents.from_lines(lines, tuple(extra), weight=-1), flows=PastEvents.empty().flows)
+            events = PastEvents.concat(events, self._extra.relevant_to(lines, tuple(extra)), own)
+        if self.store is None:
+            return events
+        overrides = self._first_use_overrides()
+        past = self.store.events_for(lines, tuple(stored), flow_days, exclude=lines.iloc[0:0],
+                                     label_delay_days=label_delay_days, taken_out_since=self._first_copy_day)
+        if self._stale is not None:
+            values = past.values
+            keep = ~pd.MultiIndex.from_frame(values[["entity", "key"]].astype("string")).isin(
+                pd.MultiIndex.from_frame(self._stale))
+            relevant = PastEvents(PastEvents.empty().parties, overrides, PastEvents.empty().flows, None)
+            past = replace(past, values=concat_events([values[keep], relevant.relevant_to(lines, tuple(stored)).values]))
+        return PastEvents.concat(past, events)

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.special import expit
 
 from features.pipeline import transform_features
-from models.channels import channel_rates, channels_for_lines
+from models.channels import channel_rates, channels_for_keys, quota_keys
 from models.reasons import PhraseContext, group_contributions, write_reasons
 from models.scope import DISGUISE, ORIGIN, OriginCheck
 
@@ -117,14 +117,15 @@ def score_risk(bundle, lines: pd.DataFrame, past: pd.DataFrame | None = None, nu
     return RiskScores(risk=risk, check=scope.check, origin_alert=scope.alert, derived=derived, X=X)
 
 
-def assign_channels(lines: pd.DataFrame, scores: RiskScores, rates: dict[str, float]) -> np.ndarray:
-    """Step 2: channel of each line of ``lines`` (all the lines whose quotas are shared).
+def assign_channels(keys: pd.DataFrame, scores: RiskScores, rates: dict[str, float]) -> np.ndarray:
+    """Step 2: channel of each line, from the :func:`models.channels.quota_keys` of all the lines
+    whose quotas are shared.
 
     Disguise lines are ranked within their arrival day and get red / yellow by quota
     (:func:`models.channels.quota_channels`); origin lines are never ranked nor counted: yellow when
     their origin check fires, else green.
     """
-    channels = channels_for_lines(lines, scores.risk, rates, ranked=scores.check == DISGUISE)
+    channels = channels_for_keys(keys, scores.risk, rates, ranked=scores.check == DISGUISE)
     channels[scores.origin_alert] = "yellow"
     return channels
 
@@ -198,5 +199,5 @@ def score_frame(bundle, lines: pd.DataFrame, explain: str = "flagged", num_threa
         ``model_version`` and ``check`` appended.
     """
     scores = score_risk(bundle, lines, past, num_threads)
-    channels = assign_channels(lines, scores, channel_rates(bundle.spec))
+    channels = assign_channels(quota_keys(lines), scores, channel_rates(bundle.spec))
     return finish_frame(bundle, lines, scores, channels, explain, num_threads)

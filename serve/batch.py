@@ -5,20 +5,21 @@ span chunks of an unsorted file, so a file is scored in passes over a temporary 
 output (removed on success and on failure):
 
 1. **read**: each chunk is validated; invalid rows go to the quarantine file, valid lines to a
-   Parquet part in the temporary folder; the history columns of the valid lines are kept;
+   Parquet part in the temporary folder and to the file's own history store there
+   (:class:`features.history_store.FileHistory`); of each line only its day and key stay in memory;
 2. **risk**: each part is scored (:func:`models.predict.score_risk`) with the history store plus
-   every other line of the file as history (:class:`features.history_store.StoreAndFile`: the
-   store hands only the events of the part's parties and flows), so a line's features do not
-   depend on how the file is sorted or cut into chunks; its derived features go to a second part file (writing and reading
-   them back costs far less than recomputing the history features), and only risk, check and
-   origin alert stay in memory (a few bytes a line);
+   every other line of the file as history, both read for the part's parties and flows only, so a
+   line's features do not depend on how the file is sorted or cut into chunks; its derived features
+   go to a second part file (writing and reading them back costs far less than recomputing the
+   history features), and only risk, check and origin alert stay in memory (a few bytes a line);
 3. **channels**: quotas per arrival day over the whole file, from day, risk and line key only
    (:func:`models.predict.assign_channels`);
 4. **write**: each part again, with channel, suspected commodity and reasons
-   (:func:`models.predict.finish_frame`), into the output file, which appears only when complete.
+   (:func:`models.predict.finish_frame`), into the output file, which appears only when complete;
+   then the file's lines join the history store, in one transaction.
 
-Memory holds one chunk plus the file's history columns and the small per-line arrays of pass 2;
-the store is never read whole.
+Memory holds one chunk plus a few small arrays per line (day, key, risk); neither the store nor the
+file is ever read whole.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.history import HISTORY_COLUMNS, HistoryFeatures
-from features.history_store import HistoryStore, StoreAndFile
+from features.history_store import FileHistory, HistoryStore
 from features.pipeline import model_features
 from features.io import DEFAULT_CHUNK_ROWS, AtomicTableWriter, file_format, iter_manifest_chunks
 from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, validate_manifest
-from models.channels import channel_rates
+from models.channels import channel_rates, quota_keys
 from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, needs_features, score_risk
 
 
@@ -70,11 +71,10 @@ def _empty_like(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({column: pd.Series(dtype="string") for column in columns})
 
 
-def history_columns(bundle) -> list[str]:
-    """Columns of a line the bundle's history features read (the canonical ones plus extra entities)."""
-    extra = [c for _, step in bundle.pipeline.steps if isinstance(step, HistoryFeatures)
-             for c in step.extra_entities if c not in HISTORY_COLUMNS]
-    return list(HISTORY_COLUMNS) + extra
+def extra_history_entities(bundle) -> tuple[str, ...]:
+    """Party columns the bundle's history features read beyond those the store keeps."""
+    return tuple(c for _, step in bundle.pipeline.steps if isinstance(step, HistoryFeatures)
+                 for c in step.extra_entities if c not in HISTORY_COLUMNS)
 
 
 def _features_part(part: Path) -> Path:
@@ -132,19 +132,21 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
     workdir = Path(tempfile.mkdtemp(prefix=f".{summary.output.name}.parts-", dir=summary.output.parent))
     try:
         with AtomicTableWriter(summary.output) as scored, AtomicTableWriter(summary.quarantine) as quarantined:
-            # Pass 1: validate; quarantine the invalid rows, park the valid lines in parts.
+            # Pass 1: validate; quarantine the invalid rows, park the valid lines in parts and add
+            # them to the file's own history store; keep only what the day quotas need.
             seen_keys: set[int] = set()
             input_columns: list[str] = []
             parts: list[Path] = []
-            kept: list[pd.DataFrame] = []
-            columns = history_columns(bundle)
+            keys: list[pd.DataFrame] = []
+            past = FileHistory(history, workdir / "file-history", extra_history_entities(bundle))
             for chunk in iter_manifest_chunks(input_path, chunk_rows):
                 input_columns = list(chunk.columns)
                 result = validate_manifest(chunk, str(input_path), seen_keys)
                 if len(result.valid):
                     parts.append(workdir / f"part-{len(parts):06d}.parquet")
                     result.valid.to_parquet(parts[-1], index=False)
-                    kept.append(result.valid.reindex(columns=columns))
+                    past.add(result.valid)
+                    keys.append(quota_keys(result.valid))
                 if len(result.quarantine):
                     quarantined.write(result.quarantine)
                 summary.lines_read += len(chunk)
@@ -152,10 +154,6 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
                 summary.lines_quarantined += len(result.quarantine)
                 if on_chunk is not None:
                     on_chunk(len(chunk))
-            file_lines = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
-            del kept
-            # Each part reads from the store only the events of its own parties and flows.
-            past = StoreAndFile(history, file_lines)
 
             # Pass 2: risk and scope per part; derived features to disk, small arrays in memory.
             risks = []
@@ -163,13 +161,13 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
                 risk = score_risk(bundle, pd.read_parquet(part), past, num_threads)
                 risk.derived.to_parquet(_features_part(part), index=False)
                 risks.append(risk.without_features())
-            del past  # pass 4 reads the parked features, not the history
 
             # Pass 3: quotas per arrival day over the whole file.
             if risks:
                 whole = RiskScores(*(np.concatenate([getattr(r, name) for r in risks])
                                      for name in ("risk", "check", "origin_alert")))
-                channels = assign_channels(file_lines, whole, rates)
+                channels = assign_channels(pd.concat(keys, ignore_index=True), whole, rates)
+                del keys
 
             # Pass 4: channel, suspected commodity and reasons, written in input order; only the
             # features of the flagged (or explained) lines are read back.
@@ -195,9 +193,10 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
                 scored.write(_empty_like(list(CANONICAL_COLUMNS) + extras + list(OUTPUT_COLUMNS)))
             if quarantined.rows_written == 0:
                 quarantined.write(_empty_like(input_columns + [REASON_COLUMN]))
+        # The output is complete: the file's lines join the store, in one transaction.
+        if history is not None:
+            history.extend(pd.read_parquet(part, columns=list(HISTORY_COLUMNS)) for part in parts)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if history is not None and len(file_lines):
-        history.append(file_lines)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.history import HISTORY_COLUMNS, HistoryFeatures, line_keys
-from features.history_store import HistoryStore, StoreAndFile, history_frame, winning_copies
+from features.history_store import FileHistory, HistoryStore, history_frame, winning_copies
 from features.schema import validate_manifest
 from training.synthetic import generate_manifest
 
@@ -49,8 +49,10 @@ def test_store_events_give_exactly_the_features_of_the_whole_past(manifest, tmp_
     pd.testing.assert_frame_equal(_features(history, current, store), expected)
     # A file scored in parts: the store plus the file's other lines.
     halves = np.array_split(current.index, 2)
-    by_part = pd.concat([_features(history, current.loc[h], StoreAndFile(store, current)) for h in halves],
-                        ignore_index=True)
+    file_history = FileHistory(store, tmp_path / "file")
+    for half in halves:
+        file_history.add(current.loc[half])
+    by_part = pd.concat([_features(history, current.loc[h], file_history) for h in halves], ignore_index=True)
     pd.testing.assert_frame_equal(by_part, expected)
 
 
@@ -181,3 +183,54 @@ def test_the_key_filter_never_misses_a_stored_line_and_is_rebuilt_when_lost(mani
     store.key_filter.path.unlink()
     assert store.append(manifest.iloc[:3_000]) == 0  # copies still found: the filter is rebuilt
     assert len(store) == 3_000 and store.key_filter.path.exists()
+
+
+FILE_ROWS = st.lists(st.tuples(st.sampled_from(["A", "B", "C", "D", "X1", "X2", "X3"]), st.integers(0, 160),
+                               st.sampled_from(["S1", "S2"]), st.sampled_from(["790111", "811010"]),
+                               st.sampled_from(["", "0", "1"])),
+                     min_size=1, max_size=10, unique_by=lambda row: row[0])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(ROWS, min_size=1, max_size=3), FILE_ROWS, st.sampled_from([365, 10]))
+def test_property_a_file_scored_in_parts_sees_the_store_without_its_copies_and_its_other_lines(
+        tmp_path_factory, batches, file_rows, recent_days):
+    """A file whose lines the store may hold already (identical, corrected, (un)labelled), scored in
+    two parts through :class:`FileHistory`: exactly the features of the store's other lines plus the
+    file's lines, whatever the part."""
+    store = HistoryStore(tmp_path_factory.mktemp("store"), recent_days=recent_days)
+    for rows in batches:
+        store.append(_frame(*[{**_line(key, day, np.nan if label == "" else 1.0,
+                                       np.nan if label == "" else float(label), hs=hs), "shipper_id": shipper}
+                              for key, day, shipper, hs, label in rows]))
+    file = history_frame(_frame(*[{**_line(key, day, np.nan if label == "" else 1.0,
+                                           np.nan if label == "" else float(label), hs=hs), "shipper_id": shipper}
+                                  for key, day, shipper, hs, label in file_rows]))
+    stored = store.read()
+    past = pd.concat([stored[~line_keys(stored).isin(line_keys(file))], file], ignore_index=True)
+    history = fitted(past)
+    file_history = FileHistory(store, tmp_path_factory.mktemp("file"))
+    parts = np.array_split(np.arange(len(file)), 2)
+    for part in parts:
+        file_history.add(file.iloc[part])
+    for part in parts:
+        lines = file.iloc[part].reset_index(drop=True)
+        if len(lines):
+            pd.testing.assert_frame_equal(_features(history, lines, file_history), _features(history, lines, past))
+
+
+def test_a_party_whose_first_line_is_corrected_away_keeps_its_true_first_day_behind_the_checkpoint(tmp_path):
+    """Shipper S1's first stored line (A, day 70) comes back in a file corrected to shipper S2; the
+    store has folded day 70 into per-party totals. S1's first day is then its other line's (day 80):
+    the totals, which would put it at the checkpoint, are not read."""
+    other = [{**_line(f"O{day}", day, np.nan, np.nan), "shipper_id": "S9"} for day in range(0, 201, 5)]
+    store = HistoryStore(tmp_path / "store", recent_days=10)
+    store.append(_frame(*other, _line("A", 70, np.nan, np.nan), _line("B", 80, np.nan, np.nan)))
+    assert store.checkpoint is not None and store.checkpoint > pd.Timestamp("2025-01-01") + pd.Timedelta(days=80)
+    file = history_frame(_frame({**_line("A", 70, np.nan, np.nan), "shipper_id": "S2"}, _line("N", 260, np.nan, np.nan)))
+    file_history = FileHistory(store, tmp_path / "file")
+    file_history.add(file)
+    history = fitted(history_frame(_frame(_line("A", 0, 1.0, 0.0))))
+    features = history.transform(file.iloc[[1]].reset_index(drop=True), past=file_history)
+    assert features.loc[0, "shipper_id_days_since_first"] == 260 - 80
+    assert features.loc[0, "shipper_id_lines_before"] == 1

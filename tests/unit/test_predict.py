@@ -10,7 +10,7 @@ import pytest
 
 from features.pipeline import pipeline_from_spec, transform_features
 from models.bundle import ModelBundle
-from models.channels import channels_for_lines
+from models.channels import channels_for_lines, quota_keys
 from models.predict import (
     OUTPUT_COLUMNS,
     apply_calibration,
@@ -119,7 +119,7 @@ def test_no_green_disguise_line_has_a_higher_risk_than_a_flagged_one_of_its_day(
 
 def test_the_steps_give_score_frame(bundle, lines, scored):
     scores = score_risk(bundle, lines, num_threads=1)
-    channels = assign_channels(lines, scores, bundle.spec["channel_rates"])
+    channels = assign_channels(quota_keys(lines), scores, bundle.spec["channel_rates"])
 
     pd.testing.assert_frame_equal(finish_frame(bundle, lines, scores, channels, "flagged", num_threads=1), scored)
     with pytest.raises(ValueError, match="needs the lines' features"):
