@@ -262,14 +262,21 @@ class HistoryStore:
         Seconds an operation waits for another process's lock before it fails.
     recent_days : int
         Days of events kept per day after the checkpoint (see the module docstring).
+    unique_first_uses : bool
+        Keep one first use per party and value (a primary key, upserted). Without it each batch
+        appends its own first uses, which the features reduce to the earliest: for a store written
+        once and read soon (:class:`FileHistory`), whose key index would grow with the file and be
+        loaded by every write.
     """
 
-    def __init__(self, directory: str | Path, lock_timeout: float = 120.0, recent_days: int = 365):
+    def __init__(self, directory: str | Path, lock_timeout: float = 120.0, recent_days: int = 365,
+                 unique_first_uses: bool = True):
         if recent_days < 1:
             raise ValueError(f"recent_days must be >= 1, got {recent_days}")
         self.directory = Path(directory)
         self.lock_timeout = lock_timeout
         self.recent_days = recent_days
+        self.unique_first_uses = unique_first_uses
         self.key_filter = KeyFilter(self.directory / KEY_FILTER_NAME)
 
     @property
@@ -329,6 +336,8 @@ class HistoryStore:
                 connection.execute("BEGIN TRANSACTION")
                 if write:
                     for table, columns in _SCHEMA.items():
+                        if table == "value_firsts" and not self.unique_first_uses:
+                            columns = columns[:columns.index(", PRIMARY KEY")]
                         connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
                     self._ensure_key_hashes(connection)
                     self._import_parquet_parts(connection)
@@ -437,7 +446,7 @@ class HistoryStore:
         connection.register("added", added.assign(key_hash=key_hashes(added)))
         connection.execute(f"INSERT INTO lines SELECT {', '.join(HISTORY_COLUMNS)}, key_hash FROM added")
         connection.unregister("added")
-        self._upsert_first_uses(connection, delta.values)
+        self._add_first_uses(connection, delta.values)
         changed = removed[~_same_but_labels(removed, added)] if len(removed) else removed
         if len(changed):  # a corrected copy: its old first uses may be gone
             exact = self._first_uses_without(connection, changed, changed.iloc[0:0])
@@ -446,7 +455,7 @@ class HistoryStore:
             connection.execute("DELETE FROM value_firsts USING stale WHERE value_firsts.entity = stale.entity "
                                "AND value_firsts.key = stale.key")
             connection.unregister("stale")
-            self._upsert_first_uses(connection, exact)
+            self._add_first_uses(connection, exact)
         self._advance_checkpoint(connection)
         return len(added)
 
@@ -499,12 +508,12 @@ class HistoryStore:
             connection.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM delta")
             connection.unregister("delta")
 
-    @staticmethod
-    def _upsert_first_uses(connection, values: pd.DataFrame) -> None:
+    def _add_first_uses(self, connection, values: pd.DataFrame) -> None:
         if len(values):
             connection.register("firsts", values)
-            connection.execute("INSERT INTO value_firsts SELECT entity, key, kind, value, day FROM firsts "
-                               "ON CONFLICT DO UPDATE SET day = least(value_firsts.day, excluded.day)")
+            connection.execute("INSERT INTO value_firsts SELECT entity, key, kind, value, day FROM firsts" + (
+                " ON CONFLICT DO UPDATE SET day = least(value_firsts.day, excluded.day)"
+                if self.unique_first_uses else ""))
             connection.unregister("firsts")
 
     def _first_uses_without(self, connection, parties_of: pd.DataFrame, without: pd.DataFrame) -> pd.DataFrame:
@@ -562,7 +571,8 @@ class HistoryStore:
 
     def events_for(self, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS,
                    flow_days: int | None = None, exclude: pd.DataFrame | None = None,
-                   label_delay_days: int | None = None, taken_out_since: int | None = None) -> PastEvents:
+                   label_delay_days: int | None = None, taken_out_since: int | None = None,
+                   fold_before: int | None = None) -> PastEvents:
         """Stored events of the parties and flows of ``lines``, without the stored copies of ``exclude``.
 
         Parameters
@@ -582,6 +592,12 @@ class HistoryStore:
             First day of stored lines whose events the caller takes out itself (with
             :meth:`take_out` in another store): if before the checkpoint, old events are read event
             by event (the totals cannot lose a line).
+        fold_before : int, optional
+            Day before which each party's events are read as two: its first day (one line) and
+            the rest, on the day before ``fold_before`` (see :func:`_folded`). Exact for lines dated
+            at least the label delay after it, whose features count those events whole; only for a
+            store whose per-day events are never negative (no :meth:`take_out`), as a first day is
+            netted per store.
         """
         exclude = lines if exclude is None else exclude
         with self._connect() as connection:
@@ -602,10 +618,11 @@ class HistoryStore:
                       and first >= checkpoint + label_delay_days
                       and (copies.empty or int(day_numbers(copies).min()) >= checkpoint)
                       and (taken_out_since is None or taken_out_since >= checkpoint))
-            parties = connection.execute(
-                "SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, sum(positives) AS positives "
-                f"FROM ({_events_union('party_events', checkpoint is not None and not totals)}) "
-                "JOIN query_keys USING (entity, key) GROUP BY ALL").df()
+            per_day = ("SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, "
+                       "sum(positives) AS positives "
+                       f"FROM ({_events_union('party_events', checkpoint is not None and not totals)}) "
+                       "JOIN query_keys USING (entity, key) GROUP BY ALL")
+            parties = connection.execute(per_day if fold_before is None else _folded(per_day, fold_before)).df()
             if totals:
                 parties = pd.concat([parties, _totals_as_events(connection, checkpoint)], ignore_index=True)
             values = connection.execute(
@@ -636,6 +653,22 @@ class HistoryStore:
 def _events_union(table: str, with_old: bool) -> str:
     """The recent events of ``table``, and its old ones when ``with_old``."""
     return f"SELECT * FROM {table}" + (f" UNION ALL SELECT * FROM {table}_old" if with_old else "")
+
+
+def _folded(per_day: str, cut: int) -> str:
+    """Party events of the query ``per_day`` with those before day ``cut`` folded, per party, into
+    its first day (one line) and the rest on day ``cut - 1`` (as the checkpoint totals are)."""
+    cut = int(cut)
+    return f"""
+        WITH ev AS ({per_day})
+        SELECT entity, key, day, lines, outcomes, positives FROM ev WHERE day >= {cut}
+        UNION ALL
+        SELECT entity, key, min(day) FILTER (WHERE lines > 0), 1, 0, 0 FROM ev WHERE day < {cut}
+        GROUP BY entity, key HAVING count(*) FILTER (WHERE lines > 0) > 0
+        UNION ALL
+        SELECT entity, key, {cut - 1}, sum(lines) - CASE WHEN count(*) FILTER (WHERE lines > 0) > 0 THEN 1 ELSE 0 END,
+               sum(outcomes), sum(positives)
+        FROM ev WHERE day < {cut} GROUP BY entity, key"""
 
 
 def _totals_as_events(connection, checkpoint: int) -> pd.DataFrame:
@@ -700,7 +733,7 @@ class FileHistory:
 
     def __init__(self, store: HistoryStore | None, directory: str | Path, extra_entities: tuple[str, ...] = ()):
         self.store = store
-        self.file = HistoryStore(directory, recent_days=_NEVER_FOLDED)
+        self.file = HistoryStore(directory, recent_days=_NEVER_FOLDED, unique_first_uses=False)
         self.extra_entities = tuple(e for e in extra_entities if e not in ENTITY_COLUMNS)
         self._extra = PastEvents.empty()
         self._changed: list[pd.DataFrame] = []
@@ -737,7 +770,12 @@ class FileHistory:
                    flow_days: int | None = None, label_delay_days: int | None = None) -> PastEvents:
         """Events of the parties and flows of ``lines`` (a part of the file), without the lines themselves."""
         stored = [entity for entity in entities if entity in ENTITY_COLUMNS]
-        events = self.file.events_for(lines, tuple(stored), flow_days)  # minus the part's own lines
+        # Minus the part's own lines. A file in date order would read, for every part, the events
+        # of its parties since the file began: those before the part (and its label delay) are
+        # folded per party, so memory follows the part, not the file (exact: see events_for).
+        fold = (None if label_delay_days is None or self._first_copy_day is not None
+                else int(day_numbers(lines).min()) - label_delay_days)
+        events = self.file.events_for(lines, tuple(stored), flow_days, fold_before=fold)
         extra = [entity for entity in entities if entity in self.extra_entities]
         if extra:
             own = replace(PastEvents.from_lines(lines, tuple(extra), weight=-1), flows=PastEvents.empty().flows)

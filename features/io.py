@@ -23,7 +23,9 @@ from features.schema import ManifestFileError, check_columns
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-DEFAULT_CHUNK_ROWS = 200_000
+# Rows read, validated and scored at a time: a 100k-line chunk peaks near 1.3 GiB in batch scoring
+# (200k near 2.2 GiB) at the same lines/s.
+DEFAULT_CHUNK_ROWS = 100_000
 _BYTES_PER_ROW_ESTIMATE = 160
 
 

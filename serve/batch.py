@@ -41,7 +41,7 @@ from features.history import HISTORY_COLUMNS, HistoryFeatures
 from features.history_store import FileHistory, HistoryStore
 from features.pipeline import model_features
 from features.io import DEFAULT_CHUNK_ROWS, AtomicTableWriter, file_format, iter_manifest_chunks
-from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, validate_manifest
+from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, KeyHashes, validate_manifest
 from models.channels import channel_rates, quota_keys
 from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, needs_features, score_risk
 
@@ -134,7 +134,7 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
         with AtomicTableWriter(summary.output) as scored, AtomicTableWriter(summary.quarantine) as quarantined:
             # Pass 1: validate; quarantine the invalid rows, park the valid lines in parts and add
             # them to the file's own history store; keep only what the day quotas need.
-            seen_keys: set[int] = set()
+            seen_keys = KeyHashes()
             input_columns: list[str] = []
             parts: list[Path] = []
             keys: list[pd.DataFrame] = []

@@ -117,20 +117,22 @@ def score(
     quarantine: Annotated[Optional[Path], typer.Option("--quarantine", help="Rows failing validation "
                                                                             "(default: <out>.quarantine.csv).")] = None,
     explain: Annotated[str, typer.Option("--explain", help="Lines that get reasons: flagged, red, all, none.")] = "flagged",
-    chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk.")] = 200_000,
+    chunk_rows: Annotated[Optional[int], typer.Option(
+        "--chunk-rows", help="Rows per chunk; memory follows it (default: features.io.DEFAULT_CHUNK_ROWS).")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
                                                         help="MLflow tracking URI.")] = None,
     history: HistoryOption = None,
 ) -> None:
     """Score a manifest file: risk score, channel (day quotas), reasons, suspected commodity and check per line."""
     from features.history_store import HistoryStore, resolve_history_dir
+    from features.io import DEFAULT_CHUNK_ROWS
     from models.bundle import load_bundle
     from serve.batch import score_file
 
     bundle = load_bundle(model, tracking_uri=tracking_uri)
     with _progress() as progress:
         task = progress.add_task(f"scoring {input.name}", total=None)
-        summary = score_file(input, out, bundle, quarantine, chunk_rows, explain,
+        summary = score_file(input, out, bundle, quarantine, chunk_rows or DEFAULT_CHUNK_ROWS, explain,
                              on_chunk=lambda n: progress.advance(task, n),
                              history=HistoryStore(resolve_history_dir(history)))
     channels = ", ".join(f"{summary.channels.get(c, 0):,} {c}" for c in ("red", "yellow", "green"))
@@ -224,7 +226,7 @@ def demo(
           history=store)
     console.rule("3. score the later manifest with the champion")
     score(input=incoming, out=scored, model=DEFAULT_MODEL_URI, quarantine=None, explain="flagged",
-          chunk_rows=200_000, tracking_uri=None, history=store)
+          chunk_rows=None, tracking_uri=None, history=store)
     print_riskiest(scored)
     console.rule("what the channels caught on this world the champion never saw (simulated truth)")
     print_demo_figures(scored, truth)

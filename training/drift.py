@@ -251,9 +251,9 @@ class DriftOutcome:
 def read_valid_lines(path: str | Path) -> tuple[pd.DataFrame, int]:
     """Validated lines of a manifest file (labelled or not, scored or not) and the rows read."""
     from features.io import iter_manifest_chunks
-    from features.schema import validate_manifest
+    from features.schema import KeyHashes, validate_manifest
 
-    seen: set[int] = set()
+    seen = KeyHashes()
     valid, read = [], 0
     for chunk in iter_manifest_chunks(path):
         valid.append(validate_manifest(chunk, str(path), seen).valid)

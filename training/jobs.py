@@ -9,7 +9,7 @@ import pandas as pd
 
 from features.history_store import HistoryStore
 from features.io import iter_manifest_chunks, write_table
-from features.schema import ManifestFileError, validate_manifest
+from features.schema import KeyHashes, ManifestFileError, validate_manifest
 from training.config import TrainConfig
 from training.train import TrainResult, train_model
 
@@ -33,7 +33,7 @@ def read_labelled(paths: list[str | Path]) -> LabelledData:
     ManifestFileError
         A file-level problem, including a missing label column.
     """
-    seen: set[int] = set()
+    seen = KeyHashes()
     valid, quarantined, read = [], [], 0
     for path in paths:
         for chunk in iter_manifest_chunks(path):

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from features.schema import CANONICAL_COLUMNS, LABEL_COLUMNS, REASON_COLUMN, ManifestFileError, validate_manifest
+from features.schema import CANONICAL_COLUMNS, LABEL_COLUMNS, REASON_COLUMN, KeyHashes, ManifestFileError, validate_manifest
 from serve.triage import audit
 from serve.triage.db import CHANNELS, COMMODITIES, PRIORITY, Batch, Case, utcnow
 from serve.triage.exploration import DrawSummary, draw_exploration
@@ -191,7 +191,7 @@ def _rejection_lines(rows: pd.DataFrame, reasons: pd.Series) -> list[str]:
     return [f"{d}/{n}: {r}" for d, n, r in zip(ids, lines, reasons, strict=True)]
 
 
-def _prepare_chunk(raw: pd.DataFrame, source: str, seen: set[int], report: LoadReport) -> pd.DataFrame:
+def _prepare_chunk(raw: pd.DataFrame, source: str, seen: KeyHashes, report: LoadReport) -> pd.DataFrame:
     missing = [column for column in SCORE_COLUMNS if column not in raw.columns and column != "reasons"]
     if missing:
         raise ManifestFileError(f"{source}: not a scored batch, missing column '{missing[0]}'")
@@ -241,7 +241,7 @@ def load_scored_frames(engine: Engine, chunks: Iterable[pd.DataFrame], source: s
     """
     queue_date = queue_date or date.today()
     rng = rng if rng is not None else np.random.default_rng()
-    seen: set[int] = set()
+    seen = KeyHashes()
     with Session(engine) as db, db.begin():
         batch = Batch(source=source[:255], loaded_at=utcnow(), loaded_by=origin.actor, queue_date=queue_date)
         db.add(batch)

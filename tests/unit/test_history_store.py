@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from features.history import HISTORY_COLUMNS, HistoryFeatures, line_keys
+from features.history import HISTORY_COLUMNS, HistoryFeatures, PastEvents, line_keys
 from features.history_store import FileHistory, HistoryStore, history_frame, winning_copies
 from features.schema import validate_manifest
 from training.synthetic import generate_manifest
@@ -198,6 +200,7 @@ def test_property_a_file_scored_in_parts_sees_the_store_without_its_copies_and_i
     """A file whose lines the store may hold already (identical, corrected, (un)labelled), scored in
     two parts through :class:`FileHistory`: exactly the features of the store's other lines plus the
     file's lines, whatever the part."""
+    note(f"batches={batches!r} file_rows={file_rows!r} recent_days={recent_days}")
     store = HistoryStore(tmp_path_factory.mktemp("store"), recent_days=recent_days)
     for rows in batches:
         store.append(_frame(*[{**_line(key, day, np.nan if label == "" else 1.0,
@@ -213,10 +216,15 @@ def test_property_a_file_scored_in_parts_sees_the_store_without_its_copies_and_i
     parts = np.array_split(np.arange(len(file)), 2)
     for part in parts:
         file_history.add(file.iloc[part])
+    # The history began with the first line the store has held, even one the file corrects to a
+    # later day (as for a batch scored against the store alone).
+    start = (pd.concat([stored["declared_at"], file["declared_at"]]).min() - pd.Timestamp("1970-01-01")).days
     for part in parts:
         lines = file.iloc[part].reset_index(drop=True)
         if len(lines):
-            pd.testing.assert_frame_equal(_features(history, lines, file_history), _features(history, lines, past))
+            others = past[~line_keys(past).isin(line_keys(lines))]
+            expected = replace(PastEvents.from_lines(others), coverage_start=start)
+            pd.testing.assert_frame_equal(_features(history, lines, file_history), _features(history, lines, expected))
 
 
 def test_a_party_whose_first_line_is_corrected_away_keeps_its_true_first_day_behind_the_checkpoint(tmp_path):
@@ -234,3 +242,19 @@ def test_a_party_whose_first_line_is_corrected_away_keeps_its_true_first_day_beh
     features = history.transform(file.iloc[[1]].reset_index(drop=True), past=file_history)
     assert features.loc[0, "shipper_id_days_since_first"] == 260 - 80
     assert features.loc[0, "shipper_id_lines_before"] == 1
+
+
+def test_a_part_of_a_file_in_date_order_reads_its_parties_earlier_days_folded(tmp_path):
+    """Shipper S1 declares every day for 200 days; the part of days 100-199 reads S1's days before
+    70 (100 minus the 30-day label delay) as a first day and one total, the later days one by one."""
+    file = history_frame(_frame(*[_line(f"L{day}", day, np.nan, np.nan) for day in range(200)]))
+    file_history = FileHistory(None, tmp_path)
+    file_history.add(file.iloc[:100])
+    file_history.add(file.iloc[100:])
+    events = file_history.events_for(file.iloc[100:], flow_days=0, label_delay_days=30)
+    shipper = events.parties[(events.parties["entity"] == "shipper_id").to_numpy()]
+    start = (pd.Timestamp("2025-01-01") - pd.Timestamp("1970-01-01")).days
+    added = shipper[shipper["lines"] > 0].sort_values("day")
+    assert added["day"].tolist() == [start] + [start + d for d in range(69, 200)]
+    assert added["lines"].tolist() == [1, 69] + [1] * 130
+    assert shipper["lines"].sum() == 100  # the part's own 100 lines are taken out

@@ -13,6 +13,7 @@ from features.schema import (
     INT_COLUMNS,
     REASON_COLUMN,
     REQUIRED_COLUMNS,
+    KeyHashes,
     ManifestFileError,
     duplicate_key_mask,
     validate_manifest,
@@ -229,7 +230,7 @@ def test_a_line_that_fails_a_rule_does_not_claim_its_key(make_frame):
 
 
 def test_duplicate_key_across_chunks_is_found_through_seen_keys(make_frame):
-    seen: set[int] = set()
+    seen = KeyHashes()
     first = make_frame({"declaration_id": "A"}, {"declaration_id": "B"})
     second = make_frame({"declaration_id": "C"}, {"declaration_id": "A"})
     second.index = pd.RangeIndex(2, 4)
@@ -254,7 +255,7 @@ def test_without_seen_keys_chunks_are_checked_alone(make_frame):
 def test_duplicate_key_mask_flags_later_occurrences_and_updates_seen():
     frame = pd.DataFrame({"declaration_id": pd.array(["A", "B", "A", "C"], dtype="string"),
                           "line_no": [1.0, 1.0, 1.0, 2.0]})
-    seen: set[int] = set()
+    seen = KeyHashes()
 
     assert duplicate_key_mask(frame, seen).tolist() == [False, False, True, False]
     assert duplicate_key_mask(frame.iloc[[3]], seen).tolist() == [True]
@@ -312,3 +313,16 @@ def test_every_row_ends_in_exactly_one_output(make_line, kinds):
     assert sorted(quarantined) == expected_bad
     assert (result.quarantine[REASON_COLUMN].str.len() > 0).all()
     pd.testing.assert_frame_equal(result.quarantine.drop(columns=REASON_COLUMN), raw.loc[sorted(quarantined)])
+
+
+def test_key_hashes_remember_every_hash_through_merges():
+    seen = KeyHashes()
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 2**63, size, dtype="uint64") for size in (5, 3, 8, 1, 20, 2)]
+    for batch in batches:
+        seen.add(batch)
+    assert len(seen) == 39 and len(seen.blocks) < len(batches)
+    every = np.concatenate(batches)
+    assert seen.contains(every).all()
+    assert not seen.contains(np.array([1, 2, 3], dtype="uint64")).any()
+    assert KeyHashes().contains(every).sum() == 0
