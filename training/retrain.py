@@ -25,7 +25,10 @@ The job behind ``misdeclare retrain``:
    ranking of the window's labelled lines (as ``misdeclare evaluate`` measures it), and the recall
    at the inspection rate: the share of the known misdeclared lines that fall within the top
    ``inspection_rate`` of *all* the window's lines, i.e. what each model would have caught with the
-   same inspection capacity.
+   same inspection capacity. Both count each labelled line with the same weight as in training
+   (its inverse selection probability): measured on the labelled lines alone, the champion is
+   judged on the lines it chose to inspect, where it shines, and a challenger that learned what
+   the random checks found among the lines the champion passed over could never win.
 5. **Decision** (:func:`decide`): promote only when the challenger's average precision beats the
    champion's by at least ``min_gain`` and no measured slice loses more than ``slice_tolerance``
    in average precision or recall at ``inspection_rate``.
@@ -375,23 +378,32 @@ def model_scores(all_scores: np.ndarray, labelled: np.ndarray, rate: float) -> M
     return ModelScores(np.asarray(all_scores)[labelled], top_k_mask(all_scores, rate)[labelled])
 
 
-def slice_metrics(y: np.ndarray, model: ModelScores, mask: np.ndarray, recall_metric: str) -> dict[str, float]:
+def slice_metrics(y: np.ndarray, model: ModelScores, mask: np.ndarray, recall_metric: str,
+                  weights: np.ndarray | None = None) -> dict[str, float]:
     """Average precision among the slice's labelled lines, and recall at the inspection rate.
 
     The recall is the share of the slice's known misdeclared lines that the model flags within
     its capacity over the whole window: how much of, say, one route's known fraud it would catch.
+    With ``weights`` (inverse selection probabilities) each labelled line counts for the lines it
+    was drawn from: a random check among unflagged lines stands for its whole pool, so a model is
+    not judged only on the lines the champion chose to inspect.
     """
     from sklearn.metrics import average_precision_score
 
+    weights = np.ones(len(y)) if weights is None else np.asarray(weights, dtype="float64")
     positives = mask & (y == 1)
     both = 0 < positives.sum() < mask.sum()
-    return {AVERAGE_PRECISION: float(average_precision_score(y[mask], model.scores[mask])) if both else float("nan"),
-            recall_metric: float(model.flagged[positives].mean()) if positives.any() else float("nan")}
+    average_precision = (float(average_precision_score(y[mask], model.scores[mask], sample_weight=weights[mask]))
+                         if both else float("nan"))
+    recall = (float(np.average(model.flagged[positives], weights=weights[positives])) if positives.any()
+              else float("nan"))
+    return {AVERAGE_PRECISION: average_precision, recall_metric: recall}
 
 
 def compare_scores(y: np.ndarray, champion: ModelScores | None, challenger: ModelScores,
-                   masks: dict[tuple[str, str], np.ndarray], settings: RetrainSettings) -> pd.DataFrame:
-    """Metrics of both models per slice, side by side (:func:`slice_metrics`).
+                   masks: dict[tuple[str, str], np.ndarray], settings: RetrainSettings,
+                   weights: np.ndarray | None = None) -> pd.DataFrame:
+    """Metrics of both models per slice, side by side (:func:`slice_metrics`, weighted by ``weights``).
 
     Returns
     -------
@@ -405,8 +417,9 @@ def compare_scores(y: np.ndarray, champion: ModelScores | None, challenger: Mode
     for (slice_name, group), mask in masks.items():
         positives = int(y[mask].sum())
         measured = positives >= settings.slice_min_positives and positives < int(mask.sum())
-        challenger_values = slice_metrics(y, challenger, mask, settings.recall_metric)
-        champion_values = ({} if champion is None else slice_metrics(y, champion, mask, settings.recall_metric))
+        challenger_values = slice_metrics(y, challenger, mask, settings.recall_metric, weights)
+        champion_values = ({} if champion is None else slice_metrics(y, champion, mask, settings.recall_metric,
+                                                                     weights))
         for metric, chall in challenger_values.items():
             champ = champion_values.get(metric, float("nan"))
             rows.append({"slice": slice_name, "group": group, "lines": int(mask.sum()), "positives": positives,
@@ -572,8 +585,9 @@ def _window_counts(lines: pd.DataFrame, window: Window) -> dict:
 
 
 def compare_on_window(champion, challenger, lines: pd.DataFrame, current: pd.DataFrame, past: pd.DataFrame,
-                      request: RetrainRequest) -> pd.DataFrame:
-    """Score the window's lines with both bundles (the champion may be None) and compare them per slice."""
+                      settings: RetrainSettings, num_threads: int, reference_dir: str | None = None) -> pd.DataFrame:
+    """Score the window's lines with both bundles (the champion may be None) and compare them per slice,
+    each labelled line weighted by its ``WEIGHT_COLUMN`` (inverse selection probability) if present."""
     from models.predict import score_frame
 
     known = is_labelled(lines.loc[current.index])
@@ -581,14 +595,76 @@ def compare_on_window(champion, challenger, lines: pd.DataFrame, current: pd.Dat
     scored = {}
     for name, bundle in (("champion", champion), ("challenger", challenger)):
         if bundle is not None:
-            risk = score_frame(bundle, current, explain="none", num_threads=request.config.num_threads, past=past)
-            scored[name] = model_scores(risk["risk_score"].to_numpy(), known, request.settings.inspection_rate)
+            risk = score_frame(bundle, current, explain="none", num_threads=num_threads, past=past)
+            scored[name] = model_scores(risk["risk_score"].to_numpy(), known, settings.inspection_rate)
+    weights = target[WEIGHT_COLUMN].to_numpy("float64") if WEIGHT_COLUMN in target else None
     return compare_scores(target["misdeclared"].to_numpy("int64"), scored.get("champion"), scored["challenger"],
-                          slice_groups(target, past, request.reference_dir), request.settings)
+                          slice_groups(target, past, reference_dir), settings, weights)
+
+
+@dataclass
+class Challenge:
+    """A challenger trained and compared with the champion on the latest labels (see :func:`challenge`).
+
+    Attributes
+    ----------
+    lines : DataFrame
+        The lines, with their training weight (``WEIGHT_COLUMN``).
+    window : Window
+    result : TrainResult
+    challenger : ModelBundle
+        Loaded from ``folder``, where its files are.
+    manifest_sha256 : str
+    current, past : DataFrame
+        The window's lines and their history (:func:`training.asof.scoring_view`).
+    table : DataFrame
+        :func:`compare_scores` output.
+    decision : Decision
+    """
+
+    lines: pd.DataFrame
+    window: Window
+    result: TrainResult
+    challenger: object
+    manifest_sha256: str
+    current: pd.DataFrame
+    past: pd.DataFrame
+    table: pd.DataFrame
+    decision: Decision
+
+
+def challenge(lines: pd.DataFrame, champion, settings: RetrainSettings, config: TrainConfig, folder: Path,
+              history: pd.DataFrame | None = None, reference_dir: str | None = None) -> Challenge:
+    """The retrain decision, without side effects but the challenger's files in ``folder``.
+
+    Weighs ``lines`` by inverse selection probability, takes the comparison window (the last
+    ``comparison_window_days`` of labels), trains the challenger on the lines before it, scores
+    the window with both models and decides (:func:`decide`).
+
+    Raises
+    ------
+    ValueError
+        Unusable labels or window, or a champion validated inside the window.
+    """
+    from models.bundle import load_bundle_folder, save_bundle
+
+    weights = inverse_probability_weights(lines, settings.min_selection_probability)
+    lines = lines.assign(**{WEIGHT_COLUMN: weights})
+    window = comparison_window(lines, settings.comparison_window_days, config.label_delay_days)
+    check_window(lines, window, settings.slice_min_positives)
+    if champion is not None:
+        check_champion_before(champion.spec, window)
+    result = train_challenger(lines, window, config, reference_dir)
+    manifest_sha = save_bundle(folder, result.booster, result.spec, result.commodity_booster)
+    challenger = load_bundle_folder(folder, version="challenger")
+    current, past = scoring_view(lines, window, history)
+    table = compare_on_window(champion, challenger, lines, current, past, settings, config.num_threads, reference_dir)
+    decision = decide(table, settings.min_gain, settings.slice_tolerance, settings.checked_metrics, champion is not None)
+    return Challenge(lines, window, result, challenger, manifest_sha, current, past, table, decision)
 
 
 def run_retrain(request: RetrainRequest) -> RetrainOutcome:
-    """Gather labels, train the challenger, compare, decide, log to MLflow and apply the decision.
+    """Gather labels, run :func:`challenge`, log to MLflow and apply the decision.
 
     Raises
     ------
@@ -598,15 +674,10 @@ def run_retrain(request: RetrainRequest) -> RetrainOutcome:
     A promotion that cannot happen (the champion moved meanwhile, the lock stayed busy) is not
     raised: it is the outcome "aborted".
     """
-    from models.bundle import load_bundle_folder, save_bundle
     from models.registry import CHAMPION, alias_version
 
     settings, config = request.settings, request.config
     labels = gather_labels(request.paths, request.database, request.database_note)
-    weights = inverse_probability_weights(labels.lines, settings.min_selection_probability)
-    lines = labels.lines.assign(**{WEIGHT_COLUMN: weights})
-    window = comparison_window(lines, settings.comparison_window_days, config.label_delay_days)
-    check_window(lines, window, settings.slice_min_positives)
     # The decision is made against this version; the promotion re-checks it under the lock.
     champion_version = alias_version(request.model_name, CHAMPION, request.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="misdeclare-retrain-") as scratch:
@@ -614,23 +685,19 @@ def run_retrain(request: RetrainRequest) -> RetrainOutcome:
         champion = None
         if champion_version is not None:
             champion = _load_champion(request.model_name, champion_version, request.tracking_uri, folder / "champion")
-            check_champion_before(champion.spec, window)
-        result = train_challenger(lines, window, config, request.reference_dir)
-        manifest_sha = save_bundle(folder / "bundle", result.booster, result.spec, result.commodity_booster)
-        challenger = load_bundle_folder(folder / "bundle", version="challenger")
-        current, past = scoring_view(lines, window, request.history)
-        table = compare_on_window(champion, challenger, lines, current, past, request)
-        decision = decide(table, settings.min_gain, settings.slice_tolerance, settings.checked_metrics,
-                          champion is not None)
-        drift = drift_report(champion or challenger, lines[declared_between(lines, None, window.train_end)], current,
-                             settings.drift, current_past=past, num_threads=config.num_threads)
+        done = challenge(labels.lines, champion, settings, config, folder / "bundle", request.history,
+                         request.reference_dir)
+        lines, window = done.lines, done.window
+        drift = drift_report(champion or done.challenger, lines[declared_between(lines, None, window.train_end)],
+                             done.current, settings.drift, current_past=done.past, num_threads=config.num_threads)
         pending = RetrainOutcome(
             labels=labels, window=window, window_counts=_window_counts(lines, window),
-            champion_version=champion_version, challenger_version=None, challenger=result, comparison=table,
-            decision=decision, outcome="pending", outcome_note="", exploration=exploration_hit_rate(lines),
-            exploration_window=exploration_hit_rate(lines[declared_between(lines, window.start, window.end)]), drift=drift,
-            run_id="", document={})
-        return record_and_apply(pending, request, folder / "bundle", manifest_sha)
+            champion_version=champion_version, challenger_version=None, challenger=done.result,
+            comparison=done.table, decision=done.decision, outcome="pending", outcome_note="",
+            exploration=exploration_hit_rate(lines),
+            exploration_window=exploration_hit_rate(lines[declared_between(lines, window.start, window.end)]),
+            drift=drift, run_id="", document={})
+        return record_and_apply(pending, request, folder / "bundle", done.manifest_sha256)
 
 
 # ----------------------------------------------------------------------------- record

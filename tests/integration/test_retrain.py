@@ -271,6 +271,10 @@ def test_slice_metrics_by_hand():
     assert slice_metrics(y, model, mask, RECALL) == {AVERAGE_PRECISION: 0.75, RECALL: 0.5}
     only_positives = np.array([True, False, True, False, False])
     assert math.isnan(slice_metrics(y, model, only_positives, RECALL)[AVERAGE_PRECISION])
+    # The missed hit (0.1) drawn at random with probability 1/2 stands for two lines: recall 1 of 3,
+    # AP = 1/3 * 1 (at 0.9) + 2/3 * 3/5 (at 0.1: 3 hits of weight 3 among 5).
+    weighted = slice_metrics(y, model, mask, RECALL, weights=np.array([1.0, 1.0, 2.0, 1.0, 1.0]))
+    assert weighted == {AVERAGE_PRECISION: pytest.approx(1 / 3 + 2 / 3 * 3 / 5), RECALL: pytest.approx(1 / 3)}
 
 
 # ----------------------------------------------------------------------------- settings
@@ -596,11 +600,6 @@ def new_route_recall(later: pd.DataFrame, versions: list[str], rate: float) -> d
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "the champion now keeps the goods evidence (history dropout, tenure unknown at the store's start) and "
-    "already ranks the Vietnam route's fraud: average precision 0.959 against the challenger's 0.940 on the "
-    "later window (measured 2026-11-29), so this scenario no longer shows a champion that must be replaced; "
-    "it needs a shift the goods evidence cannot see (issue 11's simulated loop)"))
 def test_retraining_follows_fraud_onto_a_new_route_and_refuses_a_worse_challenger(mlflow_workdir):
     from features.history_store import HistoryStore, resolve_history_dir
     from training.jobs import train_and_register
