@@ -790,5 +790,6 @@ class FileHistory:
             keep = ~pd.MultiIndex.from_frame(values[["entity", "key"]].astype("string")).isin(
                 pd.MultiIndex.from_frame(self._stale))
             relevant = PastEvents(PastEvents.empty().parties, overrides, PastEvents.empty().flows, None)
-            past = replace(past, values=concat_events([values[keep], relevant.relevant_to(lines, tuple(stored)).values]))
+            overridden = relevant.relevant_to(lines, tuple(stored)).values
+            past = replace(past, values=concat_events([values[keep], overridden]))
         return PastEvents.concat(past, events)

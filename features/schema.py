@@ -285,7 +285,8 @@ def duplicate_key_mask(typed: pd.DataFrame, seen: KeyHashes | None = None) -> pd
     return duplicated
 
 
-def validate_manifest(raw: pd.DataFrame, source: str = "<frame>", seen_keys: KeyHashes | None = None) -> ValidationResult:
+def validate_manifest(raw: pd.DataFrame, source: str = "<frame>",
+                      seen_keys: KeyHashes | None = None) -> ValidationResult:
     """Split manifest lines into valid typed rows and quarantined rows with reasons.
 
     Parameters

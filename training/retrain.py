@@ -659,7 +659,8 @@ def challenge(lines: pd.DataFrame, champion, settings: RetrainSettings, config: 
     challenger = load_bundle_folder(folder, version="challenger")
     current, past = scoring_view(lines, window, history)
     table = compare_on_window(champion, challenger, lines, current, past, settings, config.num_threads, reference_dir)
-    decision = decide(table, settings.min_gain, settings.slice_tolerance, settings.checked_metrics, champion is not None)
+    decision = decide(table, settings.min_gain, settings.slice_tolerance, settings.checked_metrics,
+                      champion is not None)
     return Challenge(lines, window, result, challenger, manifest_sha, current, past, table, decision)
 
 
