@@ -25,6 +25,7 @@ from serve.cli_common import (
 )
 from serve.cli_evaluate import evaluate
 from serve.cli_retrain import drift, retrain, rollback
+from serve.cli_simulate import simulate
 from serve.cli_triage import serve, triage_app
 
 app = typer.Typer(help="misdeclare: score import manifest lines for disguised antimony, gallium, "
@@ -244,5 +245,6 @@ app.add_typer(benchmark_app, name="benchmark", help="Public benchmarks (KCS cust
 app.command()(retrain)
 app.command()(rollback)
 app.command()(drift)
+app.command()(simulate)
 app.add_typer(triage_app, name="triage", help="Inspectors' queue: load scored batches, export outcomes, users.")
 app.command("serve")(serve)
