@@ -625,9 +625,9 @@ class HistoryStore:
             parties = connection.execute(per_day if fold_before is None else _folded(per_day, fold_before)).df()
             if totals:
                 parties = pd.concat([parties, _totals_as_events(connection, checkpoint)], ignore_index=True)
-            values = connection.execute(
-                "SELECT entity, key, kind, value, day, 1 AS lines FROM value_firsts "
-                "JOIN query_keys USING (entity, key)").df()
+            values = connection.execute(  # one row per party and value (stores without the key append)
+                "SELECT entity, key, kind, value, min(day) AS day, 1 AS lines FROM value_firsts "
+                "JOIN query_keys USING (entity, key) GROUP BY entity, key, kind, value").df()
             since = first - flow_days if flow_days is not None else np.iinfo("int32").min
             old_flows = checkpoint is not None and since < checkpoint
             flow_rows = connection.execute(
