@@ -79,15 +79,22 @@ def end_to_end(manifest: Path, bundle_dir: Path, workdir: Path, history: Path | 
 
 
 def large_manifest(workdir: Path, rows: int, chunk_rows: int = 1_000_000) -> Path:
-    """A manifest of ``rows`` later lines, generated in chunks (other seeds, distinct declaration ids)."""
+    """A manifest of ``rows`` later lines in date order, as dense per day as the ``--rows`` one.
+
+    Each ``chunk_rows`` block covers its own half year after the one before (other seeds, distinct
+    declaration ids): 10M lines are five years of a 1M-line half year, not ten times as many lines
+    per day (which would make every day's history ten times larger too).
+    """
     from training.synthetic import arriving_lines, generate_manifest
 
-    path = workdir / f"manifest_{rows}.csv"
+    path = workdir / f"manifest_{rows}_dated.csv"
     if path.exists():
         return path
     partial = path.with_name(f".{path.name}.partial")
     for index, start in enumerate(range(0, rows, chunk_rows)):
-        lines = arriving_lines(generate_manifest(min(chunk_rows, rows - start), 100 + index, "2026-07-01", "2026-12-31"))
+        first = pd.Timestamp("2026-07-01") + pd.DateOffset(months=6 * index)
+        last = first + pd.DateOffset(months=6) - pd.Timedelta(days=1)
+        lines = arriving_lines(generate_manifest(min(chunk_rows, rows - start), 100 + index, first.date(), last.date()))
         lines["declaration_id"] = lines["declaration_id"] + f"-{index}"
         lines.to_csv(partial, mode="a" if index else "w", header=not index, index=False)
     partial.rename(path)

@@ -77,6 +77,9 @@ _LABELS = ("inspected", "misdeclared")
 # two storing the same new line would both insert it. Writes from this process therefore take
 # turns (other processes are kept out by DuckDB's file lock, which _open waits for).
 _WRITE_LOCK = threading.Lock()
+# DuckDB's own memory (buffer pool, joins, sorts) per database: by default it may take 80 % of the
+# machine, and a process's resident memory keeps what it took. Beyond this it spills to disk.
+DUCKDB_MEMORY_LIMIT = "512MB"
 _SUMMED = ("lines", "outcomes", "positives")
 # A file's own store never folds events into totals: it is read event by event.
 _NEVER_FOLDED = 1 << 30
@@ -362,7 +365,7 @@ class HistoryStore:
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                return duckdb.connect(str(self.path), config={"memory_limit": DUCKDB_MEMORY_LIMIT})
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:
                     raise

@@ -16,7 +16,9 @@ output (removed on success and on failure):
    (:func:`models.predict.assign_channels`);
 4. **write**: each part again, with channel, suspected commodity and reasons
    (:func:`models.predict.finish_frame`), into the output file, which appears only when complete;
-   then the file's lines join the history store, in one transaction.
+   then the file's lines join the history store, a part at a time (one transaction each: a
+   transaction holding a whole file grew with it; a crash between parts leaves the store with the
+   parts already added, and scoring the file again adds the rest without counting any line twice).
 
 Memory holds one chunk plus a few small arrays per line (day, key, risk); neither the store nor the
 file is ever read whole.
@@ -193,9 +195,10 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
                 scored.write(_empty_like(list(CANONICAL_COLUMNS) + extras + list(OUTPUT_COLUMNS)))
             if quarantined.rows_written == 0:
                 quarantined.write(_empty_like(input_columns + [REASON_COLUMN]))
-        # The output is complete: the file's lines join the store, in one transaction.
+        # The output is complete: the file's lines join the store (see the module docstring).
         if history is not None:
-            history.extend(pd.read_parquet(part, columns=list(HISTORY_COLUMNS)) for part in parts)
+            for part in parts:
+                history.append(pd.read_parquet(part, columns=list(HISTORY_COLUMNS)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     summary.seconds = time.perf_counter() - started
