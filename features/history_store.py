@@ -40,7 +40,7 @@ import os
 import threading
 import time
 from dataclasses import replace
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -388,20 +388,10 @@ class HistoryStore:
 
     def append(self, lines: pd.DataFrame) -> int:
         """Store lines (see the module docstring for which copy wins); returns lines added or changed."""
-        return self.extend([lines])
-
-    def extend(self, batches: Iterable[pd.DataFrame]) -> int:
-        """Store several batches in one transaction (all or none): a file read back part by part."""
-        added = 0
-        with contextlib.ExitStack() as stack:
-            connection = None
-            for lines in batches:
-                if lines.empty:
-                    continue
-                if connection is None:
-                    connection = stack.enter_context(self._connect(write=True))
-                added += self._add(connection, lines)
-        return added
+        if lines.empty:
+            return 0
+        with self._connect(write=True) as connection:
+            return self._add(connection, lines)
 
     def stored_copies(self, lines: pd.DataFrame) -> pd.DataFrame:
         """The stored versions of ``lines`` (by key; none when the store is missing)."""

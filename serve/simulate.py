@@ -24,7 +24,6 @@ What each week achieved is measured against the simulation's truth
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -117,18 +116,17 @@ def _training_lines(world: pd.DataFrame, engine, since: pd.Timestamp, until: pd.
 
 
 def run_policy(world: pd.DataFrame, settings: SimulationSettings, exploration: float, folder: Path,
-               config: TrainConfig, retrain: RetrainSettings,
-               on_week: Callable[[dict], None] | None = None) -> PolicyRun:
+               config: TrainConfig, retrain: RetrainSettings) -> PolicyRun:
     """Run the loop for one exploration share (see the module docstring); ``folder`` is its workspace."""
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(settings.seed)
     train_weeks = int(settings.retrain.get("train_weeks", settings.history_weeks))
     history = world[world["declared_at"] < settings.loop_start]
+    known = validate_manifest(_known(history), "simulation").valid
     store = HistoryStore(folder / "history")
-    store.append(validate_manifest(_known(history), "simulation").valid)
-    champion = challenge(validate_manifest(_known(history), "simulation").valid, None, retrain, config,
-                         folder / "models" / "week-000").challenger
+    store.append(known)
+    champion = challenge(known, None, retrain, config, folder / "models" / "week-000").challenger
     engine = make_engine(f"sqlite:///{folder / 'triage.db'}")
     upgrade(engine)
     with Session(engine) as db, db.begin():
@@ -156,20 +154,14 @@ def run_policy(world: pd.DataFrame, settings: SimulationSettings, exploration: f
             "fraud": truth.loc[keys, "sim_fraud"].to_numpy() == 1,
             "commodity": truth.loc[keys, "sim_commodity"].to_numpy()})], ignore_index=True)
         pending = _record_due(engine, pending, end - pd.Timedelta(days=1), store)
-        mask = np.asarray(line_keys(lines).isin(keys))
-        chosen = inspected.set_index(keys)
-        explored = np.zeros(len(lines), dtype=bool)
-        probability = np.full(len(lines), np.nan)
-        where = np.flatnonzero(mask)
-        explored[where] = (chosen.loc[line_keys(lines.iloc[where]), "selected_by"] == "exploration").to_numpy()
-        probability[where] = chosen.loc[line_keys(lines.iloc[where]), "probability"].to_numpy("float64")
-        metrics = week_metrics(week, lines, mask, explored, probability, settings)
+        chosen = inspected.set_index(keys).reindex(line_keys(lines))  # one row per line of the week
+        metrics = week_metrics(week, lines, chosen["case_id"].notna().to_numpy(),
+                               (chosen["selected_by"] == "exploration").to_numpy(),
+                               chosen["probability"].to_numpy("float64"), settings)
         champion, metrics["retrain"] = _retrain(world, engine, champion, settings, end, train_weeks, config, retrain,
                                                 folder / "models" / f"week-{week + 1:03d}")
         metrics["retrained"] = metrics["retrain"]["action"] in ("promote", "keep")
         weekly.append(metrics)
-        if on_week is not None:
-            on_week(metrics)
     return PolicyRun(exploration, weekly, policy_summary(weekly, settings), time.perf_counter() - started)
 
 

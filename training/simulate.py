@@ -16,7 +16,7 @@ scoring, triage and retraining, and lives in :mod:`serve.simulate`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -196,11 +196,6 @@ def policy_summary(weekly: list[dict], settings: SimulationSettings) -> dict:
         "prevalence_estimate": estimate,
         "true_prevalence": truth,
     }
-
-
-def with_overrides(settings: SimulationSettings, **changes) -> SimulationSettings:
-    """``settings`` with fields replaced (None: kept)."""
-    return replace(settings, **{key: value for key, value in changes.items() if value is not None})
 
 
 def is_finite(value) -> bool:
