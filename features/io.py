@@ -39,6 +39,13 @@ def file_format(path: str | Path) -> str:
     raise ManifestFileError(f"{path}: unknown format (use .csv, .csv.gz or .parquet)")
 
 
+def default_quarantine_path(output: str | Path) -> Path:
+    """``scored.csv`` → ``scored.quarantine.csv`` (always CSV: reasons are for people to read)."""
+    output = Path(output)
+    stem = output.name.split(".")[0]
+    return output.with_name(f"{stem}.quarantine.csv")
+
+
 def _csv_header(path: Path) -> list[str]:
     opener = gzip.open if str(path).lower().endswith(".gz") else open
     # utf-8-sig: spreadsheet exports start with a byte-order mark, which pyarrow skips too.

@@ -7,6 +7,7 @@ code. They are read on demand (never at import time) and returned as one immutab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -68,10 +69,30 @@ class ReferenceTables:
         """Countries whose export controls the disguises evade (FACTS: China)."""
         return frozenset(self.countries.loc[self.countries["controls_exports"] == 1, "iso2"])
 
+    @property
+    def cover_codes(self) -> dict[str, str]:
+        """Description of each HS prefix (4 or 6 digits) the facts name as a cover for the controlled goods."""
+        covers = self.hs_codes[self.hs_codes["role"] == "cover"]
+        return dict(zip(covers["hs_prefix"], covers["description"], strict=True))
+
     def code_goods(self) -> dict[str, list[str]]:
         """Controlled goods each six-digit code covers (``target_goods.csv``; 811292: gallium, germanium)."""
         table = self.target_goods[["hs6", "commodity"]].dropna().drop_duplicates()
         return {str(code): sorted(group["commodity"]) for code, group in table.groupby("hs6")}
+
+    @cached_property
+    def code_bands(self) -> dict[str, tuple[float, float]]:
+        """Reference USD/kg band (low, high) per HS prefix that has one (read once per tables)."""
+        banded = self.hs_codes.dropna(subset=["usd_per_kg_low", "usd_per_kg_high"])
+        return {str(row.hs_prefix): (float(row.usd_per_kg_low), float(row.usd_per_kg_high)) for row in banded.itertuples()}
+
+    def declared_band(self, hs_code: str) -> tuple[str, float, float] | None:
+        """(prefix, low, high) USD/kg of the longest prefix (6, then 4 digits) of ``hs_code`` with a band."""
+        for length in (6, 4):
+            prefix = str(hs_code)[:length]
+            if prefix in self.code_bands:
+                return (prefix, *self.code_bands[prefix])
+        return None
 
     def producers(self, commodity: str) -> frozenset[str]:
         """Countries with production capacity for ``commodity``."""

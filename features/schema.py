@@ -8,6 +8,7 @@ readable reason per failed rule. Every input row ends in exactly one of the two.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -218,6 +219,17 @@ def _rule_phrase(column: str | None, check: str, value: object) -> str:
         return f"{column} has an unknown value '{value}'"
     phrase = _RULE_TEXT.get(check, check)
     return f"{column} {phrase}" + ("" if check == "not_nullable" else f", got {value}")
+
+
+_RULE_VALUE = re.compile(r"(, got .*| '[^']*')$")
+
+
+def quarantine_rules(reason: str) -> list[str]:
+    """The rules a quarantine reason names, without the offending values ('hs_code must be 6-10 digits').
+
+    For counting reasons over a file: the values differ line by line, the rules do not.
+    """
+    return [_RULE_VALUE.sub("", part.strip()) for part in str(reason).split(";") if part.strip()]
 
 
 def _schema_reasons(typed: pd.DataFrame, schema: pa.DataFrameSchema, unparsed: set[tuple]) -> pd.Series:

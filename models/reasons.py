@@ -22,6 +22,7 @@ Phrases are built to be parsed back (tests check every reason of a scored world)
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -346,6 +347,45 @@ PHRASES = {
     "flow": flow_phrase,
     **{f"{party}_history": party_phrase(party) for party in ("shipper", "consignee", "importer", "declarant")},
 }
+
+
+# What each phrase is about, for counting reasons over a batch (the batch report): patterns match the
+# phrases written above, first match wins; a party phrase with a misdeclared past counts as that.
+REASON_TOPICS = (
+    ("declared value missing", re.compile(r"^declared value missing or zero$")),
+    ("priced like a controlled good", re.compile(r"^declared [\d,.]+ USD/kg, .*; in the price band of ")),
+    ("priced above the declared code", re.compile(r"^declared [\d,.]+ USD/kg, [\d,.]+x above ")),
+    ("priced below the declared code", re.compile(r"^declared [\d,.]+ USD/kg, [\d,.]+x below ")),
+    ("route through a hub or transit", re.compile(r"^origin ")),
+    ("heavy packing for light goods", re.compile(r": heavy for HS \d+, ")),
+    ("known cover code", re.compile(r"^declared as HS \d+, a known cover code")),
+    ("after the export controls", re.compile(r"^declared [\d,]+ days after ")),
+    ("consignee moved from China to a hub", re.compile(r"^consignee \S+ imported controlled goods directly from China")),
+    ("party misdeclared before", re.compile(r"^(shipper|consignee|importer|declarant) \S+: .*inspected lines misdeclared")),
+    ("new party", re.compile(r"^(shipper|consignee|importer|declarant) \S+: .*(never seen before|first seen)")),
+    ("party not declared", re.compile(r"^(shipper|consignee|importer|declarant) not declared$")),
+    ("flow surge", re.compile(r"^[\d,]+ lines \S+ -> \S+ of HS \d+ in the last ")),
+    ("description names a controlled good", re.compile(r'^description ".*" names a controlled good$')),
+    ("description does not match the code", re.compile(r'^description ".*" does not match HS ')),
+    ("vague or missing description", re.compile(r'^(description ".*" is vague|no goods description)$')),
+    ("no single fact", re.compile(rf"^{re.escape(NO_STATED_FACT)}$")),
+)
+OTHER_TOPIC = "other"
+TYPICAL_PRICE = re.compile(r"what HS (\d{4}) typically declares \(([\d,.]+) USD/kg\)")
+
+
+def reason_topic(phrase: str) -> str:
+    """What a reason phrase is about ('priced like a controlled good', 'new party', ...); 'other' if unknown."""
+    return next((topic for topic, pattern in REASON_TOPICS if pattern.search(phrase)), OTHER_TOPIC)
+
+
+def typical_price(phrases: list[str]) -> tuple[str, float] | None:
+    """(HS prefix, USD/kg) of a price reason quoting the declared code's fitted typical value, if any."""
+    for phrase in phrases:
+        match = TYPICAL_PRICE.search(phrase)
+        if match:
+            return match.group(1), float(match.group(2).replace(",", ""))
+    return None
 
 
 def group_contributions(contributions: np.ndarray, features: list[str], groups: dict[str, str]) -> pd.DataFrame:

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.history_store import HistoryStore, resolve_history_dir
+from features.reference import load_reference
+from serve.charts import wilson_interval
 from serve.triage import accounts
 from serve.triage.api_routes import router as api_router
 from serve.triage.db import make_engine
@@ -30,7 +32,8 @@ from serve.triage.errors import TriageError
 from serve.triage.export import outcomes_to_store
 from serve.triage.migrate import upgrade
 from serve.triage.pages import router as page_router
-from serve.triage.scoring import Scorer, load_scorer
+from serve.triage.pictures import PictureReference
+from serve.triage.scoring import Scorer, load_model_bundle, scorer_for
 from serve.triage.settings import Settings
 from serve.triage.web import (
     SESSION_COOKIE, BodyLimitMiddleware, Runtime, api_error_response, audit_refusal,
@@ -59,6 +62,7 @@ def make_templates() -> Jinja2Templates:
     """The page templates shipped in ``serve/templates`` with the number filters they use."""
     templates = Jinja2Templates(directory=str(resources.files("serve") / "templates"))
     templates.env.filters["num"] = _number
+    templates.env.globals["interval"] = wilson_interval
     templates.env.filters["pct"] = lambda value, digits=1: "" if value is None else f"{100 * value:.{digits}f}%"
     return templates
 
@@ -194,9 +198,11 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
         engine = make_engine(settings.database_url)
         upgrade(engine)
         history = open_history(settings, engine)
-        model = scorer if scorer is not None else (load_scorer(settings.model_uri) if settings.model_uri else None)
+        bundle = load_model_bundle(settings.model_uri) if scorer is None and settings.model_uri else None
+        model = scorer if scorer is not None else (scorer_for(bundle) if bundle is not None else None)
         app.state.runtime = Runtime(settings=settings, engine=engine, hasher=accounts.make_hasher(settings),
-                                    scorer=model, templates=make_templates(), history=history)
+                                    scorer=model, templates=make_templates(), history=history,
+                                    pictures=PictureReference.from_tables(load_reference()), model=bundle)
         yield
         engine.dispose()
 

@@ -42,10 +42,11 @@ import pyarrow.parquet as pq
 from features.history import HISTORY_COLUMNS, HistoryFeatures
 from features.history_store import FileHistory, HistoryStore
 from features.pipeline import model_features
-from features.io import DEFAULT_CHUNK_ROWS, AtomicTableWriter, file_format, iter_manifest_chunks
+from features.io import DEFAULT_CHUNK_ROWS, AtomicTableWriter, default_quarantine_path, file_format, iter_manifest_chunks
 from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, KeyHashes, validate_manifest
 from models.channels import channel_rates, quota_keys
 from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, needs_features, score_risk
+from serve.report import BatchReport
 
 
 @dataclass
@@ -60,13 +61,6 @@ class ScoreSummary:
     channels: Counter = field(default_factory=Counter)
     checks: Counter = field(default_factory=Counter)
     seconds: float = 0.0
-
-
-def default_quarantine_path(output: str | Path) -> Path:
-    """``scored.csv`` → ``scored.quarantine.csv`` (always CSV: reasons are for people to read)."""
-    output = Path(output)
-    stem = output.name.split(".")[0]
-    return output.with_name(f"{stem}.quarantine.csv")
 
 
 def _empty_like(columns: list[str]) -> pd.DataFrame:
@@ -99,7 +93,7 @@ def _read_rows(path: Path, mask: np.ndarray, batch_rows: int = 16_384) -> pd.Dat
 def score_file(input_path: str | Path, output_path: str | Path, bundle, quarantine_path: str | Path | None = None,
                chunk_rows: int = DEFAULT_CHUNK_ROWS, explain: str = "flagged",
                on_chunk: Callable[[int], None] | None = None, history: HistoryStore | None = None,
-               num_threads: int = 2) -> ScoreSummary:
+               num_threads: int = 2, report: BatchReport | None = None) -> ScoreSummary:
     """Score a manifest file into ``output_path``; invalid rows go to the quarantine file.
 
     Both files appear only when the whole input has been processed; a file-level error raises
@@ -125,6 +119,8 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
         the output is complete. Without it, history comes from the file's own lines.
     num_threads : int
         LightGBM threads.
+    report : BatchReport, optional
+        Counts every scored part and quarantined chunk (``--report``); the caller renders it.
     """
     started = time.perf_counter()
     file_format(output_path)
@@ -151,6 +147,8 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
                     keys.append(quota_keys(result.valid))
                 if len(result.quarantine):
                     quarantined.write(result.quarantine)
+                    if report is not None:
+                        report.add_quarantine(result.quarantine)
                 summary.lines_read += len(chunk)
                 summary.lines_scored += len(result.valid)
                 summary.lines_quarantined += len(result.quarantine)
@@ -187,6 +185,8 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
                                  num_threads),
                 ]).loc[lines.index]
                 scored.write(frame)
+                if report is not None:
+                    report.add_scored(frame)
                 summary.channels.update(frame["channel"].tolist())
                 summary.checks.update(frame["check"].tolist())
                 offset += len(lines)

@@ -123,24 +123,35 @@ def score(
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
                                                         help="MLflow tracking URI.")] = None,
     history: HistoryOption = None,
+    report: Annotated[Optional[Path], typer.Option(
+        "--report", help="Also write a self-contained HTML report of the batch (channels by port and day, "
+                         "reasons, risk against the validation window, cover-code cells, quarantine).")] = None,
 ) -> None:
     """Score a manifest file: risk score, channel (day quotas), reasons, suspected commodity and check per line."""
     from features.history_store import HistoryStore, resolve_history_dir
     from features.io import DEFAULT_CHUNK_ROWS
+    from features.reference import load_reference
     from models.bundle import load_bundle
     from serve.batch import score_file
+    from serve.report import BatchReport, reference_shares, render_report, write_report
 
+    if report is not None and report.suffix.lower() not in (".html", ".htm"):
+        raise typer.BadParameter(f"must end in .html, got '{report}'", param_hint="--report")
     bundle = load_bundle(model, tracking_uri=tracking_uri)
+    facts = BatchReport(load_reference().cover_codes) if report is not None else None
     with _progress() as progress:
         task = progress.add_task(f"scoring {input.name}", total=None)
         summary = score_file(input, out, bundle, quarantine, chunk_rows or DEFAULT_CHUNK_ROWS, explain,
                              on_chunk=lambda n: progress.advance(task, n),
-                             history=HistoryStore(resolve_history_dir(history)))
+                             history=HistoryStore(resolve_history_dir(history)), report=facts)
     channels = ", ".join(f"{summary.channels.get(c, 0):,} {c}" for c in ("red", "yellow", "green"))
     channels += f"; {summary.checks.get('origin', 0):,} declared under a controlled code, origin check"
     console.print(f"scored {summary.lines_scored:,} of {summary.lines_read:,} lines with {bundle.version} "
                   f"({channels}) in {summary.seconds:.1f} s -> {summary.output}")
     console.print(f"quarantined {summary.lines_quarantined:,} lines -> {summary.quarantine}")
+    if facts is not None:
+        write_report(report, render_report(facts, reference_shares(bundle.spec), input.name))
+        console.print(f"report -> {report}")
 
 
 def print_riskiest(scored_path: Path, top: int = 10) -> None:
@@ -217,9 +228,9 @@ def demo(
     workdir: Annotated[Path, typer.Option("--workdir", help="Folder for the demo's files.")] = Path("demo"),
     rows: Annotated[int, typer.Option("--rows", help="Labelled history lines to generate (2023-01-01..2026-06-30), across the training worlds.")] = 350_000,
 ) -> None:
-    """Generate history, train and register the champion, score a later manifest, show the riskiest."""
+    """Generate history, train and register the champion, score a later manifest (with its HTML report), show the riskiest."""
     history, incoming, scored = workdir / "history.csv", workdir / "incoming.csv", workdir / "scored.csv"
-    truth, store = workdir / "incoming.truth.csv", workdir / "history"
+    truth, store, report = workdir / "incoming.truth.csv", workdir / "history", workdir / "report.html"
     console.rule("1. simulated worlds: labelled history to 2026-06-30, and a later quarter of a world built differently")
     write_demo_data(history, incoming, truth, rows)
     console.rule("2. train on the history, track in MLflow, register")
@@ -227,7 +238,7 @@ def demo(
           history=store)
     console.rule("3. score the later manifest with the champion")
     score(input=incoming, out=scored, model=DEFAULT_MODEL_URI, quarantine=None, explain="flagged",
-          chunk_rows=None, tracking_uri=None, history=store)
+          chunk_rows=None, tracking_uri=None, history=store, report=report)
     print_riskiest(scored)
     console.rule("what the channels caught on this world the champion never saw (simulated truth)")
     print_demo_figures(scored, truth)

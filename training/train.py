@@ -25,6 +25,7 @@ from features.pipeline import (
 from features.reference import load_reference
 from features.schema import LABEL_COLUMNS
 from models.channels import channels_for_lines
+from models.distribution import RISK_BIN_EDGES, risk_counts, shares
 from models.predict import apply_calibration
 from training.config import TrainConfig
 from training.metrics import ranking_metrics
@@ -303,6 +304,7 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
         "commodity_features": commodity_features,
         "calibration": calibration,
         "valid_risk_quantiles": valid_quantiles,
+        "valid_risk_histogram": {"edges": list(RISK_BIN_EDGES), "shares": shares(risk_counts(all_valid_scores))},
         "channel_rates": {"red": config.red_rate, "yellow": config.yellow_rate},
         "commodities": commodities,
         "training": {"periods": split.boundaries, "train_labelled_lines": len(train_l),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session
 
 from serve.triage import audit
@@ -20,7 +20,9 @@ from serve.triage.errors import ConflictError, ForbiddenError, InvalidInputError
 CASE_ROLES = ("inspector", "supervisor")
 STATES = ("open", "decided", "all")
 TARGET_COMMODITIES = tuple(c for c in COMMODITIES if c != "none")
-HISTORY_LIMIT = 10
+# Earlier lines of a party read for the case page's timeline; tables and the API list the latest HISTORY_ROWS.
+HISTORY_LIMIT = 50
+HISTORY_ROWS = 10
 MAX_PER_PAGE = 200
 DEFAULT_CONFIG = {"daily_capacity": 40, "exploration_share": 0.1}
 
@@ -182,9 +184,13 @@ def list_queue(db: Session, who: Principal, filters: QueueFilter) -> QueuePage:
 
 @dataclass(frozen=True)
 class HistoryLine:
-    """An earlier line of the same shipper or consignee, with its outcome if one was recorded."""
+    """An earlier line of the same shipper or consignee, with its outcome if one was recorded.
 
-    case: Case
+    ``case`` holds the columns of ``_HISTORY_COLUMNS`` (id, declaration_id, line_no, declared_at,
+    hs_code, description, port, channel, risk_score) as attributes.
+    """
+
+    case: Row
     result: str | None
     found_commodity: str | None
     visible: bool
@@ -216,18 +222,24 @@ def _visible_case(db: Session, who: Principal, case_id: int) -> Case:
     return case
 
 
+# What a party's earlier line shows (tables, API, timeline): read as plain rows, not ORM objects,
+# because a case page reads up to 2 x HISTORY_LIMIT of them.
+_HISTORY_COLUMNS = (Case.id, Case.declaration_id, Case.line_no, Case.declared_at, Case.hs_code, Case.description,
+                    Case.port, Case.channel, Case.risk_score)
+
+
 def _history(db: Session, who: Principal, case: Case, column) -> list[HistoryLine]:
     party = getattr(case, column.key)
     if party is None:
         return []
     rows = db.execute(
-        select(Case, Outcome.result, Outcome.found_commodity)
+        select(*_HISTORY_COLUMNS, Outcome.result, Outcome.found_commodity)
         .outerjoin(Outcome, Outcome.id == Case.current_outcome_id)
         .where(column == party, Case.id != case.id, Case.declared_at <= case.declared_at)
         .order_by(Case.declared_at.desc(), Case.id.desc()).limit(HISTORY_LIMIT)
     ).all()
-    return [HistoryLine(case=row, result=result, found_commodity=found, visible=who.sees_port(row.port))
-            for row, result, found in rows]
+    return [HistoryLine(case=row, result=row.result, found_commodity=row.found_commodity, visible=who.sees_port(row.port))
+            for row in rows]
 
 
 def _draw_of(db: Session, case: Case) -> Draw | None:

@@ -133,6 +133,8 @@ class Batch(Base):
     n_inserted: Mapped[int] = mapped_column(Integer, default=0)
     n_existing: Mapped[int] = mapped_column(Integer, default=0)
     n_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    # Counts the batch report draws (serve.report.BatchReport as JSON); NULL for batches loaded before.
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Case(Base):

@@ -10,6 +10,7 @@ time. After the insert, the exploration draw picks random checks among the new u
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,7 +23,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from features.io import default_quarantine_path
+from features.reference import load_reference
 from features.schema import CANONICAL_COLUMNS, LABEL_COLUMNS, REASON_COLUMN, KeyHashes, ManifestFileError, validate_manifest
+from serve.report import BatchReport
 from serve.triage import audit
 from serve.triage.db import CHANNELS, COMMODITIES, PRIORITY, Batch, Case, utcnow
 from serve.triage.exploration import DrawSummary, draw_exploration
@@ -191,7 +195,8 @@ def _rejection_lines(rows: pd.DataFrame, reasons: pd.Series) -> list[str]:
     return [f"{d}/{n}: {r}" for d, n, r in zip(ids, lines, reasons, strict=True)]
 
 
-def _prepare_chunk(raw: pd.DataFrame, source: str, seen: KeyHashes, report: LoadReport) -> pd.DataFrame:
+def _prepare_chunk(raw: pd.DataFrame, source: str, seen: KeyHashes, report: LoadReport,
+                   facts: BatchReport) -> pd.DataFrame:
     missing = [column for column in SCORE_COLUMNS if column not in raw.columns and column != "reasons"]
     if missing:
         raise ManifestFileError(f"{source}: not a scored batch, missing column '{missing[0]}'")
@@ -208,11 +213,15 @@ def _prepare_chunk(raw: pd.DataFrame, source: str, seen: KeyHashes, report: Load
         report.rejections += _rejection_lines(result.quarantine.head(room), result.quarantine[REASON_COLUMN].head(room))
         room = MAX_REPORTED_REJECTIONS - len(report.rejections)
         report.rejections += _rejection_lines(valid[bad].head(room), reasons[bad].str.rstrip("; ").head(room))
+    facts.add_quarantine(result.quarantine)
+    facts.add_quarantine(pd.DataFrame({REASON_COLUMN: reasons[bad].str.rstrip("; ")}))
+    facts.add_scored(valid[~bad])
     return valid[~bad]
 
 
 def load_scored_frames(engine: Engine, chunks: Iterable[pd.DataFrame], source: str, origin: audit.Origin,
-                       queue_date: date | None = None, rng: np.random.Generator | None = None) -> LoadReport:
+                       queue_date: date | None = None, rng: np.random.Generator | None = None,
+                       quarantine_reasons: Iterable[pd.DataFrame] = ()) -> LoadReport:
     """Load chunks of a scored batch into the queue in one transaction.
 
     Parameters
@@ -229,6 +238,9 @@ def load_scored_frames(engine: Engine, chunks: Iterable[pd.DataFrame], source: s
         Day the lines enter the queue; today by default.
     rng : numpy Generator, optional
         Randomness of the exploration draw; fresh OS entropy by default.
+    quarantine_reasons : iterable of DataFrame, optional
+        ``quarantine_reason`` column of the rows the scoring run quarantined, for the batch report
+        (kept as counts in ``batches.summary`` with the lines' counts and the load's own rejections).
 
     Returns
     -------
@@ -247,8 +259,9 @@ def load_scored_frames(engine: Engine, chunks: Iterable[pd.DataFrame], source: s
         db.add(batch)
         db.flush()
         report = LoadReport(batch_id=batch.id, source=source, queue_date=queue_date)
+        facts = BatchReport(load_reference().cover_codes)
         for raw in chunks:
-            valid = _prepare_chunk(raw, source, seen, report)
+            valid = _prepare_chunk(raw, source, seen, report, facts)
             if len(valid):
                 _insert_rows(db, valid, batch.id, queue_date)
         report.n_inserted = int(db.scalar(select(func.count(Case.id)).where(Case.batch_id == batch.id)) or 0)
@@ -256,6 +269,9 @@ def load_scored_frames(engine: Engine, chunks: Iterable[pd.DataFrame], source: s
         report.draws = draw_exploration(db, batch.id, queue_date, get_config(db), rng)
         batch.n_read, batch.n_inserted = report.n_read, report.n_inserted
         batch.n_existing, batch.n_rejected = report.n_existing, report.n_rejected
+        for reasons in quarantine_reasons:
+            facts.add_quarantine(reasons)
+        batch.summary = json.dumps(facts.to_dict(), sort_keys=True)
         audit.record(db, origin, "batch_load", f"batch:{batch.id}",
                      {"source": source, "read": report.n_read, "inserted": report.n_inserted,
                       "existing": report.n_existing, "rejected": report.n_rejected,
@@ -278,7 +294,26 @@ def refresh_statistics(engine: Engine) -> None:
             connection.exec_driver_sql("PRAGMA optimize")
 
 
+def iter_quarantine_reasons(path: Path) -> Iterator[pd.DataFrame]:
+    """The ``quarantine_reason`` column of a scoring run's quarantine file, in chunks (nothing when absent)."""
+    if not path.exists():
+        return
+    try:
+        for chunk in pd.read_csv(path, usecols=lambda c: c == REASON_COLUMN, dtype=str, keep_default_na=False,
+                                 chunksize=CHUNK_ROWS):
+            if REASON_COLUMN in chunk:
+                yield chunk
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ManifestFileError(f"{path}: unreadable quarantine file ({exc})") from exc
+
+
 def load_scored_file(engine: Engine, path: Path, origin: audit.Origin, queue_date: date | None = None,
                      rng: np.random.Generator | None = None, source: str | None = None) -> LoadReport:
-    """Stream a scored batch file (CSV or Parquet) into the queue; see :func:`load_scored_frames`."""
-    return load_scored_frames(engine, iter_scored_chunks(Path(path)), source or Path(path).name, origin, queue_date, rng)
+    """Stream a scored batch file (CSV or Parquet) into the queue; see :func:`load_scored_frames`.
+
+    The scoring run's quarantine file beside it (``<stem>.quarantine.csv``), when there, adds its
+    reasons to the batch report.
+    """
+    path = Path(path)
+    return load_scored_frames(engine, iter_scored_chunks(path), source or path.name, origin, queue_date, rng,
+                              iter_quarantine_reasons(default_quarantine_path(path)))

@@ -19,11 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from serve.triage import accounts, audit, cases, export, service, views
+from serve import charts as charts_module
+from serve import report
+from serve.triage import accounts, audit, cases, export, service, supervision, views
 from serve.triage.accounts import Principal
 from serve.triage.api_routes import AuditQuery, QueueQuery
 from serve.triage.db import ROLES, Case, ConfigChange, User
 from serve.triage.errors import ForbiddenError, NotFoundError, TriageError
+from serve.triage.pictures import case_pictures
 from serve.triage.web import DB, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Runtime, client_of, page_principal, runtime
 
 RT = Annotated[Runtime, Depends(runtime)]
@@ -281,9 +284,10 @@ def case_view(rt: Runtime, db: Session, who: Principal, request: Request, case_i
     require_password_changed(who)
     detail = cases.view_case(db, who, case_id)
     return render(rt, request, "case.html", status, d=detail, c=views.case_full(detail.case),
-                  shipper=[views.history_line(h) for h in detail.shipper_history],
-                  consignee=[views.history_line(h) for h in detail.consignee_history],
-                  error=error, commodities=cases.TARGET_COMMODITIES)
+                  pictures=case_pictures(detail, rt.pictures),
+                  shipper=views.history_rows(detail.shipper_history),
+                  consignee=views.history_rows(detail.consignee_history),
+                  error=error, commodities=cases.TARGET_COMMODITIES, history_limit=cases.HISTORY_LIMIT)
 
 
 @router.get("/cases/{case_id}")
@@ -379,6 +383,43 @@ def audit_download(db: Session, who: Principal, query: AuditQuery) -> StreamingR
 def get_audit_csv(db: DB, who: Who, query: Annotated[AuditQuery, Query()]) -> StreamingResponse:
     """Download the audit trail."""
     return audit_download(db, who, query)
+
+
+def supervision_view(rt: Runtime, db: Session, who: Principal, request: Request, weeks: int) -> HTMLResponse:
+    """The supervisor view: hit rates over weeks, capacity used per port, the loaded batches."""
+    require_password_changed(who)
+    view = supervision.supervision(db, who, date.today(), weeks)
+    capacity = [(p.port, p.inspected_per_day) for p in view.ports]
+    charts = {
+        "rates": charts_module.rate_chart(view.rates, "hit-rates", "Hit rate of inspections by week"),
+        "capacity": charts_module.capacity_chart([p for p, _ in capacity], [v for _, v in capacity],
+                                                 float(view.daily_capacity), "capacity",
+                                                 "Inspections recorded per port and queue day"),
+    }
+    return render(rt, request, "supervision.html", v=view, charts=charts, weeks=weeks)
+
+
+@router.get("/supervision")
+def get_supervision(request: Request, rt: RT, db: DB, who: Who,
+                    weeks: Annotated[int, Query(ge=1, le=104)] = supervision.DEFAULT_WEEKS) -> HTMLResponse:
+    """Supervisor view."""
+    return supervision_view(rt, db, who, request, weeks)
+
+
+def batch_report_view(rt: Runtime, db: Session, who: Principal, request: Request, batch_id: int) -> HTMLResponse:
+    """The report of a loaded batch (what ``misdeclare score --report`` writes, from the counts kept at load)."""
+    require_password_changed(who)
+    batch, facts = supervision.batch_report(db, who, batch_id)
+    # The validation window is the loaded model's; it is drawn only for a batch that model scored.
+    own = rt.model is not None and set(facts.models) == {rt.model.version}
+    return render(rt, request, "batch_report.html", batch=batch, r=facts,
+                  charts=report.report_charts(facts, report.reference_shares(rt.model.spec) if own else None))
+
+
+@router.get("/batches/{batch_id}/report")
+def get_batch_report(request: Request, rt: RT, db: DB, who: Who, batch_id: int) -> HTMLResponse:
+    """Report of a loaded batch."""
+    return batch_report_view(rt, db, who, request, batch_id)
 
 
 def settings_view(rt: Runtime, db: Session, who: Principal, request: Request, message: str = "", status: int = 200) -> HTMLResponse:

@@ -24,16 +24,27 @@ DECLARED_COLUMNS = tuple(c for c in CANONICAL_COLUMNS if c not in LABEL_COLUMNS)
 REASON_SEPARATOR = " | "
 
 
-def load_scorer(model_uri: str) -> Scorer:
-    """Load the model bundle at ``model_uri`` once and return a scorer bound to it.
+def load_model_bundle(model_uri: str):
+    """Load the model bundle at ``model_uri`` (a ``models.bundle.ModelBundle``).
 
-    The model modules are imported here, not at module import, so that the service starts
-    without them when no model is configured.
+    The model modules are imported here and in :func:`scorer_for`, not at module import, so that
+    the service starts without them when no model is configured.
     """
     from models.bundle import load_bundle
+
+    return load_bundle(model_uri)
+
+
+def scorer_for(bundle) -> Scorer:
+    """A scorer bound to a loaded bundle."""
     from models.predict import score_frame
 
-    return partial(score_frame, load_bundle(model_uri))
+    return partial(score_frame, bundle)
+
+
+def load_scorer(model_uri: str) -> Scorer:
+    """Load the model bundle at ``model_uri`` once and return a scorer bound to it."""
+    return scorer_for(load_model_bundle(model_uri))
 
 
 @dataclass(frozen=True)

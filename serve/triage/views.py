@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serve.triage.cases import CaseDetail, HistoryLine, QueuePage
+from serve.triage.cases import HISTORY_ROWS, CaseDetail, HistoryLine, QueuePage
 from serve.triage.db import Case
 from serve.triage.scoring import split_reasons
 
@@ -49,6 +49,11 @@ def history_line(line: HistoryLine) -> dict:
             "risk_score": case.risk_score, "result": line.result, "found_commodity": line.found_commodity}
 
 
+def history_rows(lines: list[HistoryLine]) -> list[dict]:
+    """The latest :data:`~serve.triage.cases.HISTORY_ROWS` earlier lines of a party, as dicts (tables, API)."""
+    return [history_line(line) for line in lines[:HISTORY_ROWS]]
+
+
 def queue_page(page: QueuePage) -> dict:
     """A queue page as a dict of :class:`~serve.triage.schemas.QueuePageOut` fields."""
     return {"total": page.total, "page": page.page, "per_page": page.per_page, "pages": page.pages,
@@ -58,5 +63,5 @@ def queue_page(page: QueuePage) -> dict:
 def case_detail(detail: CaseDetail) -> dict:
     """A case page as a dict of :class:`~serve.triage.schemas.CaseOut` fields."""
     return {"case": case_full(detail.case), "outcomes": detail.outcomes,
-            "shipper_history": [history_line(line) for line in detail.shipper_history],
-            "consignee_history": [history_line(line) for line in detail.consignee_history]}
+            "shipper_history": history_rows(detail.shipper_history),
+            "consignee_history": history_rows(detail.consignee_history)}

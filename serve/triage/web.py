@@ -19,6 +19,7 @@ from features.history_store import HistoryStore
 from serve.triage import accounts, audit
 from serve.triage.accounts import Principal
 from serve.triage.errors import ForbiddenError, InvalidInputError, NotAuthenticatedError, TriageError
+from serve.triage.pictures import PictureReference
 from serve.triage.scoring import Scorer
 from serve.triage.settings import Settings
 
@@ -33,7 +34,10 @@ UPLOAD_PATHS = ("/api/batches",)
 class Runtime:
     """What the service creates once at start-up and every request uses.
 
-    ``history`` is the history store ``POST /score`` reads and feeds, and recorded outcomes reach.
+    ``history`` is the history store ``POST /score`` reads and feeds, and recorded outcomes reach;
+    ``pictures`` what the case page's pictures read from the reference tables (price bands, hubs);
+    ``model`` the bundle loaded from ``settings.model_uri`` (None when the scorer was injected or
+    there is none), whose validation window batch reports of its own batches are drawn against.
     """
 
     settings: Settings
@@ -42,6 +46,8 @@ class Runtime:
     scorer: Scorer | None
     templates: Jinja2Templates
     history: HistoryStore
+    pictures: PictureReference
+    model: object | None = None
 
 
 def runtime(request: Request) -> Runtime:

@@ -7,21 +7,26 @@ a secure context.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import uvicorn
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from features.io import default_quarantine_path
+from features.schema import CANONICAL_COLUMNS, validate_manifest
 from serve.api import create_app
 from serve.triage import accounts, audit
-from serve.triage.db import make_engine
+from serve.triage.cases import OutcomeInput, record_outcome
+from serve.triage.db import Case, make_engine
 from serve.triage.loading import load_scored_file
 from serve.triage.migrate import upgrade
 from serve.triage.settings import Settings
@@ -43,6 +48,11 @@ class LiveServer:
 
 
 def _seed(database: Path, settings: Settings) -> None:
+    """Users; three earlier weekly batches whose queued cases all have outcomes; today's open batch.
+
+    The earlier weeks give the parties a history to draw and the supervisor view hit rates; today's
+    batch has a quarantine file beside it (real validation reasons) for the batch report.
+    """
     engine = make_engine(settings.database_url)
     upgrade(engine)
     hasher = accounts.make_hasher(settings)
@@ -50,12 +60,45 @@ def _seed(database: Path, settings: Settings) -> None:
     with Session(engine) as db, db.begin():
         for name, (role, ports) in USERS.items():
             user, one_time = accounts.create_user(db, hasher, origin, name, role, list(ports))
-            accounts.change_password(db, hasher, accounts.Principal(user.id, name, role, frozenset(ports), "cli", "cli"),
-                                     one_time, PASSWORD)
-    batch = database.parent / "batch.csv"
-    synthetic_scored_batch(600, seed=3, ports=("USLAX", "USHOU"), red_share=0.05, yellow_share=0.1).to_csv(batch, index=False)
-    load_scored_file(engine, batch, origin, date.today(), np.random.default_rng(1))
+            principal = accounts.Principal(user.id, name, role, frozenset(ports), "cli", "cli")
+            accounts.change_password(db, hasher, principal, one_time, PASSWORD)
+            if name == "sup":
+                supervisor = principal
+    rng = np.random.default_rng(1)
+    today = date.today()
+    for weeks_ago in (3, 2, 1, 0):
+        queue_day = today - timedelta(weeks=weeks_ago)
+        batch = database.parent / f"batch-{weeks_ago}.csv"
+        lines = synthetic_scored_batch(600, seed=3 + weeks_ago, ports=("USLAX", "USHOU"), red_share=0.05,
+                                       yellow_share=0.1, declared_at=queue_day - timedelta(days=2), id_prefix=f"W{weeks_ago}-")
+        lines.to_csv(batch, index=False)
+        if weeks_ago == 0:
+            _write_quarantine(lines, default_quarantine_path(batch))
+        report = load_scored_file(engine, batch, origin, queue_day, rng)
+        if weeks_ago:
+            _decide_all(engine, supervisor, report.batch_id, rng)
     engine.dispose()
+
+
+def _write_quarantine(lines, path: Path) -> None:
+    """The quarantine a scoring run would have written for a few broken copies of ``lines``."""
+    broken = lines.head(6).astype(str).assign(declaration_id=lambda f: "BAD" + f["declaration_id"])
+    broken.loc[broken.index[:3], "hs_code"] = "abc"
+    broken.loc[broken.index[3:], "gross_weight_kg"] = "-1"
+    broken.loc[broken.index[5], "port_of_discharge"] = "LAX"
+    quarantine = validate_manifest(broken[list(CANONICAL_COLUMNS)], path.name).quarantine
+    assert len(quarantine) == 6
+    quarantine.to_csv(path, index=False)
+
+
+def _decide_all(engine, supervisor, batch_id: int, rng: np.random.Generator) -> None:
+    """An outcome for every queued case of a batch: misdeclared with probability = risk score (5 % for random checks)."""
+    with Session(engine) as db, db.begin():
+        for case in db.scalars(select(Case).where(Case.batch_id == batch_id, Case.queue_state == "open")):
+            chance = case.risk_score if case.flagged else 0.05
+            entry = (OutcomeInput("confirmed", found_commodity="antimony") if rng.uniform() < chance
+                     else OutcomeInput("clean"))
+            record_outcome(db, supervisor, case.id, entry)
 
 
 def _free_port() -> int:
@@ -109,6 +152,20 @@ def new_page(browser):
     yield make
     for context in contexts:
         context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot(tmp_path_factory):
+    """``screenshot(page, name)``: a full-page PNG in $MISDECLARE_SCREENSHOT_DIR (``make screenshots``), else in a temp folder."""
+    folder = Path(os.environ.get("MISDECLARE_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str) -> Path:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
 
 
 @pytest.fixture

@@ -1,14 +1,12 @@
 """An inspector's day in headless Chromium: sign in, the queue by risk, a case, an outcome, the audit
 page, the export; and an inspector of another port who cannot see the case.
 
-Set MISDECLARE_SCREENSHOT_DIR to keep screenshots of the queue and case pages.
+Screenshots of the queue, case and audit pages go to $MISDECLARE_SCREENSHOT_DIR when set (``make screenshots``).
 """
 
 from __future__ import annotations
 
-import os
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,13 +19,6 @@ from serve.triage.db import Case, make_engine
 from serve.triage.export import export_labels
 
 pytestmark = pytest.mark.browser
-
-
-def _screenshot(page, name: str) -> None:
-    folder = os.environ.get("MISDECLARE_SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
 def _queue_ids(live_server, port: str, limit: int = 50) -> list[int]:
@@ -48,7 +39,7 @@ def _first_open_red_case(page) -> str:
     return row.get_attribute("data-case")
 
 
-def test_inspector_sees_own_queue_ordered_by_risk(signed_in, live_server):
+def test_inspector_sees_own_queue_ordered_by_risk(signed_in, live_server, screenshot):
     page = signed_in("lax")
     assert page.url == f"{live_server.url}/"
     scores = [float(s) for s in page.locator("#queue-table tbody .score").all_inner_texts()]
@@ -57,7 +48,7 @@ def test_inspector_sees_own_queue_ordered_by_risk(signed_in, live_server):
     assert chips[0] == "RED" and chips.index("YELLOW") > chips.count("RED") - 1
     assert scores[: chips.count("RED")] == sorted(scores[: chips.count("RED")], reverse=True)
     assert set(page.locator("#queue-table tbody td:nth-child(9)").all_inner_texts()) == {"USLAX"}
-    _screenshot(page, "queue")
+    screenshot(page, "queue")
 
 
 def test_queue_filter_swaps_the_table_in_place(signed_in):
@@ -72,13 +63,13 @@ def test_queue_filter_swaps_the_table_in_place(signed_in):
     assert page.evaluate("window.notReloaded") is True  # swapped by htmx, not a full page load
 
 
-def test_case_outcome_appears_in_the_audit_and_the_export(signed_in, live_server, tmp_path):
+def test_case_outcome_appears_in_the_audit_and_the_export(signed_in, live_server, tmp_path, screenshot):
     page = signed_in("lax")
     case_id = _first_open_red_case(page)
     page.click(f"#queue-table tbody tr[data-case='{case_id}'] td:nth-child(4) a")
     page.wait_for_url(f"**/cases/{case_id}")
     assert page.locator(".reason-box li").count() >= 1
-    _screenshot(page, "case")
+    screenshot(page, "case")
     page.check("input[name=result][value=confirmed]")
     page.select_option("select[name=found_commodity]", "antimony")
     page.fill("input[name=found_quantity_kg]", "480")
@@ -88,14 +79,14 @@ def test_case_outcome_appears_in_the_audit_and_the_export(signed_in, live_server
     event.wait_for()
     assert "confirmed" in event.inner_text().lower() and "480.0 kg" in event.inner_text()
     assert page.locator("button", has_text="Record correction").count() == 1
-    _screenshot(page, "case-decided")
+    screenshot(page, "case-decided")
 
     supervisor = signed_in("sup")
     supervisor.goto(f"{live_server.url}/audit?actor=lax")
     rows = supervisor.locator("#audit-table tbody tr").all_inner_texts()
     assert any("outcome" in row and f"case:{case_id}" in row and "confirmed" in row for row in rows)
     assert any("case_view" in row and f"case:{case_id}" in row for row in rows)
-    _screenshot(supervisor, "audit")
+    screenshot(supervisor, "audit")
 
     out = tmp_path / "labels.csv"
     origin = audit.Origin(actor="test", user_id=None, client="cli", via="cli")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from features.schema import CANONICAL_COLUMNS, LABEL_COLUMNS
+from models.distribution import risk_counts
 
 pytestmark = pytest.mark.slow
 
@@ -31,3 +34,13 @@ def test_the_demo_scores_a_held_out_world_and_says_what_the_channels_caught(mlfl
     assert printed is not None, result.output
     assert [int(g.replace(",", "")) for g in printed.groups()] == [
         int(red.sum()), len(frame), caught, int(frame["sim_fraud"].sum())]
+
+    # The batch report counts the scored file, against the champion's validation window.
+    html = (mlflow_workdir / "demo" / "report.html").read_text()
+    counts = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1))
+    by_channel = Counter()
+    for key, count in counts["channels"].items():
+        by_channel[key.rsplit("|", 1)[1]] += count
+    assert by_channel == Counter(scored["channel"]) and counts["lines"] == len(scored)
+    assert counts["risk"] == risk_counts(scored["risk_score"].to_numpy()).tolist()
+    assert html.count('class="reference"') == len(counts["risk"])  # the champion's spec carries its validation shares

@@ -16,7 +16,8 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.orm import Session
 
 from features.schema import validate_manifest
-from serve.triage import cases
+from serve.charts import Rate
+from serve.triage import cases, supervision
 from serve.triage.db import AuditEvent, Base, Case, Draw, Outcome, User
 from serve.triage.errors import ConflictError
 from serve.triage.export import labels_frame
@@ -246,3 +247,34 @@ def test_100k_open_cases_load_in_seconds_and_the_queue_stays_fast(engine, origin
           ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()))
     assert load_seconds < 60
     assert max(timings.values()) < 1.0
+
+
+# --- supervision and batch reports ---------------------------------------------------------------
+
+def test_supervision_counts_and_batch_report_on_this_backend(engine, origin):
+    """Weekly hit rates, capacity use and the kept report counts, exact, the same on both backends."""
+    frame = synthetic_scored_batch(40, seed=2, ports=("USLAX",), red_share=0.4, yellow_share=0.2)
+    monday, next_monday = date(2025, 6, 2), date(2025, 6, 9)  # ISO weeks 2025-W23 and W24
+    first = load_scored_frames(engine, [frame.iloc[:20]], "a.csv", origin, monday, np.random.default_rng(0))
+    load_scored_frames(engine, [frame.iloc[20:]], "b.csv", origin, next_monday, np.random.default_rng(0))
+    who = cases.Principal(None, "sup", "supervisor", frozenset(), "test", "cli")
+    with Session(engine) as db, db.begin():
+        queued = list(db.scalars(select(Case).where(Case.batch_id == first.batch_id, Case.queue_state == "open")
+                                 .order_by(Case.id)))
+        red = [c for c in queued if c.channel == "red"]
+        results = ["confirmed"] + ["clean"] * (len(red) - 2) + ["not_inspected"]  # not inspected: no hit, no trial
+        for case, result in zip(red, results, strict=True):
+            entry = cases.OutcomeInput(result, found_commodity="gallium" if result == "confirmed" else None)
+            cases.record_outcome(db, who, case.id, entry)
+    with Session(engine) as db:
+        view = supervision.supervision(db, who, next_monday, weeks=4)
+        batch, report = supervision.batch_report(db, who, first.batch_id)
+    assert len(red) >= 3
+    assert view.rates["red"] == [Rate("2025-W23", 1, len(red) - 1)]
+    assert view.rates["yellow"] == [] and view.rates["random checks"] == []
+    # Only the first Monday is before "today" (the second Monday): one queue day, its inspected cases.
+    assert view.ports == [supervision.PortUse("USLAX", 1, len(queued), len(red) - 1)]
+    assert [b.source for b in view.batches] == ["b.csv", "a.csv"]
+    counts = frame.iloc[:20]["channel"].value_counts()
+    assert report.channel_totals() == {c: int(counts.get(c, 0)) for c in ("red", "yellow", "green")}
+    assert report.lines == 20 and batch.summary is not None
