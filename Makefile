@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_scoring.py
+	$(BIN)/python bench/bench_pages.py
+
+# README pictures: the demo's world through the triage pages in headless Chromium (a few minutes).
+screenshots: $(STAMP)
+	$(BIN)/python docs/screenshots.py --out docs/screenshots
 
 clean:
 	rm -rf demo mlruns mlflow.db misdeclare.db .pytest_cache
