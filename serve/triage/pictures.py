@@ -85,11 +85,14 @@ def history_points(lines: list[HistoryLine]) -> list[TimelinePoint]:
             for line in lines]
 
 
-def case_pictures(detail: CaseDetail, reference: PictureReference) -> dict[str, Markup]:
-    """The SVG charts of a case page, by name (``price``, ``route``, ``shipper``, ``consignee``)."""
+def case_pictures(detail: CaseDetail, reference: PictureReference) -> dict[str, Markup | bool]:
+    """The SVG charts of a case page, by name (``price``, ``route``, ``shipper``, ``consignee``), and
+    ``declared_band``: whether the price chart has a band for the declared code (for its legend)."""
     case = detail.case
+    bands = price_bands(case, reference)
     return {
-        "price": price_chart(float(case.value_per_kg), price_bands(case, reference), chart_id="price"),
+        "price": price_chart(float(case.value_per_kg), bands, chart_id="price"),
+        "declared_band": any(band.kind == "declared" for band in bands),
         "route": route_diagram(route_stops(case, reference), chart_id="route"),
         "shipper": timeline(history_points(detail.shipper_history), chart_id="shipper-timeline",
                             party=f"shipper {case.shipper_id or ''}".strip()),
