@@ -74,7 +74,13 @@ class ValidationResult:
 
 
 def check_columns(columns: list[str] | pd.Index, source: str) -> None:
-    """Raise :class:`ManifestFileError` naming ``source`` and the first missing required column."""
+    """Raise :class:`ManifestFileError` naming ``source`` and the first column named twice, or the
+    first missing required column."""
+    seen: set[str] = set()
+    for column in columns:
+        if column in seen:
+            raise ManifestFileError(f"{source}: the header names column '{column}' twice")
+        seen.add(column)
     missing = [column for column in REQUIRED_COLUMNS if column not in set(columns)]
     if missing:
         raise ManifestFileError(
@@ -162,6 +168,11 @@ def _whole(series: pd.Series) -> pd.Series:
     return series.isna() | (series == series.round())
 
 
+# Whole numbers are read as float64, exact up to 2**53; a larger "count" is not one (and would not
+# fit the integer column it becomes).
+MAX_WHOLE = 2**53
+
+
 def _build_schema() -> pa.DataFrameSchema:
     text = pa.Column("string", nullable=True, required=True)
     columns = {name: text for name in TEXT_COLUMNS}
@@ -181,9 +192,9 @@ def _build_schema() -> pa.DataFrameSchema:
         "net_weight_kg": pa.Column(float, nullable=True, checks=pa.Check.gt(0)),
         "quantity": pa.Column(float, nullable=True, checks=pa.Check.gt(0)),
         "declared_value_usd": pa.Column(float, nullable=False, checks=pa.Check.ge(0)),
-        "line_no": pa.Column(float, nullable=False, checks=[pa.Check.ge(1), pa.Check(_whole, name="whole number")]),
-        "packages": pa.Column(float, nullable=True, checks=[pa.Check.ge(1), pa.Check(_whole, name="whole number")]),
-        "containers": pa.Column(float, nullable=True, checks=[pa.Check.ge(0), pa.Check(_whole, name="whole number")]),
+        "line_no": pa.Column(float, nullable=False, checks=[pa.Check.ge(1), pa.Check.le(MAX_WHOLE), pa.Check(_whole, name="whole number")]),
+        "packages": pa.Column(float, nullable=True, checks=[pa.Check.ge(1), pa.Check.le(MAX_WHOLE), pa.Check(_whole, name="whole number")]),
+        "containers": pa.Column(float, nullable=True, checks=[pa.Check.ge(0), pa.Check.le(MAX_WHOLE), pa.Check(_whole, name="whole number")]),
         "inspected": pa.Column(float, nullable=True, checks=pa.Check.isin([0, 1])),
         "misdeclared": pa.Column(float, nullable=True, checks=pa.Check.isin([0, 1])),
     })
@@ -204,6 +215,7 @@ _RULE_TEXT = {
     "greater_than_or_equal_to(1)": "must be >= 1",
     "str_length(1, None)": "must not be empty",
     "whole number": "must be a whole number",
+    f"less_than_or_equal_to({MAX_WHOLE})": f"must be at most {MAX_WHOLE:,}",
 }
 
 

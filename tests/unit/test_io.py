@@ -35,6 +35,8 @@ def write_text(path, text: str, encoding: str = "utf-8"):
     pytest.param("header_only.csv", f"{HEADER}\n".encode(), "no rows", id="header-only-csv"),
     pytest.param("header_only.csv.gz", gzip.compress(f"{HEADER}\n".encode()), "no rows", id="header-only-gzip"),
     pytest.param("empty.csv", b"", "missing required column 'declaration_id'", id="zero-byte-csv"),
+    pytest.param("twice.csv", f"{HEADER},hs_code\n{ROW},790112\n".encode(), "the header names column 'hs_code' twice",
+                 id="csv-column-twice"),
 ])
 def test_file_level_errors_name_the_file(tmp_path, name, content, message):
     path = tmp_path / name

@@ -59,6 +59,10 @@ RULES = [
     pytest.param({"containers": "-1"}, "containers must be >= 0, got -1.0", id="negative-containers"),
     pytest.param({"containers": "1.5"}, "containers must be a whole number, got 1.5", id="fractional-containers"),
     pytest.param({"line_no": "0"}, "line_no must be >= 1, got 0.0", id="zero-line-no"),
+    # A "count" beyond float64's exact integers: quarantined, not a failed cast to int64 (a traceback before).
+    pytest.param({"packages": "123456789012345678901234567890"},
+                 "packages must be at most 9,007,199,254,740,992, got 1.2345678901234568e+29", id="huge-packages"),
+    pytest.param({"line_no": "1e300"}, "line_no must be at most 9,007,199,254,740,992, got 1e+300", id="huge-line-no"),
     pytest.param({"inspected": "2", "misdeclared": None}, "inspected has an unknown value '2.0'", id="inspected-2"),
     pytest.param({"inspected": "0", "misdeclared": "1"}, "misdeclared is known only for inspected lines does not hold",
                  id="misdeclared-not-inspected"),
