@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from features.schema import ManifestFileError, check_columns
+from features.schema import ManifestFileError, check_columns, neutralise_frame
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -110,8 +110,10 @@ def iter_manifest_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS)
             yield chunk
     except ManifestFileError:
         raise
-    except (pa.ArrowException, OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ManifestFileError(f"{path}: cannot read {kind}: {str(exc).splitlines()[0]}") from exc
+    except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        # EOFError: a truncated gzip stream (click would report it as "Aborted.").
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ManifestFileError(f"{path}: cannot read {kind}: {reason}") from exc
     if offset == 0:
         raise ManifestFileError(f"{path}: no rows")
 
@@ -146,10 +148,15 @@ class AtomicTableWriter:
     ----------
     path : str or Path
         Target file; the format follows its extension.
+    people_facing : bool
+        A CSV file meant to be opened by people (the quarantine): text cells that a spreadsheet
+        would run as a formula are neutralised (:func:`features.schema.neutralise_cell`; reading
+        the file back restores them). Machine-facing output (the scored file) stays exact.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, people_facing: bool = False):
         self.path = Path(path)
+        self.people_facing = people_facing
         self.kind = file_format(self.path)
         self.temporary = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
         self.rows_written = 0
@@ -158,6 +165,8 @@ class AtomicTableWriter:
 
     def write(self, frame: pd.DataFrame) -> None:
         """Append one chunk; its columns must match the first chunk's."""
+        if self.people_facing and self.kind == "csv":
+            frame = neutralise_frame(frame)
         if self._schema is None:
             self._schema = _arrow_schema(frame)
             self._writer = self._open(self._schema)
@@ -185,7 +194,7 @@ class AtomicTableWriter:
         os.replace(self.temporary, self.path)
 
 
-def write_table(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write one DataFrame to CSV or Parquet atomically."""
-    with AtomicTableWriter(path) as writer:
+def write_table(frame: pd.DataFrame, path: str | Path, people_facing: bool = False) -> None:
+    """Write one DataFrame to CSV or Parquet atomically (``people_facing``: see :class:`AtomicTableWriter`)."""
+    with AtomicTableWriter(path, people_facing) as writer:
         writer.write(frame)

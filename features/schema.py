@@ -89,8 +89,47 @@ def check_columns(columns: list[str] | pd.Index, source: str) -> None:
         )
 
 
+# CSV injection (OWASP): a spreadsheet runs a cell starting with one of these as a formula. CSV files
+# meant for people (quarantine, audit and label exports) are written with such cells prefixed by an
+# apostrophe, which spreadsheets show as text; plain numbers ("-3.5") are left as they are. Reading
+# removes the prefix again, so a neutralised file reads back to the same values.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_NEUTRALISED = tuple(f"'{c}" for c in (*FORMULA_STARTS, "'"))
+
+
+def neutralise_cell(value: object) -> object:
+    """``value`` as a spreadsheet shows it as text: an apostrophe before a formula start.
+
+    A value already starting with an apostrophe followed by a formula start (or another
+    apostrophe) gets one more, so that :func:`restore_cell` gives back exactly ``value``.
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    if (value.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.match(value)) or value.startswith(_NEUTRALISED):
+        return "'" + value
+    return value
+
+
+def restore_cell(value: object) -> object:
+    """The value :func:`neutralise_cell` was given."""
+    return value[1:] if isinstance(value, str) and value.startswith(_NEUTRALISED) else value
+
+
+def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` with every text cell neutralised (numbers and dates unchanged)."""
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_object_dtype(out[column]) or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(neutralise_cell, na_action="ignore")
+    return out
+
+
 def _as_text(values: pd.Series) -> pd.Series:
     text = values.astype("string").str.strip()
+    neutralised = text.str.startswith(_NEUTRALISED).fillna(False)
+    if neutralised.any():
+        text = text.where(~neutralised, text.str.slice(1))
     return text.mask(text == "")
 
 

@@ -129,7 +129,7 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
     summary.output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{summary.output.name}.parts-", dir=summary.output.parent))
     try:
-        with AtomicTableWriter(summary.output) as scored, AtomicTableWriter(summary.quarantine) as quarantined:
+        with AtomicTableWriter(summary.output) as scored, AtomicTableWriter(summary.quarantine, people_facing=True) as quarantined:
             # Pass 1: validate; quarantine the invalid rows, park the valid lines in parts and add
             # them to the file's own history store; keep only what the day quotas need.
             seen_keys = KeyHashes()

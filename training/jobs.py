@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from features.history_store import HistoryStore
-from features.io import iter_manifest_chunks, write_table
+from features.io import default_quarantine_path, iter_manifest_chunks, write_table
 from features.schema import KeyHashes, ManifestFileError, validate_manifest
 from training.config import TrainConfig
+from training.split import InsufficientDataError
 from training.train import TrainResult, train_model
 
 LABEL_REQUIRED = ("inspected", "misdeclared")
@@ -75,9 +76,15 @@ def train_and_register(paths: list[str | Path], config: TrainConfig, model_name:
     data = read_labelled(paths)
     written = None
     if len(data.quarantine):
-        written = Path(quarantine_path or Path(paths[0]).with_name(f"{Path(paths[0]).name.split('.')[0]}.quarantine.csv"))
-        write_table(data.quarantine, written)
-    result = train_model(data.lines, config)
+        written = Path(quarantine_path or default_quarantine_path(paths[0]))
+        write_table(data.quarantine, written, people_facing=True)
+    files = ", ".join(str(p) for p in paths)
+    if data.lines.empty:
+        raise ManifestFileError(f"{files}: no valid line to train on ({len(data.quarantine):,} quarantined -> {written})")
+    try:
+        result = train_model(data.lines, config)
+    except InsufficientDataError as exc:
+        raise ManifestFileError(f"{files}: {exc}") from exc
     run_id, version, champion = log_training_run(result, config, paths, model_name, tracking_uri)
     if history is not None:
         history.append(data.lines)

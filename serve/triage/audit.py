@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from features.schema import neutralise_cell
 from serve.triage.db import AuditEvent, utcnow
 
 ACTIONS = (
@@ -113,8 +114,8 @@ def iter_csv(db: Session, filters: AuditFilter, chunk: int = 5000) -> Iterator[s
             .order_by(AuditEvent.id).limit(chunk)
         ).all()
         for row in rows:
-            writer.writerow([row.id, row.at.isoformat(), row.actor, row.action, row.target,
-                             row.detail, row.client, row.via])
+            writer.writerow([row.id, row.at.isoformat(), *(neutralise_cell(value) for value in
+                             (row.actor, row.action, row.target, row.detail, row.client, row.via))])
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from features.history_store import HistoryStore
-from features.schema import CANONICAL_COLUMNS, SELECTION_COLUMNS
+from features.schema import CANONICAL_COLUMNS, SELECTION_COLUMNS, neutralise_frame
 from serve.triage import audit
 from serve.triage.db import Case, Outcome
 
@@ -116,8 +116,8 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        if suffix == ".csv":
-            frame.to_csv(temporary, index=False, date_format="%Y-%m-%d")
+        if suffix == ".csv":  # for people too: formula-like text neutralised, read back unchanged
+            neutralise_frame(frame).to_csv(temporary, index=False, date_format="%Y-%m-%d")
         else:
             frame.to_parquet(temporary, index=False)
         os.replace(temporary, path)

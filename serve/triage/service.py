@@ -17,7 +17,7 @@ import pyarrow as pa
 from fastapi import UploadFile
 from sqlalchemy.orm import Session
 
-from features.schema import ManifestFileError
+from features.schema import ManifestFileError, neutralise_frame
 from serve.triage import accounts, audit, cases, export, loading, schemas, scoring, views
 from serve.triage.accounts import Principal
 from serve.triage.db import User
@@ -120,7 +120,7 @@ def labels_csv(db: Session, who: Principal, since: date) -> str:
     who.require("supervisor")
     frame = export.labels_frame(db, since)
     audit.record(db, who.origin, "labels_export", "api", {"since": since.isoformat(), "rows": len(frame)})
-    return frame.to_csv(index=False, date_format="%Y-%m-%d")
+    return neutralise_frame(frame).to_csv(index=False, date_format="%Y-%m-%d")
 
 
 def audit_page(db: Session, who: Principal, filters: audit.AuditFilter, page: int, per_page: int) -> schemas.AuditPageOut:

@@ -173,6 +173,22 @@ def test_every_row_is_accounted_for_and_the_history_store_gets_the_scored_lines(
                                                           "scored.quarantine.csv"]
 
 
+def test_the_quarantine_is_safe_to_open_in_a_spreadsheet_and_the_scored_file_is_exact(bundle, manifest, tmp_path):
+    raw = manifest.head(50).astype("string")
+    raw.loc[0, "description"] = '=HYPERLINK("http://evil.example","open")'  # valid line: scored as written
+    raw.loc[1, ["description", "gross_weight_kg"]] = ["@SUM(A1)", "-5"]  # quarantined: formula neutralised
+    write_table(raw, tmp_path / "incoming.csv")
+
+    score_file(tmp_path / "incoming.csv", tmp_path / "scored.csv", bundle, num_threads=1)
+
+    scored = read_manifest(tmp_path / "scored.csv").set_index("declaration_id")
+    quarantined = pd.read_csv(tmp_path / "scored.quarantine.csv", dtype=str, keep_default_na=False)
+    assert scored.loc[raw.loc[0, "declaration_id"], "description"] == '=HYPERLINK("http://evil.example","open")'
+    assert quarantined[["description", "gross_weight_kg"]].values.tolist() == [["'@SUM(A1)", "-5"]]
+    corrected = quarantined.drop(columns="quarantine_reason").assign(gross_weight_kg="1000000")
+    assert validate_manifest(corrected).valid["description"].tolist() == ["@SUM(A1)"]  # read back as declared
+
+
 def test_rescoring_with_the_store_gives_the_same_channels(bundle, manifest, tmp_path):
     """The store's copies of the file's own lines are not counted twice on a second run."""
     write_table(manifest.head(2_000).astype("string"), tmp_path / "incoming.parquet")

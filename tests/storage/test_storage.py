@@ -3,6 +3,8 @@ the exploration draw, the queue, outcomes under concurrency, exports, and speed 
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -17,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from features.schema import validate_manifest
 from serve.charts import Rate
-from serve.triage import cases, supervision
+from serve.triage import audit, cases, supervision
 from serve.triage.db import AuditEvent, Base, Case, Draw, Outcome, User
 from serve.triage.errors import ConflictError
 from serve.triage.export import labels_frame
@@ -278,3 +280,12 @@ def test_supervision_counts_and_batch_report_on_this_backend(engine, origin):
     counts = frame.iloc[:20]["channel"].value_counts()
     assert report.channel_totals() == {c: int(counts.get(c, 0)) for c in ("red", "yellow", "green")}
     assert report.lines == 20 and batch.summary is not None
+
+
+def test_the_audit_export_neutralises_formula_cells(engine, origin):
+    formula = audit.Origin(actor="=cmd|' /C calc'!A0", user_id=None, client="@10.0.0.1", via="cli")
+    with Session(engine) as db, db.begin():
+        audit.record(db, formula, "labels_export", "+target", {"rows": 1})
+    with Session(engine) as db:
+        rows = list(csv.reader(io.StringIO("".join(audit.iter_csv(db, audit.AuditFilter())))))
+    assert rows[1][2:] == ["'=cmd|' /C calc'!A0", "labels_export", "'+target", '{"rows": 1}', "'@10.0.0.1", "cli"]
