@@ -79,7 +79,7 @@ def load(
         report = load_scored_file(_engine(settings), scored_file, _cli_origin(), queue_date.date() if queue_date else None)
     except ManifestFileError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+        raise typer.Exit(code=1) from exc
     typer.echo(f"{report.source}: read {report.n_read}, new {report.n_inserted}, already loaded {report.n_existing}, "
                f"rejected {report.n_rejected} (queue day {report.queue_date}, batch {report.batch_id})")
     for draw in report.draws:

@@ -9,6 +9,13 @@ import pandas as pd
 from features.schema import EXPLORATION, SELECTED_BY
 
 
+class InsufficientDataError(ValueError):
+    """The lines cannot be split or trained on: too short a period, or a period without both labels.
+
+    A problem of the data a user gave, not of the code: jobs report it naming the files.
+    """
+
+
 @dataclass(frozen=True)
 class TimeSplit:
     """Three consecutive periods separated by gaps of ``label_delay_days``.
@@ -58,7 +65,7 @@ def time_split(lines: pd.DataFrame, valid_fraction: float, test_fraction: float,
     }
     for name, period in periods.items():
         if period.empty:
-            raise ValueError(f"the {name} period is empty: the data spans {first.date()} to {last.date()}, "
+            raise InsufficientDataError(f"the {name} period is empty: the data spans {first.date()} to {last.date()}, "
                              f"too short for valid_fraction={valid_fraction}, test_fraction={test_fraction}, "
                              f"label_delay_days={label_delay_days}")
     boundaries = {"train_start": first, "train_end": train_end, "valid_start": valid_start,
@@ -110,7 +117,7 @@ def window_split(lines: pd.DataFrame, train_end: pd.Timestamp, valid_fraction: f
     periods = {"train": lines[dates < fit_end], "valid": lines[(dates >= valid_start) & (dates < train_end)]}
     for name, period in periods.items():
         if period.empty:
-            raise ValueError(f"the {name} period before {train_end.date()} is empty: the data starts {first.date()}, "
+            raise InsufficientDataError(f"the {name} period before {train_end.date()} is empty: the data starts {first.date()}, "
                              f"too late for valid_fraction={valid_fraction}, label_delay_days={label_delay_days}")
     test = lines.iloc[0:0] if test is None else test
     test_dates = pd.to_datetime(test["declared_at"])

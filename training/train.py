@@ -29,7 +29,7 @@ from models.distribution import RISK_BIN_EDGES, risk_counts, shares
 from models.predict import apply_calibration
 from training.config import TrainConfig
 from training.metrics import ranking_metrics
-from training.split import TimeSplit, exploration_checks, labelled, time_split
+from training.split import InsufficientDataError, TimeSplit, exploration_checks, labelled, time_split
 
 SPEC_VERSION = 1
 
@@ -258,7 +258,7 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
     train_l, valid_l, test_l = (labelled(p) for p in (split.train, split.valid, split.test))
     for name, period in (("train", train_l), ("valid", valid_l)):
         if period["misdeclared"].nunique() < 2:
-            raise ValueError(f"the {name} period needs both misdeclared and clean inspected lines")
+            raise InsufficientDataError(f"the {name} period needs both misdeclared and clean inspected lines")
     pipeline = build_feature_pipeline(reference_dir, min_count=config.min_hs_count,
                                       min_category_count=config.min_category_count,
                                       label_delay_days=config.label_delay_days,

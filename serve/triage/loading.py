@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from features.io import default_quarantine_path
+from features.io import default_quarantine_path, iter_manifest_chunks
 from features.reference import load_reference
 from features.schema import CANONICAL_COLUMNS, LABEL_COLUMNS, REASON_COLUMN, KeyHashes, ManifestFileError, validate_manifest
 from serve.report import BatchReport
@@ -78,22 +78,17 @@ class LoadReport:
 
 
 def iter_scored_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """Yield a scored batch file in chunks of raw values (CSV as strings, Parquet as typed columns).
+    """Yield a scored batch file in chunks of raw values (CSV as text, Parquet as typed columns).
+
+    The file is read like every manifest (:func:`features.io.iter_manifest_chunks`: CSV, gzipped
+    CSV or Parquet, with the same file-level checks); the score columns are checked per chunk.
 
     Raises
     ------
     ManifestFileError
-        Unknown extension or unreadable file.
+        Unknown extension, unreadable file, a column named twice or a required one missing, no rows.
     """
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        # Strings in, so that validate_manifest parses and reports every value the same way.
-        yield from pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], chunksize=chunk_rows)
-    elif suffix in (".parquet", ".pq"):
-        for record_batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
-            yield record_batch.to_pandas()
-    else:
-        raise ManifestFileError(f"{path.name}: unknown format '{suffix}' (expected .csv or .parquet)")
+    yield from iter_manifest_chunks(path, chunk_rows)
 
 
 def _score_problems(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:

@@ -58,15 +58,17 @@ def test_load_reports_rejected_lines(cli, tmp_path):
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [
-    ("scored.txt", "a\n1\n", "unknown format '.txt'"),
-    ("scored.csv", "declaration_id\nX\n", "missing column 'risk_score'"),
+    ("scored.txt", "a\n1\n", "unknown format (use .csv, .csv.gz or .parquet)"),
+    ("scored.csv", "declaration_id\nX\n", "missing required column 'declared_at'"),
+    ("scored.csv", "declaration_id,declared_at,hs_code,gross_weight_kg,declared_value_usd,origin_country,"
+                   "export_country\nX,2025-01-01,790111,1,1,CN,TH\n", "not a scored batch, missing column 'risk_score'"),
 ])
 def test_load_refuses_a_bad_file(cli, tmp_path, name, content, message):
     path = tmp_path / name
     path.write_text(content)
     result = cli("load", path)
-    assert result.exit_code == 2
-    assert message in result.output
+    assert result.exit_code == 1
+    assert message in result.output and path.name in result.output
 
 
 def _decide(client, auth, case_id: int, body: dict) -> dict:

@@ -27,6 +27,9 @@ def write_text(path, text: str, encoding: str = "utf-8"):
     pytest.param("manifest", b"x", "unknown format (use .csv, .csv.gz or .parquet)", id="no-extension"),
     pytest.param("corrupt.parquet", b"PAR1 this is not a parquet file", "cannot read parquet:", id="corrupt-parquet"),
     pytest.param("corrupt.csv.gz", b"not gzip at all", "cannot read csv:", id="corrupt-gzip"),
+    pytest.param("truncated.csv.gz", gzip.compress(f"{HEADER}\n{ROW}\n".encode())[:2],
+                 "cannot read csv: Compressed file ended before the end-of-stream marker was reached",
+                 id="truncated-gzip"),  # an EOFError, which the CLI took for "Aborted."
     pytest.param("latin1.csv", (HEADER + "\nD1,2025-01-15,790111,1000,2940,CN,TH,\n").encode()[:-1] + b"\xe9\n",
                  "cannot read csv:", id="invalid-utf8"),
     pytest.param("ragged.csv", f"{HEADER}\n{ROW}\n{ROW},extra\n".encode(), "cannot read csv:", id="ragged-row"),
