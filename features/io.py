@@ -69,6 +69,11 @@ def _iter_csv(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
 def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     parquet = pq.ParquetFile(path)
     check_columns(parquet.schema_arrow.names, str(path))
+    for field in parquet.schema_arrow:
+        # A manifest line is flat; a list or struct column could not be written to a CSV output.
+        if pa.types.is_nested(field.type):
+            raise ManifestFileError(f"{path}: column '{field.name}' holds nested values ({field.type}); "
+                                    "manifest columns are flat")
     for batch in parquet.iter_batches(batch_size=chunk_rows):
         yield batch.to_pandas()
 

@@ -261,15 +261,17 @@ class NewSession:
     expires_at: datetime
 
 
-def _locked(db: Session, username: str, settings: Settings) -> bool:
+def _recent_failures(db: Session, settings: Settings, *where) -> int:
     since = utcnow() - timedelta(minutes=settings.lockout_minutes)
-    failures = db.scalar(
-        select(func.count(AuditEvent.id)).where(
-            AuditEvent.action == "sign_in_failed", AuditEvent.target == f"user:{username}",
-            AuditEvent.at >= since,
-        )
-    )
-    return int(failures or 0) >= settings.max_failed_sign_ins
+    return int(db.scalar(select(func.count(AuditEvent.id)).where(
+        AuditEvent.action == "sign_in_failed", AuditEvent.at >= since, *where)) or 0)
+
+
+def _locked(db: Session, username: str, client: str, settings: Settings) -> bool:
+    """Too many recent failures for this user name, or from this client address (any names)."""
+    return (_recent_failures(db, settings, AuditEvent.target == f"user:{username}") >= settings.max_failed_sign_ins
+            or _recent_failures(db, settings, AuditEvent.client == client[:64])
+            >= settings.max_failed_sign_ins_per_client)
 
 
 def sign_in(engine: Engine, hasher: PasswordHasher, settings: Settings, username: str, password: str,
@@ -279,7 +281,8 @@ def sign_in(engine: Engine, hasher: PasswordHasher, settings: Settings, username
     Raises
     ------
     NotAuthenticatedError
-        Unknown user, wrong password, inactive user or too many recent failures.
+        Unknown user, wrong password, inactive user or too many recent failures (for the user name
+        or from the client address).
     """
     origin = audit.Origin(actor=username[:64], user_id=None, client=client, via="web")
     with Session(engine) as db, db.begin():
@@ -292,7 +295,7 @@ def sign_in(engine: Engine, hasher: PasswordHasher, settings: Settings, username
 
 def _check_credentials(db: Session, hasher: PasswordHasher, settings: Settings, username: str,
                        password: str, origin: audit.Origin) -> bool:
-    if _locked(db, username, settings):
+    if _locked(db, username, origin.client, settings):
         audit.record(db, origin, "sign_in_locked", f"user:{username}")
         return False
     user = db.scalar(select(User).where(User.username == username))

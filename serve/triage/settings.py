@@ -42,6 +42,14 @@ class Settings(BaseSettings):
         Largest scored batch file uploaded to ``POST /api/batches``.
     max_failed_sign_ins : int
         Failed sign-ins for one user name within ``lockout_minutes`` after which sign-in is refused.
+    max_failed_sign_ins_per_client : int
+        Failed sign-ins from one client address (any user names) within ``lockout_minutes`` after
+        which sign-in from that address is refused: guessing across many names is throttled too.
+        Higher than the per-name limit, as an office behind one address shares it.
+    trusted_proxy_header : str or None
+        Header holding the client address set by the one reverse proxy in front of the service
+        (e.g. ``X-Forwarded-For``; its last value is the address that proxy saw). Unset by default:
+        a header a client sends itself is never trusted, the connection's address is used.
     argon2_time_cost, argon2_memory_kib : int
         Password hashing cost (argon2id); the defaults follow the RFC 9106 second recommendation.
     """
@@ -57,6 +65,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     max_upload_bytes: int = Field(default=512 * 1_048_576, gt=0)
     max_failed_sign_ins: int = Field(default=5, gt=0)
+    max_failed_sign_ins_per_client: int = Field(default=20, gt=0)
+    trusted_proxy_header: str | None = None
     lockout_minutes: int = Field(default=15, gt=0)
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65_536, ge=8)

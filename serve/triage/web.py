@@ -56,7 +56,14 @@ def runtime(request: Request) -> Runtime:
 
 
 def client_of(request: Request) -> str:
-    """The client address of a request (``unknown`` when the server does not tell)."""
+    """The client address of a request: the trusted proxy's header when one is configured
+    (``Settings.trusted_proxy_header``, its last value), else the connection's (``unknown`` when
+    the server does not tell)."""
+    header = runtime(request).settings.trusted_proxy_header
+    forwarded = request.headers.get(header, "") if header else ""
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    if hops:
+        return hops[-1][:64]
     return request.client.host if request.client else "unknown"
 
 

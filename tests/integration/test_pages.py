@@ -75,6 +75,38 @@ def test_sign_in_locks_after_repeated_failures(client, engine):
     assert _count(engine, AuditEvent, AuditEvent.action == "sign_in_locked") == 1
 
 
+def _sign_in_as(client, username: str, password: str, **headers):
+    form = client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    return client.post("/login", data={"username": username, "password": password, "csrf_token": token},
+                       headers=headers, follow_redirects=False)
+
+
+def test_guessing_across_user_names_locks_the_client_address(make_client, engine):
+    client = make_client(max_failed_sign_ins_per_client=3)
+    failures = [_sign_in_as(client, name, "guess").status_code for name in ("nobody", "root", "lax")]
+    refused = _sign_in_as(client, "sup", "inspection-day-2025")  # right password, same address
+    assert failures == [401] * 3 and refused.status_code == 401
+    assert _count(engine, AuditEvent, AuditEvent.action == "sign_in_locked", AuditEvent.target == "user:sup") == 1
+
+
+def test_the_proxy_header_is_trusted_only_when_configured(make_client, engine):
+    untrusted = make_client(max_failed_sign_ins_per_client=2)
+    for _ in range(2):
+        _sign_in_as(untrusted, "nobody", "guess", **{"X-Forwarded-For": "203.0.113.7"})
+    # The header was ignored: the failures count against the connection's address, which is now locked.
+    assert _sign_in_as(untrusted, "sup", "inspection-day-2025", **{"X-Forwarded-For": "198.51.100.1"}).status_code == 401
+
+    proxied = make_client(max_failed_sign_ins_per_client=2, trusted_proxy_header="X-Forwarded-For")
+    for _ in range(2):
+        _sign_in_as(proxied, "nobody", "guess", **{"X-Forwarded-For": "10.9.9.9, 203.0.113.8"})
+    assert _sign_in_as(proxied, "sup", "inspection-day-2025", **{"X-Forwarded-For": "203.0.113.8"}).status_code == 401
+    assert _sign_in_as(proxied, "sup", "inspection-day-2025", **{"X-Forwarded-For": "198.51.100.2"}).status_code == 303
+    clients = {c for (c,) in Session(engine).execute(
+        select(AuditEvent.client).where(AuditEvent.action == "sign_in_failed", AuditEvent.actor == "nobody"))}
+    assert "203.0.113.8" in clients and "10.9.9.9" not in clients
+
+
 def test_sign_in_without_the_form_token_403(client):
     response = client.post("/login", data={"username": "lax", "password": "inspection-day-2025", "csrf_token": "x"})
     assert response.status_code == 403

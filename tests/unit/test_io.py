@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -61,6 +62,16 @@ def test_parquet_missing_a_required_column_names_file_and_column(tmp_path):
 
     with pytest.raises(ManifestFileError, match=r"no_value\.parquet: missing required column 'declared_value_usd'$"):
         list(iter_manifest_chunks(path))
+
+
+def test_parquet_with_a_nested_column_is_a_file_error_naming_it(tmp_path):
+    table = pa.table({"declaration_id": ["D1"], "declared_at": ["2025-01-15"], "hs_code": ["790111"],
+                      "gross_weight_kg": ["1000"], "declared_value_usd": ["2940"], "origin_country": ["CN"],
+                      "export_country": ["TH"], "containers_list": pa.array([[1, 2]], type=pa.list_(pa.int64()))})
+    pq.write_table(table, tmp_path / "nested.parquet")
+    with pytest.raises(ManifestFileError, match=r"nested\.parquet: column 'containers_list' holds nested values "
+                                                 r"\(list<element: int64>\); manifest columns are flat$"):
+        list(iter_manifest_chunks(tmp_path / "nested.parquet"))
 
 
 def test_parquet_without_rows_is_a_file_error(tmp_path):
