@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench screenshots clean
+.PHONY: demo test test-fast lint fuzz bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check features models training serve tests bench docs
+	$(BIN)/ruff format --check features models training serve tests bench docs
+
+# Hostile generated files through score, triage load, drift and train (tests/fuzz): N files per command.
+fuzz: $(STAMP)
+	MISDECLARE_FUZZ_N=$(or $(N),1000) $(BIN)/pytest tests/fuzz -q -p no:cacheprovider
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow and not browser"

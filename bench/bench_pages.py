@@ -36,8 +36,13 @@ PASSWORD = "bench-only-password-2026"
 
 
 def seed(database: Path, weeks: int, lines: int) -> Settings:
-    settings = Settings(database_url=f"sqlite:///{database}", argon2_time_cost=1, argon2_memory_kib=1024,
-                        history_dir=str(database.parent / "history"), cookie_secure=False)
+    settings = Settings(
+        database_url=f"sqlite:///{database}",
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+        history_dir=str(database.parent / "history"),
+        cookie_secure=False,
+    )
     engine = make_engine(settings.database_url)
     upgrade(engine)
     origin = audit.Origin(actor="bench", user_id=None, client="cli", via="cli")
@@ -49,14 +54,21 @@ def seed(database: Path, weeks: int, lines: int) -> Settings:
     for week in range(weeks):
         queue_day = date.today() - timedelta(weeks=weeks - 1 - week)
         path = database.parent / f"batch-{week}.csv"
-        synthetic_scored_batch(lines, seed=week, ports=("USLAX", "USHOU", "USNYC"), declared_at=queue_day - timedelta(days=2),
-                               id_prefix=f"W{week}-").to_csv(path, index=False)
+        synthetic_scored_batch(
+            lines, seed=week, ports=("USLAX", "USHOU", "USNYC"), declared_at=queue_day - timedelta(days=2), id_prefix=f"W{week}-"
+        ).to_csv(path, index=False)
         report = load_scored_file(engine, path, origin, queue_day, rng)
         if week < weeks - 1:
             with Session(engine) as db, db.begin():
                 for case in db.scalars(select(Case).where(Case.batch_id == report.batch_id, Case.queue_state == "open")):
-                    record_outcome(db, supervisor, case.id, OutcomeInput("confirmed", found_commodity="antimony")
-                                   if rng.uniform() < case.risk_score else OutcomeInput("clean"))
+                    record_outcome(
+                        db,
+                        supervisor,
+                        case.id,
+                        OutcomeInput("confirmed", found_commodity="antimony")
+                        if rng.uniform() < case.risk_score
+                        else OutcomeInput("clean"),
+                    )
     engine.dispose()
     return settings
 

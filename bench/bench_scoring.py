@@ -57,8 +57,10 @@ def prepare(workdir: Path, rows: int, train_rows: int) -> tuple[Path, Path]:
 
 
 # Runs a command and prints its peak RSS (KiB): getrusage of this process's own children only.
-_MEASURE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+_MEASURE = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
 
 
 def end_to_end(manifest: Path, bundle_dir: Path, workdir: Path, history: Path | None = None) -> dict:
@@ -70,8 +72,17 @@ def end_to_end(manifest: Path, bundle_dir: Path, workdir: Path, history: Path | 
     if history is None:
         history = workdir / "history-empty"
         shutil.rmtree(history, ignore_errors=True)
-    command = [str(Path(sys.executable).with_name("misdeclare")), "score", str(manifest), "--out", str(out),
-               "--model", str(bundle_dir), "--history", str(history)]
+    command = [
+        str(Path(sys.executable).with_name("misdeclare")),
+        "score",
+        str(manifest),
+        "--out",
+        str(out),
+        "--model",
+        str(bundle_dir),
+        "--history",
+        str(history),
+    ]
     started = time.perf_counter()
     measured = subprocess.run([sys.executable, "-c", _MEASURE, *command], check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -143,8 +154,12 @@ def store_batch(workdir: Path, bundle_dir: Path, manifest: Path, batch_rows: int
     empty = end_to_end(batch, bundle_dir, workdir)
     full = end_to_end(batch, bundle_dir, workdir, history=scratch)
     shutil.rmtree(scratch, ignore_errors=True)
-    return {"batch_rows": batch_rows, "store_lines": int((filled / "FILLED").read_text()),
-            "empty_store": empty, "filled_store": full}
+    return {
+        "batch_rows": batch_rows,
+        "store_lines": int((filled / "FILLED").read_text()),
+        "empty_store": empty,
+        "filled_store": full,
+    }
 
 
 def stages(manifest: Path, bundle_dir: Path) -> dict:
@@ -162,13 +177,24 @@ def stages(manifest: Path, bundle_dir: Path) -> dict:
     (derived, X), features_s = _timed(transform_features, bundle.pipeline, valid)
     raw_scores, predict_s = _timed(bundle.booster.predict, X, raw_score=True, num_threads=2)
     # Day quotas over the whole file, as `misdeclare score` assigns them (the origin check aside).
-    flagged = channels_for_lines(valid, apply_calibration(raw_scores, bundle.spec["calibration"]),
-                                 channel_rates(bundle.spec)) != "green"
+    flagged = (
+        channels_for_lines(valid, apply_calibration(raw_scores, bundle.spec["calibration"]), channel_rates(bundle.spec))
+        != "green"
+    )
     sample = X[flagged].head(20_000)
     _, contrib_s = _timed(bundle.booster.predict, sample, pred_contrib=True, num_threads=2)
-    return {"read_s": read_s, "validate_s": validate_s, "features_s": features_s, "predict_s": predict_s,
-            "flagged_share": float(flagged.mean()), "contrib_lines": len(sample), "contrib_s": contrib_s,
-            "lines": len(valid), "model_features": X.shape[1], "trees": bundle.booster.num_trees()}
+    return {
+        "read_s": read_s,
+        "validate_s": validate_s,
+        "features_s": features_s,
+        "predict_s": predict_s,
+        "flagged_share": float(flagged.mean()),
+        "contrib_lines": len(sample),
+        "contrib_s": contrib_s,
+        "lines": len(valid),
+        "model_features": X.shape[1],
+        "trees": bundle.booster.num_trees(),
+    }
 
 
 def main() -> None:
@@ -198,26 +224,35 @@ def main() -> None:
     print("|---|---:|---:|")
     for name, seconds, lines in rows:
         print(f"| {name} | {seconds:.1f} | {lines / seconds:,.0f} |")
-    print(f"\nlimit (read + bare predict) {limit:.1f} s; end to end = {limit / e2e['seconds']:.3f} x the limit; "
-          f"peak memory {e2e['peak_rss_mib']:,.0f} MiB; flagged share {stage['flagged_share']:.1%}")
+    print(
+        f"\nlimit (read + bare predict) {limit:.1f} s; end to end = {limit / e2e['seconds']:.3f} x the limit; "
+        f"peak memory {e2e['peak_rss_mib']:,.0f} MiB; flagged share {stage['flagged_share']:.1%}"
+    )
     results = {"end_to_end": e2e, "stages": stage, "limit_s": limit, "ratio_to_limit": limit / e2e["seconds"]}
     if args.store_lines:
         store = store_batch(args.workdir, bundle_dir, manifest, args.batch_rows, args.store_lines)
         store["time_ratio"] = store["filled_store"]["seconds"] / store["empty_store"]["seconds"]
-        print(f"batch of {args.batch_rows:,} lines: {store['empty_store']['seconds']:.1f} s against an empty store, "
-              f"{store['filled_store']['seconds']:.1f} s against {store['store_lines']:,} stored lines "
-              f"({store['time_ratio']:.2f} x; peak {store['empty_store']['peak_rss_mib']:,.0f} vs "
-              f"{store['filled_store']['peak_rss_mib']:,.0f} MiB)")
+        print(
+            f"batch of {args.batch_rows:,} lines: {store['empty_store']['seconds']:.1f} s against an empty store, "
+            f"{store['filled_store']['seconds']:.1f} s against {store['store_lines']:,} stored lines "
+            f"({store['time_ratio']:.2f} x; peak {store['empty_store']['peak_rss_mib']:,.0f} vs "
+            f"{store['filled_store']['peak_rss_mib']:,.0f} MiB)"
+        )
         results["store"] = store
         (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
     if args.large_rows:
         large = end_to_end(large_manifest(args.workdir, args.large_rows), bundle_dir, args.workdir)
-        scale = {"rows": args.large_rows, **large,
-                 "lines_per_s_ratio": (args.large_rows / large["seconds"]) / (n / e2e["seconds"]),
-                 "peak_memory_ratio": large["peak_rss_mib"] / e2e["peak_rss_mib"]}
-        print(f"{args.large_rows:,} lines: {large['seconds']:.1f} s ({args.large_rows / large['seconds']:,.0f} lines/s, "
-              f"{scale['lines_per_s_ratio']:.2f} x the rate on {n:,}), peak {large['peak_rss_mib']:,.0f} MiB "
-              f"({scale['peak_memory_ratio']:.2f} x)")
+        scale = {
+            "rows": args.large_rows,
+            **large,
+            "lines_per_s_ratio": (args.large_rows / large["seconds"]) / (n / e2e["seconds"]),
+            "peak_memory_ratio": large["peak_rss_mib"] / e2e["peak_rss_mib"],
+        }
+        print(
+            f"{args.large_rows:,} lines: {large['seconds']:.1f} s ({args.large_rows / large['seconds']:,.0f} lines/s, "
+            f"{scale['lines_per_s_ratio']:.2f} x the rate on {n:,}), peak {large['peak_rss_mib']:,.0f} MiB "
+            f"({scale['peak_memory_ratio']:.2f} x)"
+        )
         results["large"] = scale
     (args.workdir / "results.json").write_text(json.dumps(results, indent=1))
 

@@ -72,15 +72,19 @@ def seed(database: str, scored: Path, truth: Path, inspector_port: str) -> None:
     last = weeks.max()
     for week in sorted(weeks.unique()):
         queue_day = (week.end_time + timedelta(days=1)).date()  # the Monday after the declaration week
-        report = load_scored_frames(engine, [lines[weeks == week]], f"{scored.stem}-{week.start_time:%Y-%m-%d}.csv",
-                                    origin, queue_day, rng)
+        report = load_scored_frames(
+            engine, [lines[weeks == week]], f"{scored.stem}-{week.start_time:%Y-%m-%d}.csv", origin, queue_day, rng
+        )
         if week == last:
             continue
         with Session(engine) as db, db.begin():
             for case in db.scalars(select(Case).where(Case.batch_id == report.batch_id, Case.queue_state == "open")):
                 truth_row = found.loc[(case.declaration_id, case.line_no)]
-                entry = (OutcomeInput("confirmed", found_commodity=str(truth_row["sim_commodity"]))
-                         if int(truth_row["sim_fraud"]) == 1 else OutcomeInput("clean"))
+                entry = (
+                    OutcomeInput("confirmed", found_commodity=str(truth_row["sim_commodity"]))
+                    if int(truth_row["sim_fraud"]) == 1
+                    else OutcomeInput("clean")
+                )
                 record_outcome(db, principals["sup"], case.id, entry)
     engine.dispose()
 
@@ -100,10 +104,19 @@ def case_to_show(database: str, port: str) -> int:
     """The riskiest open red case of ``port`` whose shipper has a confirmed earlier line (else the riskiest)."""
     engine = make_engine(database)
     with Session(engine) as db:
-        cases = list(db.scalars(select(Case).where(Case.port == port, Case.queue_state == "open", Case.channel == "red")
-                                .order_by(Case.risk_score.desc()).limit(200)))
-        confirmed = set(db.scalars(select(Case.shipper_id).join(Outcome, Outcome.id == Case.current_outcome_id)
-                                   .where(Outcome.result == "confirmed")))
+        cases = list(
+            db.scalars(
+                select(Case)
+                .where(Case.port == port, Case.queue_state == "open", Case.channel == "red")
+                .order_by(Case.risk_score.desc())
+                .limit(200)
+            )
+        )
+        confirmed = set(
+            db.scalars(
+                select(Case.shipper_id).join(Outcome, Outcome.id == Case.current_outcome_id).where(Outcome.result == "confirmed")
+            )
+        )
     engine.dispose()
     return next((c.id for c in cases if c.shipper_id in confirmed), cases[0].id)
 
@@ -153,8 +166,13 @@ def main() -> None:
         port = read_manifest(scored).query("channel == 'red'")["port_of_discharge"].value_counts().index[0]
         database = f"sqlite:///{workdir / 'screens.db'}"
         seed(database, scored, truth, port)
-        settings = Settings(database_url=database, model_uri=DEFAULT_MODEL_URI,
-                            history_dir=str(workdir / "demo" / "history"), argon2_time_cost=1, argon2_memory_kib=1024)
+        settings = Settings(
+            database_url=database,
+            model_uri=DEFAULT_MODEL_URI,
+            history_dir=str(workdir / "demo" / "history"),
+            argon2_time_cost=1,
+            argon2_memory_kib=1024,
+        )
         server, url = serve_in_thread(settings)
         try:
             shoot(url, database, port, workdir / "demo" / "report.html", out)

@@ -30,8 +30,18 @@ from features.transformers import JsonStateMixin, as_float, as_text, via_hub_mas
 
 ENTITY_COLUMNS = ("shipper_id", "consignee_id", "importer_id", "declarant_id")
 HISTORY_COLUMNS = (
-    "declaration_id", "line_no", "declared_at", "hs_code", "origin_country", "export_country",
-    "port_of_loading", "port_of_discharge", "transshipment_ports", *ENTITY_COLUMNS, "inspected", "misdeclared",
+    "declaration_id",
+    "line_no",
+    "declared_at",
+    "hs_code",
+    "origin_country",
+    "export_country",
+    "port_of_loading",
+    "port_of_discharge",
+    "transshipment_ports",
+    *ENTITY_COLUMNS,
+    "inspected",
+    "misdeclared",
 )
 _SPAN = 1 << 20  # more days than any manifest spans, so group * _SPAN + day never collides
 EPOCH = pd.Timestamp("1970-01-01")  # day numbers count from it
@@ -42,8 +52,13 @@ def day_numbers(frame: pd.DataFrame) -> np.ndarray:
     return ((pd.to_datetime(frame["declared_at"]) - EPOCH).dt.days).to_numpy(dtype="int64")
 
 
-def count_before(event_group: np.ndarray, event_day: np.ndarray, query_group: np.ndarray,
-                 query_day: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+def count_before(
+    event_group: np.ndarray,
+    event_day: np.ndarray,
+    query_group: np.ndarray,
+    query_day: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Per query, the number (or weight sum) of events of the same group on a day < the query's day.
 
     Groups are non-negative integers; a query with group < 0 (unknown entity) gets NaN.
@@ -57,9 +72,15 @@ def count_before(event_group: np.ndarray, event_day: np.ndarray, query_group: np
     return np.where(query_group >= 0, counts, np.nan)
 
 
-def count_in_window(event_group: np.ndarray, event_day: np.ndarray, query_group: np.ndarray,
-                    query_day: np.ndarray, start_offset: int, end_offset: int,
-                    weights: np.ndarray | None = None) -> np.ndarray:
+def count_in_window(
+    event_group: np.ndarray,
+    event_day: np.ndarray,
+    query_group: np.ndarray,
+    query_day: np.ndarray,
+    start_offset: int,
+    end_offset: int,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Per query, events (or their weight sum) of the same group with
     ``query_day - start_offset <= day < query_day - end_offset``."""
     keys = event_group.astype("int64") * _SPAN + event_day
@@ -67,8 +88,10 @@ def count_in_window(event_group: np.ndarray, event_day: np.ndarray, query_group:
     keys = keys[order]
     cumulative = np.concatenate([[0.0], np.cumsum(weights[order] if weights is not None else np.ones(len(keys)))])
     group = np.maximum(query_group, 0).astype("int64") * _SPAN
-    counts = (cumulative[np.searchsorted(keys, group + query_day - end_offset, "left")]
-              - cumulative[np.searchsorted(keys, group + query_day - start_offset, "left")])
+    counts = (
+        cumulative[np.searchsorted(keys, group + query_day - end_offset, "left")]
+        - cumulative[np.searchsorted(keys, group + query_day - start_offset, "left")]
+    )
     return np.where(query_group >= 0, counts, np.nan)
 
 
@@ -80,7 +103,7 @@ def switch_dates(reference) -> dict[str, str]:
     controls = reference.control_dates[reference.control_dates["kind"].isin(["ban", "licensing"])]
     by_commodity = {}
     for commodity in reference.commodities:
-        measures = controls[controls["commodities"].str.split(";").map(lambda c: commodity in c)]
+        measures = controls[controls["commodities"].str.split(";").map(lambda c, wanted=commodity: wanted in c)]
         bans = measures[measures["kind"] == "ban"]
         by_commodity[commodity] = (bans if len(bans) else measures)["date"].min().strftime("%Y-%m-%d")
     codes = reference.hs_codes[(reference.hs_codes["role"] == "target") & (reference.hs_codes["hs_prefix"].str.len() == 6)]
@@ -89,12 +112,16 @@ def switch_dates(reference) -> dict[str, str]:
 
 def flow_key(frame: pd.DataFrame) -> pd.Series:
     """The flow of a line: export country | HS heading | port of discharge."""
-    return (as_text(frame, "export_country") + "|" + as_text(frame, "hs_code", "").str.slice(0, 4)
-            + "|" + as_text(frame, "port_of_discharge"))
+    return (
+        as_text(frame, "export_country")
+        + "|"
+        + as_text(frame, "hs_code", "").str.slice(0, 4)
+        + "|"
+        + as_text(frame, "port_of_discharge")
+    )
 
 
-def relevant_past(past: pd.DataFrame, current: pd.DataFrame,
-                  entities: tuple[str, ...] = ENTITY_COLUMNS) -> pd.DataFrame:
+def relevant_past(past: pd.DataFrame, current: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS) -> pd.DataFrame:
     """Past lines sharing an entity (party or extra key) or a flow with a current line.
 
     These are the only past lines any feature reads; filtering first keeps scoring a small batch
@@ -160,8 +187,9 @@ def concat_events(frames: list[pd.DataFrame]) -> pd.DataFrame:
         parts = [f[column] for f in frames]
         if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
             union = union_categoricals([p.array for p in parts])  # infers text categories: keep object
-            columns[column] = pd.Categorical.from_codes(union.codes, categories=pd.Index(
-                np.asarray(union.categories, dtype=object), dtype=object))
+            columns[column] = pd.Categorical.from_codes(
+                union.codes, categories=pd.Index(np.asarray(union.categories, dtype=object), dtype=object)
+            )
         else:
             columns[column] = np.concatenate([p.to_numpy() for p in parts])
     return pd.DataFrame(columns)
@@ -197,12 +225,10 @@ class PastEvents:
 
     @classmethod
     def empty(cls) -> PastEvents:
-        return cls(_event_frame(PARTY_EVENT_COLUMNS), _event_frame(VALUE_EVENT_COLUMNS),
-                   _event_frame(FLOW_EVENT_COLUMNS), None)
+        return cls(_event_frame(PARTY_EVENT_COLUMNS), _event_frame(VALUE_EVENT_COLUMNS), _event_frame(FLOW_EVENT_COLUMNS), None)
 
     @classmethod
-    def from_lines(cls, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS,
-                   weight: int = 1) -> PastEvents:
+    def from_lines(cls, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS, weight: int = 1) -> PastEvents:
         """One event per line and key, of weight ``weight`` (-1 takes the lines out of a sum)."""
         if lines.empty:
             return cls.empty()
@@ -217,23 +243,44 @@ class PastEvents:
             known = key.codes >= 0
             if not known.any():
                 continue
-            parties.append(pd.DataFrame({"entity": _label(entity, known.sum()), "key": key[known], "day": days[known],
-                                         "lines": weight, "outcomes": weight * labelled[known],
-                                         "positives": weight * found[known]}))
-            for kind, value, rows in (("hs6", codes, known), ("route", routes, known),
-                                      ("cn_direct", codes, known & direct)):
+            parties.append(
+                pd.DataFrame(
+                    {
+                        "entity": _label(entity, known.sum()),
+                        "key": key[known],
+                        "day": days[known],
+                        "lines": weight,
+                        "outcomes": weight * labelled[known],
+                        "positives": weight * found[known],
+                    }
+                )
+            )
+            for kind, value, rows in (("hs6", codes, known), ("route", routes, known), ("cn_direct", codes, known & direct)):
                 if kind == "cn_direct" and entity != "consignee_id":
                     continue
-                values.append(pd.DataFrame({"entity": _label(entity, rows.sum()), "key": key[rows],
-                                            "kind": _label(kind, rows.sum()), "value": value[rows],
-                                            "day": days[rows], "lines": weight}))
+                values.append(
+                    pd.DataFrame(
+                        {
+                            "entity": _label(entity, rows.sum()),
+                            "key": key[rows],
+                            "kind": _label(kind, rows.sum()),
+                            "value": value[rows],
+                            "day": days[rows],
+                            "lines": weight,
+                        }
+                    )
+                )
         flows = pd.DataFrame({"flow": as_category(flow_key(lines)), "day": days, "lines": weight})
-        return cls(concat_events(parties) if parties else _event_frame(PARTY_EVENT_COLUMNS),
-                   concat_events(values) if values else _event_frame(VALUE_EVENT_COLUMNS),
-                   flows.astype({"lines": "int64"}), int(days.min()))
+        return cls(
+            concat_events(parties) if parties else _event_frame(PARTY_EVENT_COLUMNS),
+            concat_events(values) if values else _event_frame(VALUE_EVENT_COLUMNS),
+            flows.astype({"lines": "int64"}),
+            int(days.min()),
+        )
 
     def relevant_to(self, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS) -> PastEvents:
         """The events of the parties and flows of ``lines`` (the only ones their features read)."""
+
         def of_parties(frame: pd.DataFrame) -> pd.DataFrame:
             keep = np.zeros(len(frame), dtype=bool)
             for entity in entities:
@@ -243,16 +290,21 @@ class PastEvents:
             return frame[keep].reset_index(drop=True)
 
         flows = pd.Index(np.asarray(flow_key(lines).unique(), dtype=object))
-        return PastEvents(of_parties(self.parties), of_parties(self.values),
-                          self.flows[_category_positions(flows, self.flows["flow"]) >= 0].reset_index(drop=True),
-                          self.coverage_start)
+        return PastEvents(
+            of_parties(self.parties),
+            of_parties(self.values),
+            self.flows[_category_positions(flows, self.flows["flow"]) >= 0].reset_index(drop=True),
+            self.coverage_start,
+        )
 
     @staticmethod
     def concat(*events: PastEvents) -> PastEvents:
         """All events together; the coverage starts at the earliest start."""
         starts = [e.coverage_start for e in events if e.coverage_start is not None]
-        return PastEvents(*(concat_events([getattr(e, name) for e in events])
-                            for name in ("parties", "values", "flows")), min(starts) if starts else None)
+        return PastEvents(
+            *(concat_events([getattr(e, name) for e in events]) for name in ("parties", "values", "flows")),
+            min(starts) if starts else None,
+        )
 
 
 def _category_positions(keys: pd.Index, values: pd.Series) -> np.ndarray:
@@ -302,9 +354,16 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
     _fitted_attributes = ("global_rate_", "hubs_", "switch_dates_", "numeric_features_")
     reason_group = "history"
 
-    def __init__(self, label_delay_days: int = 30, prior_strength: float = 5.0, trailing_days: int = 28,
-                 baseline_days: int = 182, reference_dir: str | None = None,
-                 extra_entities: tuple[str, ...] = (), tenure_unknown_days: int = 0):
+    def __init__(
+        self,
+        label_delay_days: int = 30,
+        prior_strength: float = 5.0,
+        trailing_days: int = 28,
+        baseline_days: int = 182,
+        reference_dir: str | None = None,
+        extra_entities: tuple[str, ...] = (),
+        tenure_unknown_days: int = 0,
+    ):
         self.label_delay_days = label_delay_days
         self.prior_strength = prior_strength
         self.trailing_days = trailing_days
@@ -330,11 +389,18 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         reference = load_reference(self.reference_dir)
         self.hubs_ = sorted(reference.diversion_hubs)
         self.switch_dates_ = switch_dates(reference)
-        self.numeric_features_ = [f"{entity}_{name}" for entity in self.entities for name in (
-            "lines_before", "days_since_first", "distinct_hs_before", "distinct_routes_before",
-            "outcomes_known", "misdeclared_rate")] + [
-            "consignee_direct_cn_target_before", "consignee_switched_to_hub",
-            "flow_lines_trailing", "flow_surge_ratio"]
+        self.numeric_features_ = [
+            f"{entity}_{name}"
+            for entity in self.entities
+            for name in (
+                "lines_before",
+                "days_since_first",
+                "distinct_hs_before",
+                "distinct_routes_before",
+                "outcomes_known",
+                "misdeclared_rate",
+            )
+        ] + ["consignee_direct_cn_target_before", "consignee_switched_to_hub", "flow_lines_trailing", "flow_surge_ratio"]
         return self
 
     def feature_groups(self) -> dict[str, str]:
@@ -343,8 +409,9 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         groups = {}
         for name in self.numeric_features_:
             entity = next((e for e in self.entities if name.startswith(e)), None)
-            groups[name] = (f"{entity.removesuffix('_id')}_history" if entity
-                            else "switch" if name.startswith("consignee_") else "flow")
+            groups[name] = (
+                f"{entity.removesuffix('_id')}_history" if entity else "switch" if name.startswith("consignee_") else "flow"
+            )
         return groups
 
     def transform(self, X: pd.DataFrame, past=None) -> pd.DataFrame:
@@ -377,8 +444,12 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         if isinstance(past, PastEvents):
             return PastEvents.concat(past, current)
         if hasattr(past, "events_for"):  # a history store, or a store seen from a file being scored
-            return PastEvents.concat(past.events_for(X, self.entities, self.trailing_days + self.baseline_days,
-                                                     label_delay_days=self.label_delay_days), current)
+            return PastEvents.concat(
+                past.events_for(
+                    X, self.entities, self.trailing_days + self.baseline_days, label_delay_days=self.label_delay_days
+                ),
+                current,
+            )
         if past is None or past.empty:
             return current
         columns = list(HISTORY_COLUMNS) + [c for c in self.extra_entities if c not in HISTORY_COLUMNS]
@@ -401,28 +472,29 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         """Each event's group among ``keys`` (-1: a key no scored line has)."""
         return _category_positions(keys, event_keys)
 
-    def _entity_features(self, X: pd.DataFrame, days: np.ndarray, entity: str,
-                         events: PastEvents) -> dict[str, np.ndarray]:
+    def _entity_features(self, X: pd.DataFrame, days: np.ndarray, entity: str, events: PastEvents) -> dict[str, np.ndarray]:
         query = X[entity].astype("string") if entity in X else pd.Series(pd.NA, index=X.index, dtype="string")
         parties = events.parties[(events.parties["entity"] == entity).to_numpy()]
         keys, group = self._query_keys(query)
         event_group = self._event_groups(keys, parties["key"])
         parties = parties.assign(group=event_group)[event_group >= 0]
         event_day = parties["day"].to_numpy("int64")
-        lines_before = count_before(parties["group"].to_numpy(), event_day, group, days,
-                                    weights=parties["lines"].to_numpy("float64"))
+        lines_before = count_before(
+            parties["group"].to_numpy(), event_day, group, days, weights=parties["lines"].to_numpy("float64")
+        )
         first_day = _net(parties, ["group"]).groupby("group")["day"].min()
         first = first_day.reindex(group).to_numpy(dtype="float64")
         # Tenure is unknown for parties already there when the history begins (see the class docstring).
         start = events.coverage_start
-        censored = (first < start + self.tenure_unknown_days if start is not None
-                    else np.zeros(len(days), dtype=bool))
+        censored = first < start + self.tenure_unknown_days if start is not None else np.zeros(len(days), dtype=bool)
         days_since_first = np.where((first < days) & ~censored, days - first, np.nan)
         known_day = event_day + self.label_delay_days
-        outcomes = count_before(parties["group"].to_numpy(), known_day, group, days,
-                                weights=parties["outcomes"].to_numpy("float64"))
-        positives = count_before(parties["group"].to_numpy(), known_day, group, days,
-                                 weights=parties["positives"].to_numpy("float64"))
+        outcomes = count_before(
+            parties["group"].to_numpy(), known_day, group, days, weights=parties["outcomes"].to_numpy("float64")
+        )
+        positives = count_before(
+            parties["group"].to_numpy(), known_day, group, days, weights=parties["positives"].to_numpy("float64")
+        )
         rate = (positives + self.prior_strength * self.global_rate_) / (outcomes + self.prior_strength)
         return {
             f"{entity}_lines_before": lines_before,
@@ -440,16 +512,16 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         used = _net(values.assign(group=event_group)[event_group >= 0], ["group", "value"])
         return used.groupby(["group", "value"], sort=False, observed=True)["day"].min().reset_index()
 
-    def _distinct_before(self, keys: pd.Index, group: np.ndarray, days: np.ndarray, events: PastEvents,
-                         entity: str, kind: str) -> np.ndarray:
+    def _distinct_before(
+        self, keys: pd.Index, group: np.ndarray, days: np.ndarray, events: PastEvents, entity: str, kind: str
+    ) -> np.ndarray:
         """Distinct values a party used before each day: count of (party, value) first uses."""
         firsts = self._first_uses(keys, events, entity, kind)
         return count_before(firsts["group"].to_numpy("int64"), firsts["day"].to_numpy("int64"), group, days)
 
     def _switch_features(self, X: pd.DataFrame, days: np.ndarray, events: PastEvents) -> dict[str, np.ndarray]:
         """A consignee that imported a controlled good directly from China before the controls."""
-        query = X["consignee_id"].astype("string") if "consignee_id" in X else pd.Series(
-            pd.NA, index=X.index, dtype="string")
+        query = X["consignee_id"].astype("string") if "consignee_id" in X else pd.Series(pd.NA, index=X.index, dtype="string")
         keys, group = self._query_keys(query)
         direct = self._first_uses(keys, events, "consignee_id", "cn_direct")
         cutoff = pd.to_datetime(direct["value"].astype(object).map(self.switch_dates_))
@@ -472,8 +544,9 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         event_group, day = event_group[event_group >= 0], flows["day"].to_numpy("int64")
         weights = flows["lines"].to_numpy("float64")
         trailing = count_in_window(event_group, day, group, days, self.trailing_days, 0, weights)
-        baseline = count_in_window(event_group, day, group, days, self.trailing_days + self.baseline_days,
-                                   self.trailing_days, weights)
+        baseline = count_in_window(
+            event_group, day, group, days, self.trailing_days + self.baseline_days, self.trailing_days, weights
+        )
         # +1 smoothing: a flow that is new gets a large but finite ratio.
         ratio = (trailing / self.trailing_days) / ((baseline + 1) / self.baseline_days)
         return {"flow_lines_trailing": trailing, "flow_surge_ratio": ratio}

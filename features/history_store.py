@@ -39,8 +39,8 @@ import contextlib
 import os
 import threading
 import time
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -49,8 +49,18 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from features.history import (
-    ENTITY_COLUMNS, EPOCH, FLOW_EVENT_COLUMNS, HISTORY_COLUMNS, PARTY_EVENT_COLUMNS, VALUE_EVENT_COLUMNS,
-    PastEvents, as_category, concat_events, day_numbers, flow_key, line_keys,
+    ENTITY_COLUMNS,
+    EPOCH,
+    FLOW_EVENT_COLUMNS,
+    HISTORY_COLUMNS,
+    PARTY_EVENT_COLUMNS,
+    VALUE_EVENT_COLUMNS,
+    PastEvents,
+    as_category,
+    concat_events,
+    day_numbers,
+    flow_key,
+    line_keys,
 )
 
 DEFAULT_HISTORY_DIR = "history"
@@ -59,16 +69,18 @@ KEY_FILTER_NAME = "line-keys-v2.bloom.npz"  # v2: lines carry key_hash (stores w
 _NUMERIC = ("line_no", "inspected", "misdeclared")
 _TEXT = [c for c in HISTORY_COLUMNS if c not in (*_NUMERIC, "declared_at")]
 _SCHEMA = {
-    "lines": ", ".join(f"{c} {'DOUBLE' if c in _NUMERIC else 'DATE' if c == 'declared_at' else 'VARCHAR'}"
-                       for c in HISTORY_COLUMNS) + ", key_hash BIGINT",
+    "lines": ", ".join(
+        f"{c} {'DOUBLE' if c in _NUMERIC else 'DATE' if c == 'declared_at' else 'VARCHAR'}" for c in HISTORY_COLUMNS
+    )
+    + ", key_hash BIGINT",
     "party_events": "entity VARCHAR, key VARCHAR, day INTEGER, lines BIGINT, outcomes BIGINT, positives BIGINT",
     "value_firsts": "entity VARCHAR, key VARCHAR, kind VARCHAR, value VARCHAR, day INTEGER, "
-                    "PRIMARY KEY (entity, key, kind, value)",
+    "PRIMARY KEY (entity, key, kind, value)",
     "flow_events": "flow VARCHAR, day INTEGER, lines BIGINT",
     "party_events_old": "entity VARCHAR, key VARCHAR, day INTEGER, lines BIGINT, outcomes BIGINT, positives BIGINT",
     "flow_events_old": "flow VARCHAR, day INTEGER, lines BIGINT",
     "party_totals_old": "entity VARCHAR, key VARCHAR, first_day INTEGER, lines BIGINT, outcomes BIGINT, "
-                        "positives BIGINT, PRIMARY KEY (entity, key)",
+    "positives BIGINT, PRIMARY KEY (entity, key)",
     "checkpoint": "day INTEGER",
 }
 _EVENT_TABLES = {"parties": ("party_events", PARTY_EVENT_COLUMNS), "flows": ("flow_events", FLOW_EVENT_COLUMNS)}
@@ -128,8 +140,12 @@ def summed(events: PastEvents) -> PastEvents:
 
 def first_uses(values: pd.DataFrame) -> pd.DataFrame:
     """Value events reduced to the first day of each (entity, key, kind, value), weight 1."""
-    firsts = (values[values["lines"] > 0].groupby(["entity", "key", "kind", "value"], sort=False, observed=True)
-              ["day"].min().reset_index())
+    firsts = (
+        values[values["lines"] > 0]
+        .groupby(["entity", "key", "kind", "value"], sort=False, observed=True)["day"]
+        .min()
+        .reset_index()
+    )
     return firsts.assign(lines=1).reindex(columns=list(VALUE_EVENT_COLUMNS))
 
 
@@ -187,8 +203,12 @@ class KeyFilter:
     @staticmethod
     def hashes_of(keys: pd.DataFrame) -> np.ndarray:
         """64-bit hashes of (declaration_id, line_no) as the store types them."""
-        frame = pd.DataFrame({"declaration_id": keys["declaration_id"].astype("string"),
-                              "line_no": pd.to_numeric(keys["line_no"], errors="coerce").astype("float64")})
+        frame = pd.DataFrame(
+            {
+                "declaration_id": keys["declaration_id"].astype("string"),
+                "line_no": pd.to_numeric(keys["line_no"], errors="coerce").astype("float64"),
+            }
+        )
         return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64")
 
     def _positions(self, hashes: np.ndarray, size: int) -> np.ndarray:
@@ -246,8 +266,10 @@ class KeyFilter:
         """Add keys and save; past twice its capacity the filter is rebuilt larger from the table."""
         count += len(keys)
         if count * self.bits_per_key > 8 * len(bits):
-            stored = pd.concat([connection.execute("SELECT declaration_id, line_no FROM lines").df(),
-                                keys[["declaration_id", "line_no"]]], ignore_index=True)
+            stored = pd.concat(
+                [connection.execute("SELECT declaration_id, line_no FROM lines").df(), keys[["declaration_id", "line_no"]]],
+                ignore_index=True,
+            )
             bits = self._set(self._empty(len(stored)), self.hashes_of(stored))
         else:
             bits = self._set(bits, self.hashes_of(keys))
@@ -272,8 +294,9 @@ class HistoryStore:
         loaded by every write.
     """
 
-    def __init__(self, directory: str | Path, lock_timeout: float = 120.0, recent_days: int = 365,
-                 unique_first_uses: bool = True):
+    def __init__(
+        self, directory: str | Path, lock_timeout: float = 120.0, recent_days: int = 365, unique_first_uses: bool = True
+    ):
         if recent_days < 1:
             raise ValueError(f"recent_days must be >= 1, got {recent_days}")
         self.directory = Path(directory)
@@ -285,7 +308,6 @@ class HistoryStore:
     @property
     def path(self) -> Path:
         return self.directory / DATABASE_NAME
-
 
     def _stored_copies(self, connection, keys: pd.DataFrame, bits: np.ndarray | None = None) -> pd.DataFrame:
         """The stored versions of the lines ``keys`` names.
@@ -300,7 +322,8 @@ class HistoryStore:
         connection.register("candidates", candidates.assign(key_hash=key_hashes(candidates)))
         stored = connection.execute(
             "SELECT s.* EXCLUDE (key_hash) FROM lines s WHERE s.rowid IN (SELECT l.rowid FROM lines l "
-            "SEMI JOIN candidates c ON l.key_hash = c.key_hash)").df()
+            "SEMI JOIN candidates c ON l.key_hash = c.key_hash)"
+        ).df()
         connection.unregister("candidates")
         if stored.empty:
             return history_frame(stored)
@@ -316,8 +339,10 @@ class HistoryStore:
             return
         keys = connection.execute("SELECT declaration_id, line_no FROM lines WHERE key_hash IS NULL").df()
         connection.register("hashed", keys.assign(key_hash=key_hashes(keys)))
-        connection.execute("UPDATE lines SET key_hash = h.key_hash FROM hashed h WHERE lines.declaration_id = "
-                           "h.declaration_id AND lines.line_no = h.line_no AND lines.key_hash IS NULL")
+        connection.execute(
+            "UPDATE lines SET key_hash = h.key_hash FROM hashed h WHERE lines.declaration_id = "
+            "h.declaration_id AND lines.line_no = h.line_no AND lines.key_hash IS NULL"
+        )
         connection.unregister("hashed")
 
     @contextlib.contextmanager
@@ -340,13 +365,12 @@ class HistoryStore:
                 if write:
                     for table, columns in _SCHEMA.items():
                         if table == "value_firsts" and not self.unique_first_uses:
-                            columns = columns[:columns.index(", PRIMARY KEY")]
+                            columns = columns[: columns.index(", PRIMARY KEY")]
                         connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
                     self._ensure_key_hashes(connection)
                     self._import_parquet_parts(connection)
                     self.key_filter.ensure(connection)
-                elif not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'lines'"
-                                            ).fetchall()[0][0]:
+                elif not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'lines'").fetchall()[0][0]:
                     connection.execute("COMMIT")
                     yield None  # a database whose first write never committed
                     return
@@ -428,13 +452,18 @@ class HistoryStore:
             return 0
         new_keys = added[~line_keys(added).isin(line_keys(removed))] if len(removed) else added
         self.key_filter.add(connection, bits, count, new_keys)  # before the commit: a superset
-        delta = summed(PastEvents.concat(PastEvents.from_lines(added, ENTITY_COLUMNS),
-                                         PastEvents.from_lines(removed, ENTITY_COLUMNS, weight=-1)))
+        delta = summed(
+            PastEvents.concat(
+                PastEvents.from_lines(added, ENTITY_COLUMNS), PastEvents.from_lines(removed, ENTITY_COLUMNS, weight=-1)
+            )
+        )
         self._insert_events(connection, delta, _checkpoint(connection))
         if len(removed):
             connection.register("removed", removed[["declaration_id", "line_no"]])
-            connection.execute("DELETE FROM lines USING removed WHERE lines.declaration_id = removed.declaration_id "
-                               "AND lines.line_no = removed.line_no")
+            connection.execute(
+                "DELETE FROM lines USING removed WHERE lines.declaration_id = removed.declaration_id "
+                "AND lines.line_no = removed.line_no"
+            )
             connection.unregister("removed")
         connection.register("added", added.assign(key_hash=key_hashes(added)))
         connection.execute(f"INSERT INTO lines SELECT {', '.join(HISTORY_COLUMNS)}, key_hash FROM added")
@@ -445,8 +474,9 @@ class HistoryStore:
             exact = self._first_uses_without(connection, changed, changed.iloc[0:0])
             keys = _party_keys(changed)
             connection.register("stale", keys)
-            connection.execute("DELETE FROM value_firsts USING stale WHERE value_firsts.entity = stale.entity "
-                               "AND value_firsts.key = stale.key")
+            connection.execute(
+                "DELETE FROM value_firsts USING stale WHERE value_firsts.entity = stale.entity AND value_firsts.key = stale.key"
+            )
             connection.unregister("stale")
             self._add_first_uses(connection, exact)
         self._advance_checkpoint(connection)
@@ -467,8 +497,10 @@ class HistoryStore:
         keys = events[["entity", "key"]].drop_duplicates().astype("string")
         connection.register("touched", keys)
         if (events[list(_SUMMED)] < 0).any(axis=None):
-            connection.execute("DELETE FROM party_totals_old USING touched WHERE party_totals_old.entity = "
-                               "touched.entity AND party_totals_old.key = touched.key")
+            connection.execute(
+                "DELETE FROM party_totals_old USING touched WHERE party_totals_old.entity = "
+                "touched.entity AND party_totals_old.key = touched.key"
+            )
             source = "party_events_old JOIN touched USING (entity, key)"
         else:
             connection.register("new_events", events)
@@ -504,9 +536,10 @@ class HistoryStore:
     def _add_first_uses(self, connection, values: pd.DataFrame) -> None:
         if len(values):
             connection.register("firsts", values)
-            connection.execute("INSERT INTO value_firsts SELECT entity, key, kind, value, day FROM firsts" + (
-                " ON CONFLICT DO UPDATE SET day = least(value_firsts.day, excluded.day)"
-                if self.unique_first_uses else ""))
+            connection.execute(
+                "INSERT INTO value_firsts SELECT entity, key, kind, value, day FROM firsts"
+                + (" ON CONFLICT DO UPDATE SET day = least(value_firsts.day, excluded.day)" if self.unique_first_uses else "")
+            )
             connection.unregister("firsts")
 
     def _first_uses_without(self, connection, parties_of: pd.DataFrame, without: pd.DataFrame) -> pd.DataFrame:
@@ -517,11 +550,11 @@ class HistoryStore:
         condition = " OR ".join(f"(k.entity = '{e}' AND k.key = l.{e})" for e in ENTITY_COLUMNS)
         lines = connection.execute(
             f"SELECT DISTINCT l.* EXCLUDE (key_hash) FROM lines l JOIN party_keys k ON {condition} "
-            "ANTI JOIN without w ON l.declaration_id = w.declaration_id AND l.line_no = w.line_no").df()
+            "ANTI JOIN without w ON l.declaration_id = w.declaration_id AND l.line_no = w.line_no"
+        ).df()
         connection.unregister("party_keys")
         connection.unregister("without")
-        values = PastEvents.from_lines(history_frame(lines), ENTITY_COLUMNS).values if len(lines) else \
-            PastEvents.empty().values
+        values = PastEvents.from_lines(history_frame(lines), ENTITY_COLUMNS).values if len(lines) else PastEvents.empty().values
         wanted = values.merge(keys, on=["entity", "key"])
         return first_uses(wanted)
 
@@ -536,8 +569,11 @@ class HistoryStore:
         old = stored.reindex(keys[in_store])
         new = batch[in_store]
         loses = _is_labelled(old) & ~_is_labelled(new)
-        same = (old.reset_index(drop=True).astype("string").fillna("\0")
-                == new.reset_index(drop=True).astype("string").fillna("\0")).all(axis=1).to_numpy()
+        same = (
+            (old.reset_index(drop=True).astype("string").fillna("\0") == new.reset_index(drop=True).astype("string").fillna("\0"))
+            .all(axis=1)
+            .to_numpy()
+        )
         replace = ~loses & ~same
         added = pd.concat([batch[~in_store], new[replace]], ignore_index=True)
         return added, old[replace].reset_index(drop=True)
@@ -547,8 +583,9 @@ class HistoryStore:
         with self._connect() as connection:
             if connection is None:
                 return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS)))
-            frame = connection.execute("SELECT * EXCLUDE (key_hash) FROM lines "
-                                       "ORDER BY declared_at, declaration_id, line_no").df()
+            frame = connection.execute(
+                "SELECT * EXCLUDE (key_hash) FROM lines ORDER BY declared_at, declaration_id, line_no"
+            ).df()
         return history_frame(frame)
 
     @property
@@ -562,10 +599,16 @@ class HistoryStore:
         with self._connect() as connection:
             return 0 if connection is None else int(connection.execute("SELECT count(*) FROM lines").fetchall()[0][0])
 
-    def events_for(self, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS,
-                   flow_days: int | None = None, exclude: pd.DataFrame | None = None,
-                   label_delay_days: int | None = None, taken_out_since: int | None = None,
-                   fold_before: int | None = None) -> PastEvents:
+    def events_for(
+        self,
+        lines: pd.DataFrame,
+        entities: tuple[str, ...] = ENTITY_COLUMNS,
+        flow_days: int | None = None,
+        exclude: pd.DataFrame | None = None,
+        label_delay_days: int | None = None,
+        taken_out_since: int | None = None,
+        fold_before: int | None = None,
+    ) -> PastEvents:
         """Stored events of the parties and flows of ``lines``, without the stored copies of ``exclude``.
 
         Parameters
@@ -607,36 +650,46 @@ class HistoryStore:
             connection.register("query_flows", flows)
             copies = self._stored_copies(connection, exclude)
             checkpoint, first = _checkpoint(connection), int(days.min())
-            totals = (checkpoint is not None and label_delay_days is not None
-                      and first >= checkpoint + label_delay_days
-                      and (copies.empty or int(day_numbers(copies).min()) >= checkpoint)
-                      and (taken_out_since is None or taken_out_since >= checkpoint))
-            per_day = ("SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, "
-                       "sum(positives) AS positives "
-                       f"FROM ({_events_union('party_events', checkpoint is not None and not totals)}) "
-                       "JOIN query_keys USING (entity, key) GROUP BY ALL")
+            totals = (
+                checkpoint is not None
+                and label_delay_days is not None
+                and first >= checkpoint + label_delay_days
+                and (copies.empty or int(day_numbers(copies).min()) >= checkpoint)
+                and (taken_out_since is None or taken_out_since >= checkpoint)
+            )
+            per_day = (
+                "SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, "
+                "sum(positives) AS positives "
+                f"FROM ({_events_union('party_events', checkpoint is not None and not totals)}) "
+                "JOIN query_keys USING (entity, key) GROUP BY ALL"
+            )
             parties = connection.execute(per_day if fold_before is None else _folded(per_day, fold_before)).df()
             if totals:
                 parties = pd.concat([parties, _totals_as_events(connection, checkpoint)], ignore_index=True)
             values = connection.execute(  # one row per party and value (stores without the key append)
                 "SELECT entity, key, kind, value, min(day) AS day, 1 AS lines FROM value_firsts "
-                "JOIN query_keys USING (entity, key) GROUP BY entity, key, kind, value").df()
+                "JOIN query_keys USING (entity, key) GROUP BY entity, key, kind, value"
+            ).df()
             since = first - flow_days if flow_days is not None else np.iinfo("int32").min
             old_flows = checkpoint is not None and since < checkpoint
             flow_rows = connection.execute(
                 f"SELECT flow, day, sum(lines) AS lines FROM ({_events_union('flow_events', old_flows)}) "
                 "JOIN query_flows USING (flow) WHERE day >= ? AND day < ? GROUP BY ALL",
-                [since, int(days.max())]).df()
+                [since, int(days.max())],
+            ).df()
             changed = copies[~_same_but_labels(copies, history_frame(exclude))] if len(copies) else copies
             exact = self._first_uses_without(connection, changed, copies) if len(changed) else None
         values = _frame(values, VALUE_EVENT_COLUMNS)
         if exact is not None:  # parties of corrected copies: first uses without the stored copies
             stale = _party_keys(changed)
-            keep = ~pd.MultiIndex.from_frame(values[["entity", "key"]].astype("string")).isin(
-                pd.MultiIndex.from_frame(stale))
+            keep = ~pd.MultiIndex.from_frame(values[["entity", "key"]].astype("string")).isin(pd.MultiIndex.from_frame(stale))
             values = concat_events([values[keep], _frame(exact, VALUE_EVENT_COLUMNS)])
-        stored = PastEvents(_frame(parties, PARTY_EVENT_COLUMNS), values,
-                            _frame(flow_rows, FLOW_EVENT_COLUMNS), (pd.Timestamp(start) - EPOCH).days)
+        stored = PastEvents(
+            _frame(parties, PARTY_EVENT_COLUMNS),
+            values,
+            _frame(flow_rows, FLOW_EVENT_COLUMNS),
+            (pd.Timestamp(start) - EPOCH).days,
+        )
         if copies.empty:
             return stored
         taken_out = PastEvents.from_lines(copies, ENTITY_COLUMNS, weight=-1)
@@ -667,8 +720,7 @@ def _folded(per_day: str, cut: int) -> str:
 def _totals_as_events(connection, checkpoint: int) -> pd.DataFrame:
     """Per queried party with old lines: its first day (one line), and the rest of its old lines and
     outcomes on the day before the checkpoint, which count for every line the totals are used for."""
-    totals = connection.execute("SELECT t.* FROM party_totals_old t JOIN query_keys USING (entity, key) "
-                                "WHERE t.lines > 0").df()
+    totals = connection.execute("SELECT t.* FROM party_totals_old t JOIN query_keys USING (entity, key) WHERE t.lines > 0").df()
     first = totals.assign(day=totals["first_day"], lines=1, outcomes=0, positives=0)
     rest = totals.assign(day=checkpoint - 1, lines=totals["lines"] - 1)
     return pd.concat([first, rest], ignore_index=True).reindex(columns=list(PARTY_EVENT_COLUMNS))
@@ -697,8 +749,7 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
 def _frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     """Rows read from the store as an event frame: integer counts, categorical text."""
     frame = frame.reindex(columns=list(columns))
-    return pd.DataFrame({c: frame[c].to_numpy("int64") if c in ("day", *_SUMMED) else as_category(frame[c])
-                         for c in columns})
+    return pd.DataFrame({c: frame[c].to_numpy("int64") if c in ("day", *_SUMMED) else as_category(frame[c]) for c in columns})
 
 
 class FileHistory:
@@ -754,20 +805,27 @@ class FileHistory:
         """First uses of the parties of corrected copies, from the store without those copies."""
         if self._overrides is None:
             changed = pd.concat(self._changed, ignore_index=True) if self._changed else pd.DataFrame()
-            self._overrides = (self.store.first_uses_without(changed) if len(changed)
-                               else PastEvents.empty().values)
+            self._overrides = self.store.first_uses_without(changed) if len(changed) else PastEvents.empty().values
             self._stale = _party_keys(changed) if len(changed) else None
         return self._overrides
 
-    def events_for(self, lines: pd.DataFrame, entities: tuple[str, ...] = ENTITY_COLUMNS,
-                   flow_days: int | None = None, label_delay_days: int | None = None) -> PastEvents:
+    def events_for(
+        self,
+        lines: pd.DataFrame,
+        entities: tuple[str, ...] = ENTITY_COLUMNS,
+        flow_days: int | None = None,
+        label_delay_days: int | None = None,
+    ) -> PastEvents:
         """Events of the parties and flows of ``lines`` (a part of the file), without the lines themselves."""
         stored = [entity for entity in entities if entity in ENTITY_COLUMNS]
         # Minus the part's own lines. A file in date order would read, for every part, the events
         # of its parties since the file began: those before the part (and its label delay) are
         # folded per party, so memory follows the part, not the file (exact: see events_for).
-        fold = (None if label_delay_days is None or self._first_copy_day is not None
-                else int(day_numbers(lines).min()) - label_delay_days)
+        fold = (
+            None
+            if label_delay_days is None or self._first_copy_day is not None
+            else int(day_numbers(lines).min()) - label_delay_days
+        )
         events = self.file.events_for(lines, tuple(stored), flow_days, fold_before=fold)
         extra = [entity for entity in entities if entity in self.extra_entities]
         if extra:
@@ -776,12 +834,19 @@ class FileHistory:
         if self.store is None:
             return events
         overrides = self._first_use_overrides()
-        past = self.store.events_for(lines, tuple(stored), flow_days, exclude=lines.iloc[0:0],
-                                     label_delay_days=label_delay_days, taken_out_since=self._first_copy_day)
+        past = self.store.events_for(
+            lines,
+            tuple(stored),
+            flow_days,
+            exclude=lines.iloc[0:0],
+            label_delay_days=label_delay_days,
+            taken_out_since=self._first_copy_day,
+        )
         if self._stale is not None:
             values = past.values
             keep = ~pd.MultiIndex.from_frame(values[["entity", "key"]].astype("string")).isin(
-                pd.MultiIndex.from_frame(self._stale))
+                pd.MultiIndex.from_frame(self._stale)
+            )
             relevant = PastEvents(PastEvents.empty().parties, overrides, PastEvents.empty().flows, None)
             overridden = relevant.relevant_to(lines, tuple(stored)).values
             past = replace(past, values=concat_events([values[keep], overridden]))

@@ -58,8 +58,9 @@ def _iter_csv(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     check_columns(header, str(path))
     # Every column as text: the schema parses values itself, so a bad value becomes a row-level
     # reason instead of a file-level type-inference failure.
-    convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in header},
-                                   strings_can_be_null=True, quoted_strings_can_be_null=True)
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in header}, strings_can_be_null=True, quoted_strings_can_be_null=True
+    )
     read = pacsv.ReadOptions(block_size=max(1 << 20, chunk_rows * _BYTES_PER_ROW_ESTIMATE))
     with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
         for batch in reader:
@@ -72,8 +73,9 @@ def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     for field in parquet.schema_arrow:
         # A manifest line is flat; a list or struct column could not be written to a CSV output.
         if pa.types.is_nested(field.type):
-            raise ManifestFileError(f"{path}: column '{field.name}' holds nested values ({field.type}); "
-                                    "manifest columns are flat")
+            raise ManifestFileError(
+                f"{path}: column '{field.name}' holds nested values ({field.type}); manifest columns are flat"
+            )
     for batch in parquet.iter_batches(batch_size=chunk_rows):
         yield batch.to_pandas()
 
@@ -185,7 +187,7 @@ class AtomicTableWriter:
             return pq.ParquetWriter(self.temporary, schema)
         return pacsv.CSVWriter(self.temporary, schema)
 
-    def __enter__(self) -> "AtomicTableWriter":
+    def __enter__(self) -> AtomicTableWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -201,8 +201,7 @@ def load_mapping(path_or_name: str | Path) -> SchemaMapping:
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         path = packaged_mapping_path(str(path_or_name))
     if not path.is_file():
-        raise MappingError(f"{path_or_name}: mapping file not found (a .yaml file or a packaged "
-                           f"mapping name such as 'kcs')")
+        raise MappingError(f"{path_or_name}: mapping file not found (a .yaml file or a packaged mapping name such as 'kcs')")
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -228,8 +227,9 @@ def parse_mapping(spec: object, name: str) -> SchemaMapping:
     ignore = spec.get("ignore") or []
     if not isinstance(ignore, list) or not all(isinstance(c, str) for c in ignore):
         raise MappingError(f"{name}: 'ignore' must be a list of source column names")
-    mapping = SchemaMapping(name=name, columns=columns, extras=extras, ignore=tuple(ignore),
-                            description=str(spec.get("description", "")).strip())
+    mapping = SchemaMapping(
+        name=name, columns=columns, extras=extras, ignore=tuple(ignore), description=str(spec.get("description", "")).strip()
+    )
     # An ignored column is one that must not reach the data (e.g. a second label): reading it
     # anyway is a mistake in the file, not a choice.
     read = [column for column in mapping.source_columns if column in mapping.ignore]
@@ -250,8 +250,7 @@ def _parse_rule(target: str, rule: object, name: str) -> ColumnRule:
         raise MappingError(f"{where}: expected a rule such as {{from: SOURCE}}, got {rule!r}")
     unknown = sorted(set(rule) - _RULE_KEYS)
     if unknown:
-        raise MappingError(f"{where}: unknown conversion '{unknown[0]}' "
-                           f"(known: {', '.join(SOURCE_KEYS + CONVERSIONS)})")
+        raise MappingError(f"{where}: unknown conversion '{unknown[0]}' (known: {', '.join(SOURCE_KEYS + CONVERSIONS)})")
     if sum(key in rule for key in SOURCE_KEYS) != 1:
         raise MappingError(f"{where}: needs exactly one of 'from' (a source column), 'constant' or 'concat'")
     for key in ("constant", "concat"):
@@ -316,14 +315,20 @@ def _fixed_rate(value: object, where: str) -> FixedRate | None:
         raise MappingError(f"{where}: fixed_rate needs exactly one of 'multiply_by' or 'divide_by'")
     for key in ("as_of", "source"):
         if not str(value.get(key) or "").strip():
-            raise MappingError(f"{where}: fixed_rate must state its '{key}' (a fixed rate is only "
-                               f"meaningful with its date and source)")
+            raise MappingError(
+                f"{where}: fixed_rate must state its '{key}' (a fixed rate is only meaningful with its date and source)"
+            )
     operation = "multiply_by" if "multiply_by" in value else "divide_by"
     rate = value[operation]
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not np.isfinite(rate) or rate <= 0:
         raise MappingError(f"{where}: fixed_rate {operation} must be a positive number, got {rate!r}")
-    return FixedRate(operation=operation, rate=float(rate), unit=str(value.get("unit") or ""),
-                     as_of=str(value["as_of"]), source=str(value["source"]).strip())
+    return FixedRate(
+        operation=operation,
+        rate=float(rate),
+        unit=str(value.get("unit") or ""),
+        as_of=str(value["as_of"]),
+        source=str(value["source"]).strip(),
+    )
 
 
 def _date_format(value: object, where: str) -> str | None:
@@ -337,15 +342,16 @@ def _date_format(value: object, where: str) -> str | None:
 def _check_targets(columns: tuple[ColumnRule, ...], extras: tuple[ColumnRule, ...], name: str) -> None:
     for rule in columns:
         if rule.target not in CANONICAL_COLUMNS:
-            raise MappingError(f"{name}: column '{rule.target}' is not a canonical column "
-                               f"(put source-specific columns under 'extras')")
+            raise MappingError(
+                f"{name}: column '{rule.target}' is not a canonical column (put source-specific columns under 'extras')"
+            )
         if rule.history_entity:
-            raise MappingError(f"{name}: column '{rule.target}': history_entity is for extras "
-                               f"(the canonical parties already have a history)")
+            raise MappingError(
+                f"{name}: column '{rule.target}': history_entity is for extras (the canonical parties already have a history)"
+            )
     for rule in extras:
         if rule.target in CANONICAL_COLUMNS:
-            raise MappingError(f"{name}: extra column '{rule.target}' has a canonical name; "
-                               f"map it under 'columns'")
+            raise MappingError(f"{name}: extra column '{rule.target}' has a canonical name; map it under 'columns'")
 
 
 def apply_mapping(raw: pd.DataFrame, mapping: SchemaMapping, source: str = "<frame>") -> pd.DataFrame:
@@ -374,8 +380,10 @@ def apply_mapping(raw: pd.DataFrame, mapping: SchemaMapping, source: str = "<fra
     """
     missing = [column for column in mapping.source_columns if column not in raw.columns]
     if missing:
-        raise MappingError(f"{mapping.name}: source column '{missing[0]}' not in {source}"
-                           + (f" (nor {', '.join(repr(m) for m in missing[1:])})" if len(missing) > 1 else ""))
+        raise MappingError(
+            f"{mapping.name}: source column '{missing[0]}' not in {source}"
+            + (f" (nor {', '.join(repr(m) for m in missing[1:])})" if len(missing) > 1 else "")
+        )
     output = {rule.target: _convert(raw, rule) for rule in mapping.columns + mapping.extras}
     return pd.DataFrame(output, index=raw.index)
 

@@ -24,10 +24,18 @@ from features.transformers import (
     WeightFeatures,
 )
 
-TRANSFORMERS = {cls.__name__: cls for cls in (
-    WeightFeatures, ValueFeatures, DeclaredHSFeatures, DescriptionFeatures, RouteFeatures,
-    HistoryFeatures, CategoryEncoder,
-)}
+TRANSFORMERS = {
+    cls.__name__: cls
+    for cls in (
+        WeightFeatures,
+        ValueFeatures,
+        DeclaredHSFeatures,
+        DescriptionFeatures,
+        RouteFeatures,
+        HistoryFeatures,
+        CategoryEncoder,
+    )
+}
 
 
 class FeaturePipeline:
@@ -46,7 +54,7 @@ class FeaturePipeline:
         """Steps by name."""
         return dict(self.steps)
 
-    def fit(self, lines: pd.DataFrame) -> "FeaturePipeline":
+    def fit(self, lines: pd.DataFrame) -> FeaturePipeline:
         """Fit each step on the output of the previous ones (history: the lines are their own past)."""
         frame = lines
         for _, step in self.steps:
@@ -62,9 +70,15 @@ class FeaturePipeline:
         return frame
 
 
-def build_feature_pipeline(reference_dir: str | None = None, min_count: int = 20, min_category_count: int = 5,
-                           label_delay_days: int = 30, extra_categorical: tuple[str, ...] = (),
-                           history_entities: tuple[str, ...] = (), tenure_unknown_days: int = 0) -> FeaturePipeline:
+def build_feature_pipeline(
+    reference_dir: str | None = None,
+    min_count: int = 20,
+    min_category_count: int = 5,
+    label_delay_days: int = 30,
+    extra_categorical: tuple[str, ...] = (),
+    history_entities: tuple[str, ...] = (),
+    tenure_unknown_days: int = 0,
+) -> FeaturePipeline:
     """Return the unfitted feature pipeline.
 
     Parameters
@@ -90,9 +104,15 @@ def build_feature_pipeline(reference_dir: str | None = None, min_count: int = 20
         ("declared_hs", DeclaredHSFeatures(reference_dir=reference_dir)),
         ("description", DescriptionFeatures()),
         ("route", RouteFeatures(reference_dir=reference_dir)),
-        ("history", HistoryFeatures(label_delay_days=label_delay_days, reference_dir=reference_dir,
-                                    extra_entities=tuple(history_entities),
-                                    tenure_unknown_days=tenure_unknown_days)),
+        (
+            "history",
+            HistoryFeatures(
+                label_delay_days=label_delay_days,
+                reference_dir=reference_dir,
+                extra_entities=tuple(history_entities),
+                tenure_unknown_days=tenure_unknown_days,
+            ),
+        ),
     ]
     categorical = tuple(c for _, step in steps for c in step.categorical_outputs) + tuple(extra_categorical)
     steps.append(("encode", CategoryEncoder(columns=categorical, min_count=min_category_count)))
@@ -107,8 +127,7 @@ def model_features(pipeline: FeaturePipeline) -> list[str]:
 
 def categorical_features(pipeline: FeaturePipeline) -> list[str]:
     """Names of the integer category-code columns (categorical for LightGBM)."""
-    return [name for _, step in pipeline.steps if isinstance(step, CategoryEncoder)
-            for name in step.code_columns]
+    return [name for _, step in pipeline.steps if isinstance(step, CategoryEncoder) for name in step.code_columns]
 
 
 def feature_groups(pipeline: FeaturePipeline) -> dict[str, str]:
@@ -142,8 +161,9 @@ def pipeline_from_spec(spec: list[dict]) -> FeaturePipeline:
     return FeaturePipeline(steps)
 
 
-def transform_features(pipeline: FeaturePipeline, lines: pd.DataFrame,
-                       past: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def transform_features(
+    pipeline: FeaturePipeline, lines: pd.DataFrame, past: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Apply a fitted pipeline.
 
     Returns

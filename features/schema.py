@@ -16,25 +16,63 @@ import pandas as pd
 import pandera.pandas as pa
 
 TEXT_COLUMNS = (
-    "declaration_id", "hs_code", "description", "quantity_unit", "package_type",
-    "origin_country", "export_country", "port_of_loading", "port_of_discharge",
-    "transshipment_ports", "transport_mode", "shipper_id", "consignee_id", "importer_id",
-    "declarant_id", "found_commodity",
+    "declaration_id",
+    "hs_code",
+    "description",
+    "quantity_unit",
+    "package_type",
+    "origin_country",
+    "export_country",
+    "port_of_loading",
+    "port_of_discharge",
+    "transshipment_ports",
+    "transport_mode",
+    "shipper_id",
+    "consignee_id",
+    "importer_id",
+    "declarant_id",
+    "found_commodity",
 )
 FLOAT_COLUMNS = ("gross_weight_kg", "net_weight_kg", "quantity", "declared_value_usd")
 INT_COLUMNS = ("line_no", "packages", "containers", "inspected", "misdeclared")
 DATE_COLUMNS = ("declared_at",)
 
 CANONICAL_COLUMNS = (
-    "declaration_id", "line_no", "declared_at", "hs_code", "description", "gross_weight_kg",
-    "net_weight_kg", "quantity", "quantity_unit", "packages", "package_type", "containers",
-    "declared_value_usd", "origin_country", "export_country", "port_of_loading",
-    "port_of_discharge", "transshipment_ports", "transport_mode", "shipper_id", "consignee_id",
-    "importer_id", "declarant_id", "inspected", "misdeclared", "found_commodity",
+    "declaration_id",
+    "line_no",
+    "declared_at",
+    "hs_code",
+    "description",
+    "gross_weight_kg",
+    "net_weight_kg",
+    "quantity",
+    "quantity_unit",
+    "packages",
+    "package_type",
+    "containers",
+    "declared_value_usd",
+    "origin_country",
+    "export_country",
+    "port_of_loading",
+    "port_of_discharge",
+    "transshipment_ports",
+    "transport_mode",
+    "shipper_id",
+    "consignee_id",
+    "importer_id",
+    "declarant_id",
+    "inspected",
+    "misdeclared",
+    "found_commodity",
 )
 REQUIRED_COLUMNS = (
-    "declaration_id", "declared_at", "hs_code", "gross_weight_kg", "declared_value_usd",
-    "origin_country", "export_country",
+    "declaration_id",
+    "declared_at",
+    "hs_code",
+    "gross_weight_kg",
+    "declared_value_usd",
+    "origin_country",
+    "export_country",
 )
 LABEL_COLUMNS = ("inspected", "misdeclared", "found_commodity")
 # Why a labelled line was inspected, as the triage export writes it: how it was picked and with what
@@ -49,8 +87,7 @@ REASON_COLUMN = "quarantine_reason"
 
 _LOCODE = r"[A-Z]{2}[A-Z2-9]{3}"
 _UTC_OFFSET = r"^(.*\d[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
-_UPPER_COLUMNS = ("origin_country", "export_country", "port_of_loading", "port_of_discharge",
-                  "transshipment_ports")
+_UPPER_COLUMNS = ("origin_country", "export_country", "port_of_loading", "port_of_discharge", "transshipment_ports")
 
 
 class ManifestFileError(ValueError):
@@ -84,8 +121,7 @@ def check_columns(columns: list[str] | pd.Index, source: str) -> None:
     missing = [column for column in REQUIRED_COLUMNS if column not in set(columns)]
     if missing:
         raise ManifestFileError(
-            f"{source}: missing required column '{missing[0]}'"
-            + (f" (and {', '.join(missing[1:])})" if len(missing) > 1 else "")
+            f"{source}: missing required column '{missing[0]}'" + (f" (and {', '.join(missing[1:])})" if len(missing) > 1 else "")
         )
 
 
@@ -215,33 +251,41 @@ MAX_WHOLE = 2**53
 def _build_schema() -> pa.DataFrameSchema:
     text = pa.Column("string", nullable=True, required=True)
     columns = {name: text for name in TEXT_COLUMNS}
-    columns.update({
-        "declaration_id": pa.Column("string", nullable=False, checks=pa.Check.str_length(min_value=1)),
-        "declared_at": pa.Column("datetime64[ns]", nullable=False),
-        "hs_code": pa.Column("string", nullable=False, checks=pa.Check.str_matches(r"^\d{6,10}$")),
-        "origin_country": pa.Column("string", nullable=False, checks=pa.Check.str_matches(r"^[A-Z]{2}$")),
-        "export_country": pa.Column("string", nullable=False, checks=pa.Check.str_matches(r"^[A-Z]{2}$")),
-        "port_of_loading": pa.Column("string", nullable=True, checks=pa.Check.str_matches(f"^{_LOCODE}$")),
-        "port_of_discharge": pa.Column("string", nullable=True, checks=pa.Check.str_matches(f"^{_LOCODE}$")),
-        "transshipment_ports": pa.Column(
-            "string", nullable=True, checks=pa.Check.str_matches(f"^{_LOCODE}(;{_LOCODE})*$")),
-        "transport_mode": pa.Column("string", nullable=True, checks=pa.Check.isin(TRANSPORT_MODES)),
-        "found_commodity": pa.Column("string", nullable=True, checks=pa.Check.isin(FOUND_COMMODITIES)),
-        "gross_weight_kg": pa.Column(float, nullable=False, checks=pa.Check.gt(0)),
-        "net_weight_kg": pa.Column(float, nullable=True, checks=pa.Check.gt(0)),
-        "quantity": pa.Column(float, nullable=True, checks=pa.Check.gt(0)),
-        "declared_value_usd": pa.Column(float, nullable=False, checks=pa.Check.ge(0)),
-        "line_no": pa.Column(float, nullable=False, checks=[pa.Check.ge(1), pa.Check.le(MAX_WHOLE), pa.Check(_whole, name="whole number")]),
-        "packages": pa.Column(float, nullable=True, checks=[pa.Check.ge(1), pa.Check.le(MAX_WHOLE), pa.Check(_whole, name="whole number")]),
-        "containers": pa.Column(float, nullable=True, checks=[pa.Check.ge(0), pa.Check.le(MAX_WHOLE), pa.Check(_whole, name="whole number")]),
-        "inspected": pa.Column(float, nullable=True, checks=pa.Check.isin([0, 1])),
-        "misdeclared": pa.Column(float, nullable=True, checks=pa.Check.isin([0, 1])),
-    })
+    columns.update(
+        {
+            "declaration_id": pa.Column("string", nullable=False, checks=pa.Check.str_length(min_value=1)),
+            "declared_at": pa.Column("datetime64[ns]", nullable=False),
+            "hs_code": pa.Column("string", nullable=False, checks=pa.Check.str_matches(r"^\d{6,10}$")),
+            "origin_country": pa.Column("string", nullable=False, checks=pa.Check.str_matches(r"^[A-Z]{2}$")),
+            "export_country": pa.Column("string", nullable=False, checks=pa.Check.str_matches(r"^[A-Z]{2}$")),
+            "port_of_loading": pa.Column("string", nullable=True, checks=pa.Check.str_matches(f"^{_LOCODE}$")),
+            "port_of_discharge": pa.Column("string", nullable=True, checks=pa.Check.str_matches(f"^{_LOCODE}$")),
+            "transshipment_ports": pa.Column("string", nullable=True, checks=pa.Check.str_matches(f"^{_LOCODE}(;{_LOCODE})*$")),
+            "transport_mode": pa.Column("string", nullable=True, checks=pa.Check.isin(TRANSPORT_MODES)),
+            "found_commodity": pa.Column("string", nullable=True, checks=pa.Check.isin(FOUND_COMMODITIES)),
+            "gross_weight_kg": pa.Column(float, nullable=False, checks=pa.Check.gt(0)),
+            "net_weight_kg": pa.Column(float, nullable=True, checks=pa.Check.gt(0)),
+            "quantity": pa.Column(float, nullable=True, checks=pa.Check.gt(0)),
+            "declared_value_usd": pa.Column(float, nullable=False, checks=pa.Check.ge(0)),
+            "line_no": pa.Column(
+                float, nullable=False, checks=[pa.Check.ge(1), pa.Check.le(MAX_WHOLE), pa.Check(_whole, name="whole number")]
+            ),
+            "packages": pa.Column(
+                float, nullable=True, checks=[pa.Check.ge(1), pa.Check.le(MAX_WHOLE), pa.Check(_whole, name="whole number")]
+            ),
+            "containers": pa.Column(
+                float, nullable=True, checks=[pa.Check.ge(0), pa.Check.le(MAX_WHOLE), pa.Check(_whole, name="whole number")]
+            ),
+            "inspected": pa.Column(float, nullable=True, checks=pa.Check.isin([0, 1])),
+            "misdeclared": pa.Column(float, nullable=True, checks=pa.Check.isin([0, 1])),
+        }
+    )
     row_checks = [
-        pa.Check(lambda df: ~(df["net_weight_kg"] > df["gross_weight_kg"]),
-                 name="net_weight_kg <= gross_weight_kg"),
-        pa.Check(lambda df: ~((df["misdeclared"].notna()) & (df["inspected"] != 1)),
-                 name="misdeclared is known only for inspected lines"),
+        pa.Check(lambda df: ~(df["net_weight_kg"] > df["gross_weight_kg"]), name="net_weight_kg <= gross_weight_kg"),
+        pa.Check(
+            lambda df: ~((df["misdeclared"].notna()) & (df["inspected"] != 1)),
+            name="misdeclared is known only for inspected lines",
+        ),
     ]
     return pa.DataFrameSchema(columns, checks=row_checks, strict=False, coerce=False)
 
@@ -263,8 +307,11 @@ def _rule_phrase(column: str | None, check: str, value: object) -> str:
     if column is None or (isinstance(column, float) and np.isnan(column)):
         return f"{check} does not hold"
     if check.startswith("str_matches"):
-        pattern = {"hs_code": "6-10 digits", "origin_country": "a two-letter country code",
-                   "export_country": "a two-letter country code"}.get(column, "UN/LOCODEs (5 characters)")
+        pattern = {
+            "hs_code": "6-10 digits",
+            "origin_country": "a two-letter country code",
+            "export_country": "a two-letter country code",
+        }.get(column, "UN/LOCODEs (5 characters)")
         return f"{column} must be {pattern}, got '{value}'"
     if check.startswith("isin"):
         return f"{column} has an unknown value '{value}'"
@@ -348,8 +395,7 @@ def duplicate_key_mask(typed: pd.DataFrame, seen: KeyHashes | None = None) -> pd
     return duplicated
 
 
-def validate_manifest(raw: pd.DataFrame, source: str = "<frame>",
-                      seen_keys: KeyHashes | None = None) -> ValidationResult:
+def validate_manifest(raw: pd.DataFrame, source: str = "<frame>", seen_keys: KeyHashes | None = None) -> ValidationResult:
     """Split manifest lines into valid typed rows and quarantined rows with reasons.
 
     Parameters

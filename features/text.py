@@ -57,8 +57,9 @@ class DescriptionFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         self.groups_ = {name: list(words) for name, words in keywords["groups"].items()}
         self.vague_ = list(keywords["vague"])
         self.expected_group_ = dict(keywords["expected_group_by_cover_family"])
-        self.numeric_features_ = (["desc_missing", "desc_words", "desc_vague_share", "desc_is_vague",
-                                   "desc_hs_mismatch"] + [f"desc_mentions_{g}" for g in self.groups_])
+        self.numeric_features_ = ["desc_missing", "desc_words", "desc_vague_share", "desc_is_vague", "desc_hs_mismatch"] + [
+            f"desc_mentions_{g}" for g in self.groups_
+        ]
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:

@@ -12,6 +12,7 @@ data, without pickle: see :mod:`features.pipeline`.
 from __future__ import annotations
 
 import copy
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -108,9 +109,11 @@ def via_hub_mask(frame: pd.DataFrame, hubs: set[str]) -> pd.Series:
     if not hubs:
         return pd.Series(False, index=frame.index)
     hub_port = f"(?:^|;)(?:{'|'.join(sorted(hubs))})"
-    return (as_text(frame, "export_country").isin(hubs)
-            | as_text(frame, "transshipment_ports", "").str.contains(hub_port, regex=True)
-            | as_text(frame, "port_of_loading", "").str.slice(0, 2).isin(hubs))
+    return (
+        as_text(frame, "export_country").isin(hubs)
+        | as_text(frame, "transshipment_ports", "").str.contains(hub_port, regex=True)
+        | as_text(frame, "port_of_loading", "").str.slice(0, 2).isin(hubs)
+    )
 
 
 def _reference(reference_dir: str | None) -> ReferenceTables:
@@ -129,8 +132,13 @@ class WeightFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
 
     def fit(self, X: pd.DataFrame, y=None):
         self.numeric_features_ = [
-            "log_gross_weight_kg", "log_net_weight_kg", "net_gross_ratio",
-            "kg_per_package", "log_kg_per_package", "kg_per_container", "log_kg_per_container",
+            "log_gross_weight_kg",
+            "log_net_weight_kg",
+            "net_gross_ratio",
+            "kg_per_package",
+            "log_kg_per_package",
+            "kg_per_container",
+            "log_kg_per_container",
         ]
         return self
 
@@ -177,8 +185,14 @@ class ValueFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         Folder of the reference tables; the packaged tables by default.
     """
 
-    _fitted_attributes = ("typical_log_value_per_kg_", "global_log_value_per_kg_",
-                          "hs_band_low_", "hs_band_high_", "price_bands_", "numeric_features_")
+    _fitted_attributes = (
+        "typical_log_value_per_kg_",
+        "global_log_value_per_kg_",
+        "hs_band_low_",
+        "hs_band_high_",
+        "price_bands_",
+        "numeric_features_",
+    )
     reason_group = "price"
 
     def __init__(self, min_count: int = 20, reference_dir: str | None = None):
@@ -188,8 +202,7 @@ class ValueFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y=None):
         if self.min_count < 1:
             raise ValueError(f"min_count must be >= 1, got {self.min_count}")
-        log_vpk = pd.Series(safe_log10(safe_ratio(as_float(X, "declared_value_usd"), net_or_gross(X))),
-                            index=X.index)
+        log_vpk = pd.Series(safe_log10(safe_ratio(as_float(X, "declared_value_usd"), net_or_gross(X))), index=X.index)
         hs = as_text(X, "hs_code", "")
         self.typical_log_value_per_kg_ = {}
         for length in (6, 4, 2):
@@ -201,11 +214,16 @@ class ValueFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         banded = reference.hs_codes.dropna(subset=["usd_per_kg_low", "usd_per_kg_high"])
         self.hs_band_low_ = {row.hs_prefix: float(row.usd_per_kg_low) for row in banded.itertuples()}
         self.hs_band_high_ = {row.hs_prefix: float(row.usd_per_kg_high) for row in banded.itertuples()}
-        self.price_bands_ = {band: [float(row.usd_per_kg_low), float(row.usd_per_kg_high)]
-                             for band, row in reference.price_bands.iterrows()}
-        self.numeric_features_ = (["value_per_kg", "log_value_per_kg", "hs_typical_usd_per_kg",
-                                   "value_log_ratio_hs", "hs_band_log_distance"]
-                                  + [f"band_dist_{band}" for band in self.price_bands_])
+        self.price_bands_ = {
+            band: [float(row.usd_per_kg_low), float(row.usd_per_kg_high)] for band, row in reference.price_bands.iterrows()
+        }
+        self.numeric_features_ = [
+            "value_per_kg",
+            "log_value_per_kg",
+            "hs_typical_usd_per_kg",
+            "value_log_ratio_hs",
+            "hs_band_log_distance",
+        ] + [f"band_dist_{band}" for band in self.price_bands_]
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -259,8 +277,10 @@ class DeclaredHSFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         # Goods light for their volume, with the heaviest packing that still fits them: the one
         # packing norm whose unusual direction the reference data state (reasons cite it).
         light = codes.dropna(subset=["max_kg_per_package", "max_kg_per_container"])
-        self.light_goods_ = {row.hs_prefix: [str(row.description), float(row.max_kg_per_package),
-                                             float(row.max_kg_per_container)] for row in light.itertuples()}
+        self.light_goods_ = {
+            row.hs_prefix: [str(row.description), float(row.max_kg_per_package), float(row.max_kg_per_container)]
+            for row in light.itertuples()
+        }
         self.numeric_features_ = ["is_cover_code", "is_target_code"]
         return self
 
@@ -288,12 +308,19 @@ class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         Folder of the reference tables; the packaged tables by default.
     """
 
-    _fitted_attributes = ("hubs_", "producer_countries_", "producers_", "controlling_countries_", "measures_",
-                          "measure_labels_", "measure_commodities_", "numeric_features_")
+    _fitted_attributes = (
+        "hubs_",
+        "producer_countries_",
+        "producers_",
+        "controlling_countries_",
+        "measures_",
+        "measure_labels_",
+        "measure_commodities_",
+        "numeric_features_",
+    )
     # States saved before the origin check had no per-good producers: None (read from the tables).
     _fitted_defaults = {"producers_": None, "controlling_countries_": None}
-    categorical_outputs = ("origin_country", "export_country", "port_of_loading", "port_of_discharge",
-                           "transport_mode")
+    categorical_outputs = ("origin_country", "export_country", "port_of_loading", "port_of_discharge", "transport_mode")
     reason_group = "route"
 
     def __init__(self, reference_dir: str | None = None):
@@ -309,9 +336,13 @@ class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         self.measures_ = {row.measure_id: row.date.strftime("%Y-%m-%d") for row in measures.itertuples()}
         self.measure_labels_ = {row.measure_id: row.label for row in measures.itertuples()}
         self.measure_commodities_ = {row.measure_id: row.commodities.split(";") for row in measures.itertuples()}
-        self.numeric_features_ = (["origin_ne_export", "via_hub", "declared_origin_is_hub",
-                                   "n_transshipments", "export_lacks_capacity"]
-                                  + [f"days_since_{measure}" for measure in self.measures_])
+        self.numeric_features_ = [
+            "origin_ne_export",
+            "via_hub",
+            "declared_origin_is_hub",
+            "n_transshipments",
+            "export_lacks_capacity",
+        ] + [f"days_since_{measure}" for measure in self.measures_]
         return self
 
     def feature_groups(self) -> dict[str, str]:

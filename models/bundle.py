@@ -74,8 +74,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_bundle(directory: str | Path, booster: lgb.Booster, spec: dict,
-                commodity_booster: lgb.Booster | None = None) -> str:
+def save_bundle(directory: str | Path, booster: lgb.Booster, spec: dict, commodity_booster: lgb.Booster | None = None) -> str:
     """Write a bundle folder and return the SHA-256 of its manifest.
 
     Parameters
@@ -97,8 +96,7 @@ def save_bundle(directory: str | Path, booster: lgb.Booster, spec: dict,
         commodity_booster.save_model(folder / COMMODITY_MODEL_FILE)
         files.append(COMMODITY_MODEL_FILE)
     (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1, sort_keys=True), encoding="utf-8")
-    manifest = {"format_version": FORMAT_VERSION,
-                "files": {name: sha256_file(folder / name) for name in sorted(files)}}
+    manifest = {"format_version": FORMAT_VERSION, "files": {name: sha256_file(folder / name) for name in sorted(files)}}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
     return sha256_file(folder / MANIFEST)
 
@@ -153,8 +151,9 @@ def verify_bundle(directory: str | Path, expected_manifest_sha256: str | None = 
     return read_verified(directory, expected_manifest_sha256)[0]
 
 
-def load_bundle_folder(directory: str | Path, version: str | None = None,
-                       expected_manifest_sha256: str | None = None) -> ModelBundle:
+def load_bundle_folder(
+    directory: str | Path, version: str | None = None, expected_manifest_sha256: str | None = None
+) -> ModelBundle:
     """Verify and load a bundle folder (text and JSON only).
 
     Parameters
@@ -173,10 +172,15 @@ def load_bundle_folder(directory: str | Path, version: str | None = None,
     commodity = None
     if COMMODITY_MODEL_FILE in contents:
         commodity = lgb.Booster(model_str=contents[COMMODITY_MODEL_FILE].decode("utf-8"))
-    return ModelBundle(booster=booster, commodity_booster=commodity, spec=spec,
-                       pipeline=pipeline_from_spec(spec["pipeline"]),
-                       version=version or f"local:{manifest_sha[:12]}",
-                       manifest_sha256=manifest_sha, path=folder)
+    return ModelBundle(
+        booster=booster,
+        commodity_booster=commodity,
+        spec=spec,
+        pipeline=pipeline_from_spec(spec["pipeline"]),
+        version=version or f"local:{manifest_sha[:12]}",
+        manifest_sha256=manifest_sha,
+        path=folder,
+    )
 
 
 def load_bundle(uri: str | Path, tracking_uri: str | None = None) -> ModelBundle:
@@ -192,8 +196,7 @@ def load_bundle(uri: str | Path, tracking_uri: str | None = None) -> ModelBundle
         # Loading reads every file into memory, so the downloaded copy is removed afterwards
         # instead of piling up in the temporary folder at each command or service start.
         with tempfile.TemporaryDirectory(prefix="misdeclare-bundle-") as destination:
-            folder, version, expected = download_registered_bundle(text, tracking_uri=tracking_uri,
-                                                                   destination=destination)
+            folder, version, expected = download_registered_bundle(text, tracking_uri=tracking_uri, destination=destination)
             bundle = load_bundle_folder(folder, version=version, expected_manifest_sha256=expected)
         bundle.path = None
         return bundle

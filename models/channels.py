@@ -78,8 +78,9 @@ def tie_hash(declaration_id, line_no) -> np.ndarray:
     return pd.util.hash_array(keys, hash_key=TIE_HASH_KEY, categorize=False)
 
 
-def ranking_order(days: np.ndarray, risk: np.ndarray, declaration_id, line_no,
-                  tie_hashes: np.ndarray | None = None) -> np.ndarray:
+def ranking_order(
+    days: np.ndarray, risk: np.ndarray, declaration_id, line_no, tie_hashes: np.ndarray | None = None
+) -> np.ndarray:
     """Positions sorting lines by day, risk descending, tie hash, declaration_id, line_no.
 
     ``tie_hashes`` are :func:`tie_hash` of the keys when already computed (:func:`quota_keys`).
@@ -94,8 +95,15 @@ def ranking_order(days: np.ndarray, risk: np.ndarray, declaration_id, line_no,
     return np.lexsort((numbers, id_rank, hashes, -risk, np.asarray(days)))
 
 
-def quota_channels(days, risk, declaration_id, line_no, rates: Mapping[str, float],
-                   ranked: np.ndarray | None = None, tie_hashes: np.ndarray | None = None) -> np.ndarray:
+def quota_channels(
+    days,
+    risk,
+    declaration_id,
+    line_no,
+    rates: Mapping[str, float],
+    ranked: np.ndarray | None = None,
+    tie_hashes: np.ndarray | None = None,
+) -> np.ndarray:
     """Channel of each line: red / yellow by quota of rank within its day, else green.
 
     Parameters
@@ -125,15 +133,21 @@ def quota_channels(days, risk, declaration_id, line_no, rates: Mapping[str, floa
     if len(where) == 0:
         return channels
     ids, numbers = pd.Series(declaration_id).reset_index(drop=True), pd.Series(line_no).reset_index(drop=True)
-    order = ranking_order(days[where], np.asarray(risk, dtype="float64")[where], ids.iloc[where], numbers.iloc[where],
-                          None if tie_hashes is None else np.asarray(tie_hashes)[where])
+    order = ranking_order(
+        days[where],
+        np.asarray(risk, dtype="float64")[where],
+        ids.iloc[where],
+        numbers.iloc[where],
+        None if tie_hashes is None else np.asarray(tie_hashes)[where],
+    )
     sorted_days = days[where][order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_days)) + 1]
     sizes = np.diff(np.r_[starts, len(sorted_days)])
     red, yellow = day_quotas(sizes, rates)
     position = np.arange(len(sorted_days)) - np.repeat(starts, sizes)
-    ranked_channels = np.where(position < np.repeat(red, sizes), "red",
-                               np.where(position < np.repeat(red + yellow, sizes), "yellow", "green"))
+    ranked_channels = np.where(
+        position < np.repeat(red, sizes), "red", np.where(position < np.repeat(red + yellow, sizes), "yellow", "green")
+    )
     channels[where[order]] = ranked_channels
     return channels
 
@@ -142,20 +156,23 @@ def quota_keys(lines: pd.DataFrame) -> pd.DataFrame:
     """What the quotas read of validated lines (``declared_at``, ``declaration_id``, ``line_no``),
     compactly: day, key (text in Arrow memory) and tie hash, so a file's keys fit in memory."""
     line_no = lines["line_no"] if "line_no" in lines else pd.Series(1, index=lines.index)
-    return pd.DataFrame({"day": day_numbers(lines["declared_at"]).astype("int32"),
-                         "declaration_id": lines["declaration_id"].astype("string[pyarrow]").array,
-                         "line_no": line_no.astype("Int64").array,
-                         "tie_hash": tie_hash(lines["declaration_id"], line_no)})
+    return pd.DataFrame(
+        {
+            "day": day_numbers(lines["declared_at"]).astype("int32"),
+            "declaration_id": lines["declaration_id"].astype("string[pyarrow]").array,
+            "line_no": line_no.astype("Int64").array,
+            "tie_hash": tie_hash(lines["declaration_id"], line_no),
+        }
+    )
 
 
-def channels_for_keys(keys: pd.DataFrame, risk, rates: Mapping[str, float],
-                      ranked: np.ndarray | None = None) -> np.ndarray:
+def channels_for_keys(keys: pd.DataFrame, risk, rates: Mapping[str, float], ranked: np.ndarray | None = None) -> np.ndarray:
     """:func:`quota_channels` for the :func:`quota_keys` of lines."""
-    return quota_channels(keys["day"].to_numpy("int64"), risk, keys["declaration_id"], keys["line_no"], rates,
-                          ranked, keys["tie_hash"].to_numpy())
+    return quota_channels(
+        keys["day"].to_numpy("int64"), risk, keys["declaration_id"], keys["line_no"], rates, ranked, keys["tie_hash"].to_numpy()
+    )
 
 
-def channels_for_lines(lines: pd.DataFrame, risk, rates: Mapping[str, float],
-                       ranked: np.ndarray | None = None) -> np.ndarray:
+def channels_for_lines(lines: pd.DataFrame, risk, rates: Mapping[str, float], ranked: np.ndarray | None = None) -> np.ndarray:
     """:func:`quota_channels` for validated lines (``declared_at``, ``declaration_id``, ``line_no``)."""
     return channels_for_keys(quota_keys(lines), risk, rates, ranked)

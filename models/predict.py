@@ -97,21 +97,25 @@ class RiskScores:
     derived: pd.DataFrame | None = None
     X: pd.DataFrame | None = None
 
-    def without_features(self) -> "RiskScores":
+    def without_features(self) -> RiskScores:
         """The same scores without ``derived`` and ``X``."""
         return RiskScores(self.risk, self.check, self.origin_alert)
 
-    def take(self, mask: np.ndarray) -> "RiskScores":
+    def take(self, mask: np.ndarray) -> RiskScores:
         """The scores of the lines in ``mask`` (boolean, one per line)."""
-        return RiskScores(self.risk[mask], self.check[mask], self.origin_alert[mask],
-                          None if self.derived is None else self.derived[mask], None if self.X is None else self.X[mask])
+        return RiskScores(
+            self.risk[mask],
+            self.check[mask],
+            self.origin_alert[mask],
+            None if self.derived is None else self.derived[mask],
+            None if self.X is None else self.X[mask],
+        )
 
 
 def score_risk(bundle, lines: pd.DataFrame, past: pd.DataFrame | None = None, num_threads: int = 2) -> RiskScores:
     """Step 1: features, calibrated risk and scope of validated lines (see :func:`score_frame`)."""
     derived, X = transform_features(bundle.pipeline, lines, past)
-    risk = apply_calibration(bundle.booster.predict(X, raw_score=True, num_threads=num_threads),
-                             bundle.spec["calibration"])
+    risk = apply_calibration(bundle.booster.predict(X, raw_score=True, num_threads=num_threads), bundle.spec["calibration"])
     scope = OriginCheck.from_pipeline(bundle.pipeline).evaluate(derived)
     risk = np.where(scope.controlled, 0.0, risk)
     return RiskScores(risk=risk, check=scope.check, origin_alert=scope.alert, derived=derived, X=X)
@@ -136,8 +140,9 @@ def needs_features(channels: np.ndarray, explain: str) -> np.ndarray:
     return (channels != "green") | explain_mask(channels, explain)
 
 
-def finish_frame(bundle, lines: pd.DataFrame, scores: RiskScores, channels: np.ndarray, explain: str = "flagged",
-                 num_threads: int = 2) -> pd.DataFrame:
+def finish_frame(
+    bundle, lines: pd.DataFrame, scores: RiskScores, channels: np.ndarray, explain: str = "flagged", num_threads: int = 2
+) -> pd.DataFrame:
     """Step 3: ``lines`` with the output columns (:data:`OUTPUT_COLUMNS`).
 
     Suspected commodity for flagged lines (the commodity model on disguise lines, the declared good
@@ -166,12 +171,19 @@ def finish_frame(bundle, lines: pd.DataFrame, scores: RiskScores, channels: np.n
             rows = derived[sub_explained & sub_origin]
             sub_reasons[sub_explained & sub_origin] = check.phrases(rows, check.evaluate(rows))
         suspected[needed], reasons[needed] = sub_suspected, sub_reasons
-    return lines.assign(risk_score=scores.risk, channel=channels, reasons=reasons, suspected_commodity=suspected,
-                        model_version=bundle.version, check=scores.check)
+    return lines.assign(
+        risk_score=scores.risk,
+        channel=channels,
+        reasons=reasons,
+        suspected_commodity=suspected,
+        model_version=bundle.version,
+        check=scores.check,
+    )
 
 
-def score_frame(bundle, lines: pd.DataFrame, explain: str = "flagged", num_threads: int = 2,
-                past: pd.DataFrame | None = None) -> pd.DataFrame:
+def score_frame(
+    bundle, lines: pd.DataFrame, explain: str = "flagged", num_threads: int = 2, past: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Score validated manifest lines: risk, check, channel by day quota, reasons, suspected commodity.
 
     Channel quotas are shared by the lines of ``lines`` declared on the same day: a frame holding

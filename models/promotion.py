@@ -22,10 +22,10 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from models import registry
 from models.registry import CHAMPION, PREVIOUS
@@ -86,8 +86,9 @@ def _file_lock(path: Path, timeout_seconds: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(f"the registry lock {path} is held by another process "
-                                      f"(waited {timeout_seconds:g} s); aliases unchanged") from None
+                    raise LockTimeout(
+                        f"the registry lock {path} is held by another process (waited {timeout_seconds:g} s); aliases unchanged"
+                    ) from None
                 time.sleep(_POLL_SECONDS)
         yield
     finally:
@@ -97,7 +98,7 @@ def _file_lock(path: Path, timeout_seconds: float) -> Iterator[None]:
 
 def advisory_key(tracking_uri: str) -> int:
     """A signed 64-bit PostgreSQL advisory-lock key for the registry's alias moves."""
-    digest = hashlib.sha256(f"misdeclare-aliases:{tracking_uri}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"misdeclare-aliases:{tracking_uri}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
@@ -115,8 +116,10 @@ def _postgres_lock(tracking_uri: str, timeout_seconds: float) -> Iterator[None]:
             deadline = time.monotonic() + timeout_seconds
             while not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(f"the registry's advisory lock is held by another process "
-                                      f"(waited {timeout_seconds:g} s); aliases unchanged")
+                    raise LockTimeout(
+                        f"the registry's advisory lock is held by another process "
+                        f"(waited {timeout_seconds:g} s); aliases unchanged"
+                    )
                 time.sleep(_POLL_SECONDS)
             try:
                 yield
@@ -168,8 +171,9 @@ def _move_to(name: str, version: str, champion: str | None, previous: str | None
         raise
 
 
-def promote(name: str, version: str, expected_champion: str | None, tracking_uri: str | None = None,
-            timeout_seconds: float = 60.0) -> AliasMove:
+def promote(
+    name: str, version: str, expected_champion: str | None, tracking_uri: str | None = None, timeout_seconds: float = 60.0
+) -> AliasMove:
     """Move ``champion`` to ``version`` and keep the old champion as ``previous``.
 
     Parameters
@@ -194,8 +198,10 @@ def promote(name: str, version: str, expected_champion: str | None, tracking_uri
     with registry_lock(tracking_uri, timeout_seconds):
         champion = registry.alias_version(name, CHAMPION, tracking_uri)
         if champion != (None if expected_champion is None else str(expected_champion)):
-            raise ChampionMoved(f"{name}: champion is version {champion}, not {expected_champion} as when the "
-                                f"decision was made (another retrain or rollback moved it); not promoted")
+            raise ChampionMoved(
+                f"{name}: champion is version {champion}, not {expected_champion} as when the "
+                f"decision was made (another retrain or rollback moved it); not promoted"
+            )
         previous = registry.alias_version(name, PREVIOUS, tracking_uri)
         _move_to(name, str(version), champion, previous, tracking_uri)
         return AliasMove(champion, str(version), previous, champion if champion is not None else previous)

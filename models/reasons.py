@@ -101,7 +101,7 @@ class PhraseContext:
     baseline_days: int = 182
 
     @classmethod
-    def from_pipeline(cls, pipeline) -> "PhraseContext":
+    def from_pipeline(cls, pipeline) -> PhraseContext:
         """Read the fitted steps' attributes; anything an older spec lacks takes its default."""
         steps = pipeline.named_steps
         route, value, history = steps["route"], steps["value"], steps.get("history")
@@ -109,8 +109,11 @@ class PhraseContext:
         low, high = getattr(value, "hs_band_low_", {}) or {}, getattr(value, "hs_band_high_", {}) or {}
         prior = getattr(history, "global_rate_", None)
         return cls(
-            frozenset(route.hubs_), dict(value.price_bands_), dict(route.measures_),
-            dict(route.measure_labels_), dict(route.measure_commodities_),
+            frozenset(route.hubs_),
+            dict(value.price_bands_),
+            dict(route.measures_),
+            dict(route.measure_labels_),
+            dict(route.measure_commodities_),
             hs_bands={prefix: [float(low[prefix]), float(high[prefix])] for prefix in low if prefix in high},
             light_goods=dict(getattr(declared, "light_goods_", {}) or {}),
             prior_rate=float(prior) if prior is not None else None,
@@ -173,14 +176,14 @@ def price_phrase(row: dict, context: PhraseContext) -> str:
         distance = _number(row.get("value_log_ratio_hs"))
         if not (math.isfinite(distance) and _printed_factor(10 ** abs(distance)) > PRICE_TYPICAL_FACTOR):
             return ""
-        where = (f"what HS {hs[:4]} typically declares "
-                 f"({_number(row.get('hs_typical_usd_per_kg')):,.2f} USD/kg)")
-    phrase = (f"declared {value_per_kg:,.2f} USD/kg, {10 ** abs(distance):,.1f}x "
-              f"{'above' if distance > 0 else 'below'} {where}")
+        where = f"what HS {hs[:4]} typically declares ({_number(row.get('hs_typical_usd_per_kg')):,.2f} USD/kg)"
+    phrase = f"declared {value_per_kg:,.2f} USD/kg, {10 ** abs(distance):,.1f}x {'above' if distance > 0 else 'below'} {where}"
     if _number(row.get("is_target_code")) == 0:
-        inside = [f"{band.replace('_', ' ')} {low:g}-{high:g} USD/kg"
-                  for band, (low, high) in context.price_bands.items()
-                  if _number(row.get(f"band_dist_{band}")) == 0]
+        inside = [
+            f"{band.replace('_', ' ')} {low:g}-{high:g} USD/kg"
+            for band, (low, high) in context.price_bands.items()
+            if _number(row.get(f"band_dist_{band}")) == 0
+        ]
         if inside:
             phrase += f"; in the price band of {', '.join(inside[:2])}"
     return phrase
@@ -261,8 +264,10 @@ def timing_phrase(row: dict, context: PhraseContext) -> str:
     if not after:
         return ""
     measure = min(after, key=after.get)
-    return (f"declared {after[measure]:,.0f} days after the {context.measure_labels.get(measure, measure)} "
-            f"({context.measures[measure]})")
+    return (
+        f"declared {after[measure]:,.0f} days after the {context.measure_labels.get(measure, measure)} "
+        f"({context.measures[measure]})"
+    )
 
 
 def _confirmed_hits(rate: float, known: float, context: PhraseContext) -> int:
@@ -294,8 +299,7 @@ def party_phrase(party: str):
         if context.prior_rate is not None and known > 0 and math.isfinite(rate) and rate > context.prior_rate:
             hits = _confirmed_hits(rate, known, context)
             if hits >= 1 and hits / known > context.prior_rate:
-                facts.append(f"{hits:,} of {known:,.0f} inspected lines misdeclared "
-                             f"(all parties: {context.prior_rate:.1%})")
+                facts.append(f"{hits:,} of {known:,.0f} inspected lines misdeclared (all parties: {context.prior_rate:.1%})")
         return f"{party} {name}: {', '.join(facts)}" if facts else ""
 
     return phrase
@@ -316,10 +320,14 @@ def flow_phrase(row: dict, context: PhraseContext) -> str:
     trailing, ratio = _number(row.get("flow_lines_trailing")), _number(row.get("flow_surge_ratio"))
     if not (math.isfinite(ratio) and _printed_factor(ratio) > FLOW_SURGE_FACTOR and trailing >= FLOW_MIN_LINES):
         return ""
-    flow = (f"{_text(row.get('export_country'), '?')} -> {_text(row.get('port_of_discharge'), '?')} "
-            f"of HS {_text(row.get('hs_code'))[:4]}")
-    return (f"{trailing:,.0f} lines {flow} in the last {context.trailing_days} days, "
-            f"{ratio:,.1f}x the rate of the {context.baseline_days} days before")
+    flow = (
+        f"{_text(row.get('export_country'), '?')} -> {_text(row.get('port_of_discharge'), '?')} "
+        f"of HS {_text(row.get('hs_code'))[:4]}"
+    )
+    return (
+        f"{trailing:,.0f} lines {flow} in the last {context.trailing_days} days, "
+        f"{ratio:,.1f}x the rate of the {context.baseline_days} days before"
+    )
 
 
 def description_phrase(row: dict, context: PhraseContext) -> str:
@@ -430,5 +438,6 @@ def write_reasons(derived: pd.DataFrame, grouped: pd.DataFrame, context: PhraseC
     is skipped for the next one. A line with no such fact gets :data:`NO_STATED_FACT`.
     """
     rows = derived.to_dict("records")
-    return [SEPARATOR.join(line_reasons(row, groups, context)) or NO_STATED_FACT
-            for row, groups in zip(rows, top_groups(grouped))]
+    return [
+        SEPARATOR.join(line_reasons(row, groups, context)) or NO_STATED_FACT for row, groups in zip(rows, top_groups(grouped))
+    ]

@@ -40,8 +40,7 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["alias"], match["version"]
 
 
-def register_bundle(run_id: str, artifact_path: str, name: str, manifest_sha256: str,
-                    tracking_uri: str | None = None) -> str:
+def register_bundle(run_id: str, artifact_path: str, name: str, manifest_sha256: str, tracking_uri: str | None = None) -> str:
     """Register a logged bundle folder as a new version of model ``name``; return the version.
 
     The manifest hash is stored as a tag of the version so that loading can tell a bundle that was
@@ -55,8 +54,7 @@ def register_bundle(run_id: str, artifact_path: str, name: str, manifest_sha256:
     except MlflowException:
         mlflow_client.create_registered_model(name, description="misdeclare risk model bundles")
     source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    version = mlflow_client.create_model_version(
-        name, source=source, run_id=run_id, tags={BUNDLE_SHA_TAG: manifest_sha256})
+    version = mlflow_client.create_model_version(name, source=source, run_id=run_id, tags={BUNDLE_SHA_TAG: manifest_sha256})
     return str(version.version)
 
 
@@ -75,8 +73,9 @@ def set_alias(name: str, alias: str, version: str, tracking_uri: str | None = No
     client(tracking_uri).set_registered_model_alias(name, alias, version)
 
 
-def download_registered_bundle(uri: str, tracking_uri: str | None = None,
-                               destination: str | Path | None = None) -> tuple[Path, str, str | None]:
+def download_registered_bundle(
+    uri: str, tracking_uri: str | None = None, destination: str | Path | None = None
+) -> tuple[Path, str, str | None]:
     """Download the bundle files of a registered version.
 
     The alias is resolved to a version first, so a concurrent alias move cannot mix two versions.
@@ -96,14 +95,17 @@ def download_registered_bundle(uri: str, tracking_uri: str | None = None,
     name, alias, version = parse_model_uri(uri)
     mlflow_client = client(tracking_uri)
     try:
-        model_version = (mlflow_client.get_model_version_by_alias(name, alias) if alias
-                         else mlflow_client.get_model_version(name, version))
+        model_version = (
+            mlflow_client.get_model_version_by_alias(name, alias) if alias else mlflow_client.get_model_version(name, version)
+        )
     except MlflowException as exc:
         # A user-fixable situation (nothing trained yet, a typo), not a crash: one line, no traceback.
-        raise LookupError(f"{uri}: not in the model registry at {resolve_tracking_uri(tracking_uri)} "
-                          f"({exc.message}); train a model first or check the name") from exc
+        raise LookupError(
+            f"{uri}: not in the model registry at {resolve_tracking_uri(tracking_uri)} "
+            f"({exc.message}); train a model first or check the name"
+        ) from exc
     target = Path(destination or tempfile.mkdtemp(prefix="misdeclare-bundle-"))
     folder = mlflow.artifacts.download_artifacts(
-        artifact_uri=model_version.source, dst_path=str(target),
-        tracking_uri=resolve_tracking_uri(tracking_uri))
+        artifact_uri=model_version.source, dst_path=str(target), tracking_uri=resolve_tracking_uri(tracking_uri)
+    )
     return Path(folder), f"{name}/{model_version.version}", model_version.tags.get(BUNDLE_SHA_TAG)

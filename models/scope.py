@@ -94,7 +94,7 @@ class OriginCheck:
     controlling: frozenset[str]
 
     @classmethod
-    def from_pipeline(cls, pipeline) -> "OriginCheck":
+    def from_pipeline(cls, pipeline) -> OriginCheck:
         """The rule with the reference values a fitted pipeline copied (its route and declared-HS steps).
 
         A pipeline fitted before those steps kept producers per good reads them from its tables.
@@ -106,9 +106,12 @@ class OriginCheck:
             reference = load_reference(declared.reference_dir)
             producers = {c: sorted(reference.producers(c)) for c in reference.commodities}
             code_goods, controlling = reference.code_goods(), sorted(reference.controlling_countries)
-        return cls(producers={c: frozenset(countries) for c, countries in producers.items()},
-                   code_commodities={code: tuple(goods) for code, goods in code_goods.items()},
-                   hubs=tuple(route.hubs_), controlling=frozenset(controlling))
+        return cls(
+            producers={c: frozenset(countries) for c, countries in producers.items()},
+            code_commodities={code: tuple(goods) for code, goods in code_goods.items()},
+            hubs=tuple(route.hubs_),
+            controlling=frozenset(controlling),
+        )
 
     def evaluate(self, derived: pd.DataFrame) -> ScopeResult:
         """Scope and origin check of lines with their derived features (``transform_features``)."""
@@ -119,8 +122,13 @@ class OriginCheck:
         if len(rows):
             origin = as_text(rows, "origin_country").to_numpy(dtype=object)
             outside = ~np.isin(origin, list(self.controlling))
-            produces = np.array([o in frozenset().union(*(self.producers.get(g, frozenset()) for g in goods))
-                                 for o, goods in zip(origin, self.goods(rows), strict=True)], dtype=bool)
+            produces = np.array(
+                [
+                    o in frozenset().union(*(self.producers.get(g, frozenset()) for g in goods))
+                    for o, goods in zip(origin, self.goods(rows), strict=True)
+                ],
+                dtype=bool,
+            )
             non_producer[controlled] = outside & ~produces
             hub[controlled] = np.where(outside, self.hub_other_than_origin(rows), "")
         return ScopeResult(controlled=controlled, non_producer=non_producer, hub=hub)

@@ -12,8 +12,8 @@ from importlib import resources
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -36,7 +36,11 @@ from serve.triage.pictures import PictureReference
 from serve.triage.scoring import Scorer, load_model_bundle, scorer_for
 from serve.triage.settings import Settings
 from serve.triage.web import (
-    SESSION_COOKIE, BodyLimitMiddleware, Runtime, api_error_response, audit_refusal,
+    SESSION_COOKIE,
+    BodyLimitMiddleware,
+    Runtime,
+    api_error_response,
+    audit_refusal,
 )
 
 API_PREFIXES = ("/api/", "/score", "/openapi.json")
@@ -44,9 +48,11 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
-    (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-     b"frame-ancestors 'none'; form-action 'self'; base-uri 'self'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"frame-ancestors 'none'; form-action 'self'; base-uri 'self'",
+    ),
 ]
 
 
@@ -80,8 +86,11 @@ async def triage_error(request: Request, exc: TriageError) -> Response:
     audit_refusal(request, exc)
     runtime: Runtime = request.app.state.runtime
     return runtime.templates.TemplateResponse(
-        request, "error.html", {"who": getattr(request.state, "principal", None), "status": exc.status, "message": str(exc)},
-        status_code=exc.status)
+        request,
+        "error.html",
+        {"who": getattr(request.state, "principal", None), "status": exc.status, "message": str(exc)},
+        status_code=exc.status,
+    )
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -91,8 +100,11 @@ async def validation_error(request: Request, exc: RequestValidationError) -> Res
     message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
     runtime: Runtime = request.app.state.runtime
     return runtime.templates.TemplateResponse(
-        request, "error.html", {"who": getattr(request.state, "principal", None), "status": 422, "message": message},
-        status_code=422)
+        request,
+        "error.html",
+        {"who": getattr(request.state, "principal", None), "status": 422, "message": message},
+        status_code=422,
+    )
 
 
 class SecurityHeadersMiddleware:
@@ -143,8 +155,12 @@ def _openapi(app: FastAPI) -> dict:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schema.setdefault("components", {})["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "API token issued by an admin"},
-            "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
-                        "description": "Browser session; writes also need the X-CSRF-Token header"},
+            "session": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": SESSION_COOKIE,
+                "description": "Browser session; writes also need the X-CSRF-Token header",
+            },
         }
         schema["security"] = [{"bearer": []}, {"session": []}]
         _blank_query_filters(schema)
@@ -200,18 +216,31 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
         history = open_history(settings, engine)
         bundle = load_model_bundle(settings.model_uri) if scorer is None and settings.model_uri else None
         model = scorer if scorer is not None else (scorer_for(bundle) if bundle is not None else None)
-        app.state.runtime = Runtime(settings=settings, engine=engine, hasher=accounts.make_hasher(settings),
-                                    scorer=model, templates=make_templates(), history=history,
-                                    pictures=PictureReference.from_tables(load_reference()), model=bundle)
+        app.state.runtime = Runtime(
+            settings=settings,
+            engine=engine,
+            hasher=accounts.make_hasher(settings),
+            scorer=model,
+            templates=make_templates(),
+            history=history,
+            pictures=PictureReference.from_tables(load_reference()),
+            model=bundle,
+        )
         yield
         engine.dispose()
 
     # No /docs or /redoc: their pages load scripts from a CDN, which neither the network nor the
     # content security policy allows; the spec itself is at /openapi.json.
-    app = FastAPI(title="misdeclare triage", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Scores manifest lines for disguised antimony, gallium, germanium and rare earths, "
-                              "and runs the inspectors' queue, outcomes and audit trail. POST /score sets red and "
-                              "yellow by quota of rank among the request's own lines of each arrival day.")
+    app = FastAPI(
+        title="misdeclare triage",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Scores manifest lines for disguised antimony, gallium, germanium and rare earths, "
+        "and runs the inspectors' queue, outcomes and audit trail. POST /score sets red and "
+        "yellow by quota of rank among the request's own lines of each arrival day.",
+    )
     app.include_router(api_router)
     app.include_router(page_router)
     app.mount("/static", StaticFiles(directory=str(resources.files("serve") / "static")), name="static")

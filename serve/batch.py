@@ -41,8 +41,8 @@ import pyarrow.parquet as pq
 
 from features.history import HISTORY_COLUMNS, HistoryFeatures
 from features.history_store import FileHistory, HistoryStore
-from features.pipeline import model_features
 from features.io import DEFAULT_CHUNK_ROWS, AtomicTableWriter, default_quarantine_path, file_format, iter_manifest_chunks
+from features.pipeline import model_features
 from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, KeyHashes, validate_manifest
 from models.channels import channel_rates, quota_keys
 from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, needs_features, score_risk
@@ -69,8 +69,13 @@ def _empty_like(columns: list[str]) -> pd.DataFrame:
 
 def extra_history_entities(bundle) -> tuple[str, ...]:
     """Party columns the bundle's history features read beyond those the store keeps."""
-    return tuple(c for _, step in bundle.pipeline.steps if isinstance(step, HistoryFeatures)
-                 for c in step.extra_entities if c not in HISTORY_COLUMNS)
+    return tuple(
+        c
+        for _, step in bundle.pipeline.steps
+        if isinstance(step, HistoryFeatures)
+        for c in step.extra_entities
+        if c not in HISTORY_COLUMNS
+    )
 
 
 def _features_part(part: Path) -> Path:
@@ -83,17 +88,25 @@ def _read_rows(path: Path, mask: np.ndarray, batch_rows: int = 16_384) -> pd.Dat
         return None
     batches, start = [], 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-        keep = mask[start:start + batch.num_rows]
+        keep = mask[start : start + batch.num_rows]
         start += batch.num_rows
         if keep.any():
             batches.append(batch.filter(pa.array(keep)))
     return pa.Table.from_batches(batches).to_pandas()
 
 
-def score_file(input_path: str | Path, output_path: str | Path, bundle, quarantine_path: str | Path | None = None,
-               chunk_rows: int = DEFAULT_CHUNK_ROWS, explain: str = "flagged",
-               on_chunk: Callable[[int], None] | None = None, history: HistoryStore | None = None,
-               num_threads: int = 2, report: BatchReport | None = None) -> ScoreSummary:
+def score_file(
+    input_path: str | Path,
+    output_path: str | Path,
+    bundle,
+    quarantine_path: str | Path | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    explain: str = "flagged",
+    on_chunk: Callable[[int], None] | None = None,
+    history: HistoryStore | None = None,
+    num_threads: int = 2,
+    report: BatchReport | None = None,
+) -> ScoreSummary:
     """Score a manifest file into ``output_path``; invalid rows go to the quarantine file.
 
     Both files appear only when the whole input has been processed; a file-level error raises
@@ -129,7 +142,10 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
     summary.output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{summary.output.name}.parts-", dir=summary.output.parent))
     try:
-        with AtomicTableWriter(summary.output) as scored, AtomicTableWriter(summary.quarantine, people_facing=True) as quarantined:
+        with (
+            AtomicTableWriter(summary.output) as scored,
+            AtomicTableWriter(summary.quarantine, people_facing=True) as quarantined,
+        ):
             # Pass 1: validate; quarantine the invalid rows, park the valid lines in parts and add
             # them to the file's own history store; keep only what the day quotas need.
             seen_keys = KeyHashes()
@@ -164,8 +180,9 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
 
             # Pass 3: quotas per arrival day over the whole file.
             if risks:
-                whole = RiskScores(*(np.concatenate([getattr(r, name) for r in risks])
-                                     for name in ("risk", "check", "origin_alert")))
+                whole = RiskScores(
+                    *(np.concatenate([getattr(r, name) for r in risks]) for name in ("risk", "check", "origin_alert"))
+                )
                 channels = assign_channels(pd.concat(keys, ignore_index=True), whole, rates)
                 del keys
 
@@ -174,16 +191,22 @@ def score_file(input_path: str | Path, output_path: str | Path, bundle, quaranti
             offset, model_columns = 0, model_features(bundle.pipeline)
             for part, risk in zip(parts, risks, strict=True):
                 lines = pd.read_parquet(part)
-                part_channels = channels[offset:offset + len(lines)]
+                part_channels = channels[offset : offset + len(lines)]
                 needed = needs_features(part_channels, explain)
                 derived = _read_rows(_features_part(part), needed)
-                with_features = RiskScores(risk.risk[needed], risk.check[needed], risk.origin_alert[needed], derived,
-                                           None if derived is None else derived[model_columns])
-                frame = pd.concat([
-                    finish_frame(bundle, lines[needed], with_features, part_channels[needed], explain, num_threads),
-                    finish_frame(bundle, lines[~needed], risk.take(~needed), part_channels[~needed], explain,
-                                 num_threads),
-                ]).loc[lines.index]
+                with_features = RiskScores(
+                    risk.risk[needed],
+                    risk.check[needed],
+                    risk.origin_alert[needed],
+                    derived,
+                    None if derived is None else derived[model_columns],
+                )
+                frame = pd.concat(
+                    [
+                        finish_frame(bundle, lines[needed], with_features, part_channels[needed], explain, num_threads),
+                        finish_frame(bundle, lines[~needed], risk.take(~needed), part_channels[~needed], explain, num_threads),
+                    ]
+                ).loc[lines.index]
                 scored.write(frame)
                 if report is not None:
                     report.add_scored(frame)

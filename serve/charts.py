@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
+from functools import cache
 
 from markupsafe import Markup, escape
 
@@ -100,12 +100,13 @@ def wilson_interval(hits: int, trials: int, z: float = 1.96) -> tuple[float, flo
 
 # --- primitives ----------------------------------------------------------------------------------
 
+
 def _num(value: float) -> str:
     """A coordinate with two decimals at most (keeps the markup short and stable)."""
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _attribute_name(key: str) -> str:
     """``data_value`` -> ``data-value``; a trailing underscore (``class_``) is dropped."""
     return key.rstrip("_").replace("_", "-")
@@ -139,18 +140,27 @@ def _title(content: object) -> str:
 
 
 def _text(x: float, y: float, content: object, class_: str = "", anchor: str = "start", **data: object) -> str:
-    return _tag("text", str(escape(content)), x=float(x), y=float(y), class_=class_ or None,
-                text_anchor=anchor if anchor != "start" else None, **data)
+    return _tag(
+        "text",
+        str(escape(content)),
+        x=float(x),
+        y=float(y),
+        class_=class_ or None,
+        text_anchor=anchor if anchor != "start" else None,
+        **data,
+    )
 
 
-def _svg(kind: str, chart_id: str, width: float, height: float, title: str, description: str,
-         body: Sequence[str], **data: object) -> Markup:
+def _svg(
+    kind: str, chart_id: str, width: float, height: float, title: str, description: str, body: Sequence[str], **data: object
+) -> Markup:
     """The ``<svg>`` element with its text alternative; ``chart_id`` keeps ids unique on a page."""
-    head = (f'<svg xmlns="http://www.w3.org/2000/svg" {_attrs(class_="chart", id=chart_id, data_chart=kind, **data)} '
-            f'viewBox="0 0 {_num(width)} {_num(height)}" role="img" '
-            f'aria-labelledby="{chart_id}-title {chart_id}-desc" preserveAspectRatio="xMinYMin meet">')
-    alternative = (f'<title id="{chart_id}-title">{escape(title)}</title>'
-                   f'<desc id="{chart_id}-desc">{escape(description)}</desc>')
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" {_attrs(class_="chart", id=chart_id, data_chart=kind, **data)} '
+        f'viewBox="0 0 {_num(width)} {_num(height)}" role="img" '
+        f'aria-labelledby="{chart_id}-title {chart_id}-desc" preserveAspectRatio="xMinYMin meet">'
+    )
+    alternative = f'<title id="{chart_id}-title">{escape(title)}</title><desc id="{chart_id}-desc">{escape(description)}</desc>'
     return Markup(head + alternative + "".join(body) + "</svg>")
 
 
@@ -186,7 +196,7 @@ def log_ticks(low: float, high: float) -> list[float]:
     """1-2-5 ticks of each decade within [low, high] (decades only when there are many)."""
     first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
     steps = (1.0,) if last - first > 4 else (1.0, 2.0, 5.0)
-    ticks = [step * 10.0 ** decade for decade in range(first, last + 1) for step in steps]
+    ticks = [step * 10.0**decade for decade in range(first, last + 1) for step in steps]
     return [t for t in ticks if low <= t <= high]
 
 
@@ -210,6 +220,7 @@ def _linear_ticks(high: float) -> list[float]:
 
 # --- case page -----------------------------------------------------------------------------------
 
+
 def price_chart(value_per_kg: float, bands: Sequence[Band], chart_id: str = "price") -> Markup:
     """The declared value per kg against the declared code's typical band and the controlled goods' bands.
 
@@ -226,9 +237,20 @@ def price_chart(value_per_kg: float, bands: Sequence[Band], chart_id: str = "pri
     for i, band in enumerate(bands):
         y = top + i * ROW_PX
         body.append(_text(left - 6, y + 12.5, band.name, "label", anchor="end"))
-        body.append(_tag("rect", _title(f"{band.name}: {band.low:g}-{band.high:g} USD/kg"),
-                         class_=f"band {band.kind}", x=x(band.low), y=float(y + 3), width=max(2.0, x(band.high) - x(band.low)),
-                         height=float(ROW_PX - 6), data_name=band.name, data_low=f"{band.low:g}", data_high=f"{band.high:g}"))
+        body.append(
+            _tag(
+                "rect",
+                _title(f"{band.name}: {band.low:g}-{band.high:g} USD/kg"),
+                class_=f"band {band.kind}",
+                x=x(band.low),
+                y=float(y + 3),
+                width=max(2.0, x(band.high) - x(band.low)),
+                height=float(ROW_PX - 6),
+                data_name=band.name,
+                data_low=f"{band.low:g}",
+                data_high=f"{band.high:g}",
+            )
+        )
     axis_y = top + ROW_PX * max(1, len(bands)) + 2
     body.append(_tag("line", class_="axis", x1=float(left), x2=float(WIDTH - 24), y1=float(axis_y), y2=float(axis_y)))
     for tick in log_ticks(low, high):
@@ -238,13 +260,37 @@ def price_chart(value_per_kg: float, bands: Sequence[Band], chart_id: str = "pri
     inside = [b.name for b in bands if b.low <= value_per_kg <= b.high]
     if value_per_kg > 0:
         vx = x(value_per_kg)
-        body.append(_tag("line", _title(f"declared {value_per_kg:,.2f} USD/kg"), class_="declared-value",
-                         x1=vx, x2=vx, y1=float(top - 4), y2=float(axis_y), data_value=f"{value_per_kg:.6g}"))
-    description = (f"Declared {value_per_kg:,.2f} USD/kg. " if value_per_kg > 0 else "No declared value per kg. ") + " ".join(
-        f"{b.name}: {b.low:g}-{b.high:g} USD/kg." for b in bands) + (
-        f" The declared value lies within: {', '.join(inside)}." if inside else " The declared value lies within none of these bands.")
-    return _svg("price", chart_id, WIDTH, height, "Declared value per kg against price bands", description, body,
-                data_value_per_kg=f"{value_per_kg:.6g}")
+        body.append(
+            _tag(
+                "line",
+                _title(f"declared {value_per_kg:,.2f} USD/kg"),
+                class_="declared-value",
+                x1=vx,
+                x2=vx,
+                y1=float(top - 4),
+                y2=float(axis_y),
+                data_value=f"{value_per_kg:.6g}",
+            )
+        )
+    description = (
+        (f"Declared {value_per_kg:,.2f} USD/kg. " if value_per_kg > 0 else "No declared value per kg. ")
+        + " ".join(f"{b.name}: {b.low:g}-{b.high:g} USD/kg." for b in bands)
+        + (
+            f" The declared value lies within: {', '.join(inside)}."
+            if inside
+            else " The declared value lies within none of these bands."
+        )
+    )
+    return _svg(
+        "price",
+        chart_id,
+        WIDTH,
+        height,
+        "Declared value per kg against price bands",
+        description,
+        body,
+        data_value_per_kg=f"{value_per_kg:.6g}",
+    )
 
 
 def route_diagram(stops: Sequence[Stop], chart_id: str = "route") -> Markup:
@@ -252,24 +298,61 @@ def route_diagram(stops: Sequence[Stop], chart_id: str = "route") -> Markup:
     count = max(1, len(stops))
     gap = (WIDTH - 40) / max(1, count - 1) if count > 1 else 0
     height, y = 64, 24
-    body = [_tag("defs", _tag("marker", _tag("path", d="M0,0 L8,4 L0,8 z", class_="arrow-head"),
-                              id=f"{chart_id}-arrow", viewBox="0 0 8 8", refX=8, refY=4,
-                              markerWidth=7, markerHeight=7, orient="auto"))]
+    body = [
+        _tag(
+            "defs",
+            _tag(
+                "marker",
+                _tag("path", d="M0,0 L8,4 L0,8 z", class_="arrow-head"),
+                id=f"{chart_id}-arrow",
+                viewBox="0 0 8 8",
+                refX=8,
+                refY=4,
+                markerWidth=7,
+                markerHeight=7,
+                orient="auto",
+            ),
+        )
+    ]
     xs = [20 + i * gap if count > 1 else WIDTH / 2 for i in range(len(stops))]
     for i in range(len(stops) - 1):
-        body.append(_tag("line", class_="leg", x1=xs[i] + 9, x2=xs[i + 1] - 11, y1=float(y), y2=float(y),
-                         marker_end=f"url(#{chart_id}-arrow)"))
+        body.append(
+            _tag(
+                "line",
+                class_="leg",
+                x1=xs[i] + 9,
+                x2=xs[i + 1] - 11,
+                y1=float(y),
+                y2=float(y),
+                marker_end=f"url(#{chart_id}-arrow)",
+            )
+        )
     for x, stop in zip(xs, stops):
         anchor = "start" if x == xs[0] and count > 1 else "end" if x == xs[-1] and count > 1 else "middle"
-        body.append(_tag("g", _tag("circle", cx=x, cy=float(y), r=7.0, class_=f"stop {'hub' if stop.hub else ''}".strip())
-                         + _text(x, y - 12, stop.label, "stop-label", anchor=anchor)
-                         + _text(x, y + 22, stop.role + (" · hub" if stop.hub else ""), "stop-role", anchor=anchor),
-                         class_="route-stop", data_label=stop.label, data_role=stop.role, data_country=stop.country,
-                         data_hub="true" if stop.hub else "false"))
+        body.append(
+            _tag(
+                "g",
+                _tag("circle", cx=x, cy=float(y), r=7.0, class_=f"stop {'hub' if stop.hub else ''}".strip())
+                + _text(x, y - 12, stop.label, "stop-label", anchor=anchor)
+                + _text(x, y + 22, stop.role + (" · hub" if stop.hub else ""), "stop-role", anchor=anchor),
+                class_="route-stop",
+                data_label=stop.label,
+                data_role=stop.role,
+                data_country=stop.country,
+                data_hub="true" if stop.hub else "false",
+            )
+        )
     words = " → ".join(f"{s.label} ({s.role}{', diversion hub' if s.hub else ''})" for s in stops)
     hubs = sum(s.hub for s in stops)
-    return _svg("route", chart_id, WIDTH, height, "Route of the consignment",
-                f"{words}. {hubs} diversion hub{'s' if hubs != 1 else ''} on the route.", body)
+    return _svg(
+        "route",
+        chart_id,
+        WIDTH,
+        height,
+        "Route of the consignment",
+        f"{words}. {hubs} diversion hub{'s' if hubs != 1 else ''} on the route.",
+        body,
+    )
 
 
 def _timeline_mark(point: TimelinePoint, px: float, py: float) -> str:
@@ -283,8 +366,10 @@ def _timeline_mark(point: TimelinePoint, px: float, py: float) -> str:
     else:
         radius = "4.5" if point.result in ("clean", "not_inspected") else "2.5"
         shape = f'<circle cx="{_num(px)}" cy="{_num(py)}" r="{radius}" class="{classes}">{tip}</circle>'
-    mark = (f'<g class="point" data-day="{day}" data-risk="{point.risk:.4f}" data-channel="{point.channel}" '
-            f'data-result="{point.result}" data-label="{label}">{shape}</g>')
+    mark = (
+        f'<g class="point" data-day="{day}" data-risk="{point.risk:.4f}" data-channel="{point.channel}" '
+        f'data-result="{point.result}" data-label="{label}">{shape}</g>'
+    )
     return f'<a href="{html.escape(point.href, quote=True)}">{mark}</a>' if point.href else mark
 
 
@@ -304,8 +389,10 @@ def timeline(points: Sequence[TimelinePoint], chart_id: str = "timeline", party:
     pad = max(1, span // 30) if span else 7  # lines of one day sit mid-axis, not on the y axis
     x = LinearScale(-pad, span + pad, left + 8, WIDTH - 12)
     y = LinearScale(0.0, 1.0, height - bottom, top)
-    body = [_tag("line", class_="axis", x1=float(left), x2=float(WIDTH - 8), y1=y(0.0), y2=y(0.0)),
-            _tag("line", class_="axis", x1=float(left), x2=float(left), y1=y(0.0), y2=y(1.0))]
+    body = [
+        _tag("line", class_="axis", x1=float(left), x2=float(WIDTH - 8), y1=y(0.0), y2=y(0.0)),
+        _tag("line", class_="axis", x1=float(left), x2=float(left), y1=y(0.0), y2=y(1.0)),
+    ]
     for level in (0.0, 0.5, 1.0):
         body.append(_text(left - 4, y(level) + 4, f"{level:g}", "tick-label", anchor="end"))
     body.append(_text(left - 4, top - 1, "risk", "tick-label", anchor="end"))
@@ -317,18 +404,30 @@ def timeline(points: Sequence[TimelinePoint], chart_id: str = "timeline", party:
         px, py = x((point.day - first).days), y(min(1.0, max(0.0, point.risk)))
         body.append(_timeline_mark(point, px, py))
     counts = {r: sum(p.result == r for p in points) for r in RESULT_ORDER}
-    description = (f"{len(points)} earlier line{'s' if len(points) != 1 else ''} of {party or 'the party'}"
-                   + (f" from {first.isoformat()} to {last.isoformat()}" if points else "")
-                   + f": {counts['confirmed']} confirmed misdeclared, {counts['clean']} clean, "
-                   f"{counts['not_inspected']} not inspected, {counts['none']} without outcome.")
-    return _svg("timeline", chart_id, WIDTH, height, f"Earlier lines of {party or 'the party'}", description, body,
-                data_points=len(points))
+    description = (
+        f"{len(points)} earlier line{'s' if len(points) != 1 else ''} of {party or 'the party'}"
+        + (f" from {first.isoformat()} to {last.isoformat()}" if points else "")
+        + f": {counts['confirmed']} confirmed misdeclared, {counts['clean']} clean, "
+        f"{counts['not_inspected']} not inspected, {counts['none']} without outcome."
+    )
+    return _svg(
+        "timeline",
+        chart_id,
+        WIDTH,
+        height,
+        f"Earlier lines of {party or 'the party'}",
+        description,
+        body,
+        data_points=len(points),
+    )
 
 
 # --- batch report and supervisor view ------------------------------------------------------------
 
-def hbar_chart(labels: Sequence[str], values: Sequence[float], chart_id: str, title: str, unit: str = "lines",
-               class_: str = "bar") -> Markup:
+
+def hbar_chart(
+    labels: Sequence[str], values: Sequence[float], chart_id: str, title: str, unit: str = "lines", class_: str = "bar"
+) -> Markup:
     """Horizontal bars, one per label, longest first as given; the value is written at each bar's end."""
     top = 4
     label_px = 250
@@ -339,9 +438,19 @@ def hbar_chart(labels: Sequence[str], values: Sequence[float], chart_id: str, ti
     for i, (label, value) in enumerate(zip(labels, values)):
         y = top + i * ROW_PX
         body.append(_text(label_px - 6, y + 12.5, _clip(label, 40), "label", anchor="end"))
-        body.append(_tag("rect", _title(f"{label}: {value:,g} {unit}"), class_=class_, x=float(label_px),
-                         y=float(y + 3), width=max(1.0, x(value) - label_px), height=float(ROW_PX - 6),
-                         data_label=label, data_value=f"{value:g}"))
+        body.append(
+            _tag(
+                "rect",
+                _title(f"{label}: {value:,g} {unit}"),
+                class_=class_,
+                x=float(label_px),
+                y=float(y + 3),
+                width=max(1.0, x(value) - label_px),
+                height=float(ROW_PX - 6),
+                data_label=label,
+                data_value=f"{value:g}",
+            )
+        )
         body.append(_text(x(value) + 4, y + 12.5, f"{value:,g}", "value"))
     description = "; ".join(f"{label}: {value:,g} {unit}" for label, value in zip(labels, values)) or "Nothing to show."
     return _svg("hbar", chart_id, WIDTH, height, title, description, body)
@@ -351,8 +460,9 @@ def _clip(text: str, length: int) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
-def stacked_columns(categories: Sequence[str], stacks: dict[str, Sequence[int]], chart_id: str, title: str,
-                    unit: str = "lines") -> Markup:
+def stacked_columns(
+    categories: Sequence[str], stacks: dict[str, Sequence[int]], chart_id: str, title: str, unit: str = "lines"
+) -> Markup:
     """Vertical columns per category, stacked by series (e.g. red over yellow flagged lines per day)."""
     left, top, bottom = 40, 8, 34
     height = 170
@@ -372,19 +482,38 @@ def stacked_columns(categories: Sequence[str], stacks: dict[str, Sequence[int]],
         for series, counts in stacks.items():
             count = counts[i]
             if count:
-                body.append(_tag("rect", _title(f"{category} {series}: {count:,} {unit}"), class_=f"ch-{series}",
-                                 x=cx - width / 2, y=y(base + count), width=width, height=y(base) - y(base + count),
-                                 data_category=category, data_series=series, data_value=count))
+                body.append(
+                    _tag(
+                        "rect",
+                        _title(f"{category} {series}: {count:,} {unit}"),
+                        class_=f"ch-{series}",
+                        x=cx - width / 2,
+                        y=y(base + count),
+                        width=width,
+                        height=y(base) - y(base + count),
+                        data_category=category,
+                        data_series=series,
+                        data_value=count,
+                    )
+                )
             base += count
         if i % label_every == 0:
             body.append(_text(cx, height - bottom + 14, category, "tick-label", anchor="middle"))
-    description = "; ".join(f"{category}: " + ", ".join(f"{stacks[s][i]:,} {s}" for s in stacks)
-                            for i, category in enumerate(categories)) or "Nothing to show."
+    description = (
+        "; ".join(f"{category}: " + ", ".join(f"{stacks[s][i]:,} {s}" for s in stacks) for i, category in enumerate(categories))
+        or "Nothing to show."
+    )
     return _svg("columns", chart_id, WIDTH, height, title, description, body)
 
 
-def histogram_compare(edges: Sequence[float], shares: Sequence[float], reference: Sequence[float] | None,
-                      chart_id: str, title: str, labels: Sequence[str] | None = None) -> Markup:
+def histogram_compare(
+    edges: Sequence[float],
+    shares: Sequence[float],
+    reference: Sequence[float] | None,
+    chart_id: str,
+    title: str,
+    labels: Sequence[str] | None = None,
+) -> Markup:
     """Shares per bin of this batch (bars) against a reference (outlined steps), bins of equal width.
 
     Bins are drawn equally wide whatever their edges (risk bins are finer near 0, where most lines
@@ -402,19 +531,41 @@ def histogram_compare(edges: Sequence[float], shares: Sequence[float], reference
     names = labels or [f"{edges[i]:g}-{edges[i + 1]:g}" for i in range(count)]
     for i in range(count):
         x0 = left + i * step
-        body.append(_tag("rect", _title(f"risk {names[i]}: {shares[i]:.1%} of this batch"), class_="bar",
-                         x=x0 + 1, y=y(shares[i]), width=step - 2, height=y(0) - y(shares[i]),
-                         data_bin=names[i], data_share=f"{shares[i]:.6f}"))
+        body.append(
+            _tag(
+                "rect",
+                _title(f"risk {names[i]}: {shares[i]:.1%} of this batch"),
+                class_="bar",
+                x=x0 + 1,
+                y=y(shares[i]),
+                width=step - 2,
+                height=y(0) - y(shares[i]),
+                data_bin=names[i],
+                data_share=f"{shares[i]:.6f}",
+            )
+        )
         if reference is not None:
-            body.append(_tag("line", _title(f"risk {names[i]}: {reference[i]:.1%} in validation"),
-                             class_="reference", x1=x0, x2=x0 + step, y1=y(reference[i]), y2=y(reference[i]),
-                             data_bin=names[i], data_share=f"{reference[i]:.6f}"))
+            body.append(
+                _tag(
+                    "line",
+                    _title(f"risk {names[i]}: {reference[i]:.1%} in validation"),
+                    class_="reference",
+                    x1=x0,
+                    x2=x0 + step,
+                    y1=y(reference[i]),
+                    y2=y(reference[i]),
+                    data_bin=names[i],
+                    data_share=f"{reference[i]:.6f}",
+                )
+            )
     for i in range(0, count + 1, max(1, count // 8)):
         body.append(_text(left + i * step, height - bottom + 14, f"{edges[i]:g}", "tick-label", anchor="middle"))
     body.append(_text(WIDTH - 4, height - 4, "risk score", "tick-label", anchor="end"))
-    description = "; ".join(f"risk {names[i]}: {shares[i]:.1%} of this batch"
-                            + (f", {reference[i]:.1%} in validation" if reference is not None else "")
-                            for i in range(count))
+    description = "; ".join(
+        f"risk {names[i]}: {shares[i]:.1%} of this batch"
+        + (f", {reference[i]:.1%} in validation" if reference is not None else "")
+        for i in range(count)
+    )
     return _svg("histogram", chart_id, WIDTH, height, title, description, body)
 
 
@@ -442,14 +593,31 @@ def rate_chart(series: dict[str, Sequence[Rate]], chart_id: str, title: str) -> 
             cx = left + step * periods.index(rate.period) + offset * (k + 1)
             low, high = rate.interval
             tip = _title(f"{name} {rate.period}: {rate.hits} of {rate.trials} ({rate.value:.0%}, 95% {low:.0%}-{high:.0%})")
-            body.append(_tag("g", tip + _tag("line", class_="whisker", x1=cx, x2=cx, y1=y(low), y2=y(high))
-                             + _tag("circle", cx=cx, cy=y(rate.value), r=3.5),
-                             class_=f"rate series-{k}", data_series=name, data_period=rate.period,
-                             data_hits=rate.hits, data_trials=rate.trials, data_low=f"{low:.4f}", data_high=f"{high:.4f}"))
+            body.append(
+                _tag(
+                    "g",
+                    tip
+                    + _tag("line", class_="whisker", x1=cx, x2=cx, y1=y(low), y2=y(high))
+                    + _tag("circle", cx=cx, cy=y(rate.value), r=3.5),
+                    class_=f"rate series-{k}",
+                    data_series=name,
+                    data_period=rate.period,
+                    data_hits=rate.hits,
+                    data_trials=rate.trials,
+                    data_low=f"{low:.4f}",
+                    data_high=f"{high:.4f}",
+                )
+            )
         hits, trials = sum(r.hits for r in rates), sum(r.trials for r in rates)
         words.append(f"{name}: {hits} of {trials} over {len(rates)} periods")
-        body.append(_tag("g", _tag("circle", cx=float(left + 10 + 150 * k), cy=float(height - 6), r=3.5)
-                         + _text(left + 18 + 150 * k, height - 2, name, "tick-label"), class_=f"rate legend series-{k}"))
+        body.append(
+            _tag(
+                "g",
+                _tag("circle", cx=float(left + 10 + 150 * k), cy=float(height - 6), r=3.5)
+                + _text(left + 18 + 150 * k, height - 2, name, "tick-label"),
+                class_=f"rate legend series-{k}",
+            )
+        )
     return _svg("rates", chart_id, WIDTH, height, title, "; ".join(words) or "No inspections yet.", body)
 
 
@@ -464,22 +632,54 @@ def capacity_chart(ports: Sequence[str], used: Sequence[float], capacity: float,
         y = top + i * ROW_PX
         share = value / capacity if capacity else 0.0
         body.append(_text(label_px - 6, y + 12.5, port, "label", anchor="end"))
-        body.append(_tag("rect", _title(f"{port}: {value:,.1f} per day of {capacity:g} ({share:.0%})"),
-                         class_="bar" + (" over" if value > capacity else ""), x=float(label_px), y=float(y + 3),
-                         width=max(1.0, x(value) - label_px), height=float(ROW_PX - 6), data_port=port,
-                         data_value=f"{value:.4f}", data_share=f"{share:.4f}"))
+        body.append(
+            _tag(
+                "rect",
+                _title(f"{port}: {value:,.1f} per day of {capacity:g} ({share:.0%})"),
+                class_="bar" + (" over" if value > capacity else ""),
+                x=float(label_px),
+                y=float(y + 3),
+                width=max(1.0, x(value) - label_px),
+                height=float(ROW_PX - 6),
+                data_port=port,
+                data_value=f"{value:.4f}",
+                data_share=f"{share:.4f}",
+            )
+        )
         body.append(_text(x(value) + 4, y + 12.5, f"{value:,.1f} ({share:.0%})", "value"))
     bottom = top + ROW_PX * max(1, len(ports))
-    body.append(_tag("line", _title(f"capacity {capacity:g} per port and day"), class_="capacity",
-                     x1=x(capacity), x2=x(capacity), y1=float(top), y2=float(bottom), data_value=f"{capacity:g}"))
+    body.append(
+        _tag(
+            "line",
+            _title(f"capacity {capacity:g} per port and day"),
+            class_="capacity",
+            x1=x(capacity),
+            x2=x(capacity),
+            y1=float(top),
+            y2=float(bottom),
+            data_value=f"{capacity:g}",
+        )
+    )
     body.append(_text(x(capacity), bottom + 14, f"capacity {capacity:g}/day", "tick-label", anchor="middle"))
-    description = "; ".join(f"{p}: {v:,.1f} inspections per day, {v / capacity if capacity else 0:.0%} of capacity {capacity:g}"
-                            for p, v in zip(ports, used)) or "No inspections yet."
+    description = (
+        "; ".join(
+            f"{p}: {v:,.1f} inspections per day, {v / capacity if capacity else 0:.0%} of capacity {capacity:g}"
+            for p, v in zip(ports, used)
+        )
+        or "No inspections yet."
+    )
     return _svg("capacity", chart_id, WIDTH, height, title, description, body)
 
 
-def heatmap(rows: Sequence[str], columns: Sequence[str], hits: dict[tuple[str, str], int],
-            totals: dict[tuple[str, str], int], chart_id: str, title: str, column_labels: dict[str, str] | None = None) -> Markup:
+def heatmap(
+    rows: Sequence[str],
+    columns: Sequence[str],
+    hits: dict[tuple[str, str], int],
+    totals: dict[tuple[str, str], int],
+    chart_id: str,
+    title: str,
+    column_labels: dict[str, str] | None = None,
+) -> Markup:
     """Cells of ``rows`` × ``columns`` shaded by hits (e.g. flagged lines), written 'hits/total'.
 
     The shade is relative to the largest cell, so the few cells that hold the flagged lines stand out.
@@ -491,8 +691,16 @@ def heatmap(rows: Sequence[str], columns: Sequence[str], hits: dict[tuple[str, s
     body = []
     for j, column in enumerate(columns):
         cx = label_px + cell_w * (j + 0.5)
-        body.append(_tag("text", _title((column_labels or {}).get(column, column)) + str(escape(column)),
-                         x=cx, y=float(top - 8), class_="label", text_anchor="middle"))
+        body.append(
+            _tag(
+                "text",
+                _title((column_labels or {}).get(column, column)) + str(escape(column)),
+                x=cx,
+                y=float(top - 8),
+                class_="label",
+                text_anchor="middle",
+            )
+        )
     for i, row in enumerate(rows):
         y = top + i * cell_h
         body.append(_text(label_px - 6, y + 16, row, "label", anchor="end"))
@@ -500,10 +708,34 @@ def heatmap(rows: Sequence[str], columns: Sequence[str], hits: dict[tuple[str, s
             count, total = hits.get((row, column), 0), totals.get((row, column), 0)
             x0 = label_px + j * cell_w
             tip = _title(f"{row} × {column}: {count:,} flagged of {total:,} lines")
-            body.append(_tag("g", tip + _tag("rect", x=x0 + 1, y=float(y + 1), width=float(cell_w - 2), height=float(cell_h - 2),
-                                             class_="cell", fill_opacity=f"{0.08 + 0.92 * count / peak:.3f}" if total else "0")
-                             + _text(x0 + cell_w / 2, y + 16, f"{count:,}/{total:,}" if total else "", "cell-label", anchor="middle"),
-                             class_="heat", data_row=row, data_column=column, data_hits=count, data_total=total))
-    description = "; ".join(f"{r} × {c}: {hits.get((r, c), 0):,} flagged of {totals.get((r, c), 0):,}"
-                            for r in rows for c in columns if totals.get((r, c))) or "No lines under cover codes."
+            body.append(
+                _tag(
+                    "g",
+                    tip
+                    + _tag(
+                        "rect",
+                        x=x0 + 1,
+                        y=float(y + 1),
+                        width=float(cell_w - 2),
+                        height=float(cell_h - 2),
+                        class_="cell",
+                        fill_opacity=f"{0.08 + 0.92 * count / peak:.3f}" if total else "0",
+                    )
+                    + _text(x0 + cell_w / 2, y + 16, f"{count:,}/{total:,}" if total else "", "cell-label", anchor="middle"),
+                    class_="heat",
+                    data_row=row,
+                    data_column=column,
+                    data_hits=count,
+                    data_total=total,
+                )
+            )
+    description = (
+        "; ".join(
+            f"{r} × {c}: {hits.get((r, c), 0):,} flagged of {totals.get((r, c), 0):,}"
+            for r in rows
+            for c in columns
+            if totals.get((r, c))
+        )
+        or "No lines under cover codes."
+    )
     return _svg("heatmap", chart_id, width, height, title, description, body)

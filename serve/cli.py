@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -28,8 +28,13 @@ from serve.cli_retrain import drift, retrain, rollback
 from serve.cli_simulate import simulate
 from serve.cli_triage import serve, triage_app
 
-app = typer.Typer(help="misdeclare: score import manifest lines for disguised antimony, gallium, "
-                       "germanium and rare earths.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="misdeclare: score import manifest lines for disguised antimony, gallium, germanium and rare earths.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
 def _parse_date(value: str, option: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -45,16 +50,18 @@ def generate(
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same bytes.")] = 0,
     start: Annotated[str, typer.Option("--start", help="First declaration date.")] = "2023-01-01",
     end: Annotated[str, typer.Option("--end", help="Last declaration date.")] = "2026-06-30",
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML overriding generator settings.")] = None,
-    unlabelled: Annotated[bool, typer.Option("--unlabelled", help="Drop labels and simulation truth, as a "
-                                                                  "manifest arrives for scoring.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML overriding generator settings.")] = None,
+    unlabelled: Annotated[
+        bool, typer.Option("--unlabelled", help="Drop labels and simulation truth, as a manifest arrives for scoring.")
+    ] = False,
 ) -> None:
     """Generate synthetic manifest lines grounded in the domain facts."""
     from features.io import write_table
     from training.synthetic import arriving_lines, generate_manifest, load_generator_config
 
-    frame = generate_manifest(rows, seed, _parse_date(start, "--start"), _parse_date(end, "--end"),
-                              config=load_generator_config(config))
+    frame = generate_manifest(
+        rows, seed, _parse_date(start, "--start"), _parse_date(end, "--end"), config=load_generator_config(config)
+    )
     if unlabelled:
         frame = arriving_lines(frame)
     write_table(frame, out)
@@ -66,10 +73,11 @@ def generate(
 def train(
     data: Annotated[list[Path], typer.Argument(help="Labelled manifest file(s) (CSV or Parquet).")],
     model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = DEFAULT_MODEL_NAME,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML overriding training settings.")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                                                        help="MLflow tracking URI.")] = None,
-    quarantine: Annotated[Optional[Path], typer.Option("--quarantine", help="Where rows failing validation go.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML overriding training settings.")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.")
+    ] = None,
+    quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Where rows failing validation go.")] = None,
     history: HistoryOption = None,
 ) -> None:
     """Train the risk model on labelled lines, track it in MLflow and register a version."""
@@ -79,23 +87,29 @@ def train(
 
     settings = load_train_config(config)
     with console.status("training..."):
-        outcome = train_and_register(list(data), settings, model_name, tracking_uri, quarantine,
-                                     HistoryStore(resolve_history_dir(history)))
+        outcome = train_and_register(
+            list(data), settings, model_name, tracking_uri, quarantine, HistoryStore(resolve_history_dir(history))
+        )
     _print_training(outcome, model_name, settings)
 
 
 def _print_training(outcome, model_name: str, settings) -> None:
     data, metrics = outcome.data, outcome.result.metrics
-    console.print(f"read {data.lines_read:,} lines: {len(data.lines):,} valid, {len(data.quarantine):,} quarantined"
-                  + (f" (see {outcome.quarantine_path})" if outcome.quarantine_path else ""))
+    console.print(
+        f"read {data.lines_read:,} lines: {len(data.lines):,} valid, {len(data.quarantine):,} quarantined"
+        + (f" (see {outcome.quarantine_path})" if outcome.quarantine_path else "")
+    )
     periods = outcome.result.split.boundaries
-    console.print(f"train < {periods['train_end']} | valid {periods['valid_start']}..{periods['valid_end']} "
-                  f"| test {periods['test_start']}..{periods['test_end']}")
+    console.print(
+        f"train < {periods['train_end']} | valid {periods['valid_start']}..{periods['valid_end']} "
+        f"| test {periods['test_start']}..{periods['test_end']}"
+    )
     table = Table(title="held-out test period (inspected lines)")
     for column in ("metric", "value"):
         table.add_column(column)
     for key in ["test_average_precision", "test_roc_auc", "test_brier"] + [
-            f"test_{kind}_at_{r * 100:g}pct" for r in settings.inspection_rates for kind in ("precision", "recall")]:
+        f"test_{kind}_at_{r * 100:g}pct" for r in settings.inspection_rates for kind in ("precision", "recall")
+    ]:
         table.add_row(key.removeprefix("test_"), f"{metrics[key]:.3f}")
     console.print(table)
     alias = " and set as champion" if outcome.champion else " (champion unchanged)"
@@ -103,9 +117,16 @@ def _print_training(outcome, model_name: str, settings) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed:,} lines"), TimeElapsedColumn(), console=console,
-                    disable=not console.is_terminal, transient=True)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,} lines"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=True,
+    )
 
 
 @app.command()
@@ -113,19 +134,29 @@ def _progress() -> Progress:
 def score(
     input: Annotated[Path, typer.Argument(help="Manifest file to score (CSV or Parquet).")],
     out: Annotated[Path, typer.Option("--out", help="Scored output file (.csv or .parquet).")],
-    model: Annotated[str, typer.Option("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle "
-                                                       "folder.")] = DEFAULT_MODEL_URI,
-    quarantine: Annotated[Optional[Path], typer.Option("--quarantine", help="Rows failing validation "
-                                                                            "(default: <out>.quarantine.csv).")] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a bundle folder.")
+    ] = DEFAULT_MODEL_URI,
+    quarantine: Annotated[
+        Path | None, typer.Option("--quarantine", help="Rows failing validation (default: <out>.quarantine.csv).")
+    ] = None,
     explain: Annotated[str, typer.Option("--explain", help="Lines that get reasons: flagged, red, all, none.")] = "flagged",
-    chunk_rows: Annotated[Optional[int], typer.Option(
-        "--chunk-rows", help="Rows per chunk; memory follows it (default: features.io.DEFAULT_CHUNK_ROWS).")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                                                        help="MLflow tracking URI.")] = None,
+    chunk_rows: Annotated[
+        int | None,
+        typer.Option("--chunk-rows", help="Rows per chunk; memory follows it (default: features.io.DEFAULT_CHUNK_ROWS)."),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.")
+    ] = None,
     history: HistoryOption = None,
-    report: Annotated[Optional[Path], typer.Option(
-        "--report", help="Also write a self-contained HTML report of the batch (channels by port and day, "
-                         "reasons, risk against the validation window, cover-code cells, quarantine).")] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write a self-contained HTML report of the batch (channels by port and day, "
+            "reasons, risk against the validation window, cover-code cells, quarantine).",
+        ),
+    ] = None,
 ) -> None:
     """Score a manifest file: risk score, channel (day quotas), reasons, suspected commodity and check per line."""
     from features.history_store import HistoryStore, resolve_history_dir
@@ -141,13 +172,23 @@ def score(
     facts = BatchReport(load_reference().cover_codes) if report is not None else None
     with _progress() as progress:
         task = progress.add_task(f"scoring {input.name}", total=None)
-        summary = score_file(input, out, bundle, quarantine, chunk_rows or DEFAULT_CHUNK_ROWS, explain,
-                             on_chunk=lambda n: progress.advance(task, n),
-                             history=HistoryStore(resolve_history_dir(history)), report=facts)
+        summary = score_file(
+            input,
+            out,
+            bundle,
+            quarantine,
+            chunk_rows or DEFAULT_CHUNK_ROWS,
+            explain,
+            on_chunk=lambda n: progress.advance(task, n),
+            history=HistoryStore(resolve_history_dir(history)),
+            report=facts,
+        )
     channels = ", ".join(f"{summary.channels.get(c, 0):,} {c}" for c in ("red", "yellow", "green"))
     channels += f"; {summary.checks.get('origin', 0):,} declared under a controlled code, origin check"
-    console.print(f"scored {summary.lines_scored:,} of {summary.lines_read:,} lines with {bundle.version} "
-                  f"({channels}) in {summary.seconds:.1f} s -> {summary.output}")
+    console.print(
+        f"scored {summary.lines_scored:,} of {summary.lines_read:,} lines with {bundle.version} "
+        f"({channels}) in {summary.seconds:.1f} s -> {summary.output}"
+    )
     console.print(f"quarantined {summary.lines_quarantined:,} lines -> {summary.quarantine}")
     if facts is not None:
         write_report(report, render_report(facts, reference_shares(bundle.spec), input.name))
@@ -163,10 +204,12 @@ def print_riskiest(scored_path: Path, top: int = 10) -> None:
     console.rule(f"the {top} riskiest lines of {scored_path.name}")
     for rank, row in enumerate(frame.nlargest(top, "risk_score").itertuples(), start=1):
         colour = {"red": "red", "yellow": "yellow"}.get(str(row.channel), "green")
-        console.print(f"[bold]{rank:>2}. {row.declaration_id}/{row.line_no}[/]  HS {row.hs_code}  "
-                      f"{row.origin_country} -> {row.export_country} -> {row.port_of_discharge}  "
-                      f"risk {row.risk_score:.3f} [{colour}]{row.channel}[/]  suspected {row.suspected_commodity}",
-                      highlight=False)
+        console.print(
+            f"[bold]{rank:>2}. {row.declaration_id}/{row.line_no}[/]  HS {row.hs_code}  "
+            f"{row.origin_country} -> {row.export_country} -> {row.port_of_discharge}  "
+            f"risk {row.risk_score:.3f} [{colour}]{row.channel}[/]  suspected {row.suspected_commodity}",
+            highlight=False,
+        )
         for reason in str(row.reasons).split(" | "):
             console.print(f"      - {reason}", highlight=False, soft_wrap=True)
 
@@ -199,9 +242,11 @@ def write_demo_data(history: Path, incoming: Path, truth: Path, rows: int, incom
     later = generate_world(held_out, later_rows, cut + timedelta(days=1), end)
     write_table(arriving_lines(later), incoming)
     write_table(later[["declaration_id", "line_no", *SIM_COLUMNS]], truth)
-    console.print(f"wrote {len(pooled):,} labelled lines of {DEMO_TRAIN_WORLDS} simulated worlds to {history}, and "
-                  f"{len(later):,} lines declared after {cut} in a world built differently ({held_out.name}), "
-                  f"without labels, to {incoming}")
+    console.print(
+        f"wrote {len(pooled):,} labelled lines of {DEMO_TRAIN_WORLDS} simulated worlds to {history}, and "
+        f"{len(later):,} lines declared after {cut} in a world built differently ({held_out.name}), "
+        f"without labels, to {incoming}"
+    )
 
 
 def print_demo_figures(scored_path: Path, truth_path: Path) -> None:
@@ -217,16 +262,21 @@ def print_demo_figures(scored_path: Path, truth_path: Path) -> None:
     disguised = frame["sim_fraud"].astype("int64") == 1
     for channels, label in ((("red",), "red"), (("red", "yellow"), "red or yellow")):
         chosen = frame["channel"].isin(channels)
-        console.print(f"{label}: {int(chosen.sum()):,} of {len(frame):,} lines ({chosen.mean():.1%}); they hold "
-                      f"{int((chosen & disguised).sum()):,} of the {int(disguised.sum()):,} disguised lines "
-                      f"({(chosen & disguised).sum() / max(int(disguised.sum()), 1):.0%})")
+        console.print(
+            f"{label}: {int(chosen.sum()):,} of {len(frame):,} lines ({chosen.mean():.1%}); they hold "
+            f"{int((chosen & disguised).sum()):,} of the {int(disguised.sum()):,} disguised lines "
+            f"({(chosen & disguised).sum() / max(int(disguised.sum()), 1):.0%})"
+        )
 
 
 @app.command()
 @friendly_errors
 def demo(
     workdir: Annotated[Path, typer.Option("--workdir", help="Folder for the demo's files.")] = Path("demo"),
-    rows: Annotated[int, typer.Option("--rows", help="Labelled history lines to generate (2023-01-01..2026-06-30), across the training worlds.")] = 350_000,
+    rows: Annotated[
+        int,
+        typer.Option("--rows", help="Labelled history lines to generate (2023-01-01..2026-06-30), across the training worlds."),
+    ] = 350_000,
 ) -> None:
     """Generate history, train and register the champion, score a later manifest (with its HTML report), show the riskiest."""
     history, incoming, scored = workdir / "history.csv", workdir / "incoming.csv", workdir / "scored.csv"
@@ -234,11 +284,19 @@ def demo(
     console.rule("1. simulated worlds: labelled history to 2026-06-30, and a later quarter of a world built differently")
     write_demo_data(history, incoming, truth, rows)
     console.rule("2. train on the history, track in MLflow, register")
-    train(data=[history], model_name=DEFAULT_MODEL_NAME, config=None, tracking_uri=None, quarantine=None,
-          history=store)
+    train(data=[history], model_name=DEFAULT_MODEL_NAME, config=None, tracking_uri=None, quarantine=None, history=store)
     console.rule("3. score the later manifest with the champion")
-    score(input=incoming, out=scored, model=DEFAULT_MODEL_URI, quarantine=None, explain="flagged",
-          chunk_rows=None, tracking_uri=None, history=store, report=report)
+    score(
+        input=incoming,
+        out=scored,
+        model=DEFAULT_MODEL_URI,
+        quarantine=None,
+        explain="flagged",
+        chunk_rows=None,
+        tracking_uri=None,
+        history=store,
+        report=report,
+    )
     print_riskiest(scored)
     console.rule("what the channels caught on this world the champion never saw (simulated truth)")
     print_demo_figures(scored, truth)
@@ -246,8 +304,10 @@ def demo(
     from serve.cli_triage import load as triage_load
 
     triage_load(scored)
-    console.print("Start the inspectors' page and API:  .venv/bin/misdeclare serve   -> http://127.0.0.1:8000/ "
-                  "(the first start creates user 'admin' and prints a one-time password)")
+    console.print(
+        "Start the inspectors' page and API:  .venv/bin/misdeclare serve   -> http://127.0.0.1:8000/ "
+        "(the first start creates user 'admin' and prints a one-time password)"
+    )
 
 
 # Commands living in their own modules (each imports its domain code only when it runs).

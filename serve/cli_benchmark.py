@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -39,10 +39,15 @@ def benchmark() -> None:
 @friendly_errors
 def kcs(
     as_json: Annotated[bool, typer.Option("--json", help="Print every number as one JSON document on stdout.")] = False,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        "--data-dir", help="Folder of df_syn_{train,valid,test}_eng.csv (default: $MISDECLARE_KCS_DIR, "
-                           "else ../shared/data/kcs beside the checkout).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML overriding training settings.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Folder of df_syn_{train,valid,test}_eng.csv (default: $MISDECLARE_KCS_DIR, "
+            "else ../shared/data/kcs beside the checkout).",
+        ),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML overriding training settings.")] = None,
 ) -> None:
     """KCS synthetic import declarations: train on 2020 (+ 2021 Q1 for early stopping), report 2021 Q2."""
     from training.benchmark import run_kcs_benchmark
@@ -78,19 +83,25 @@ def print_benchmark(console, result) -> None:
     paper = PAPER_PRECISION[PAPER_MODEL]
     lines, quarantined = result.lines, result.quarantined
     read = {period: lines[period] + quarantined[period] for period in lines}
-    console.print(f"read {sum(read.values()):,} KCS lines ("
-                  + ", ".join(f"{period} {count:,}" for period, count in read.items()) + ")")
-    console.print(f"quarantined {sum(quarantined.values()):,} ("
-                  + ", ".join(f"{period} {count:,}" for period, count in quarantined.items()) + ")"
-                  + "".join(f"\n  {count:,}: {reason}" for reason, count in result.quarantine_reasons.items()))
+    console.print(
+        f"read {sum(read.values()):,} KCS lines (" + ", ".join(f"{period} {count:,}" for period, count in read.items()) + ")"
+    )
+    console.print(
+        f"quarantined {sum(quarantined.values()):,} ("
+        + ", ".join(f"{period} {count:,}" for period, count in quarantined.items())
+        + ")"
+        + "".join(f"\n  {count:,}: {reason}" for reason, count in result.quarantine_reasons.items())
+    )
     console.print(f"value in USD: {result.rate}")
-    table = Table(title=f"KCS test period 2021 Q2 ({int(result.metrics['lines']):,} lines, "
-                        f"{int(result.metrics['positives']):,} fraud)")
+    table = Table(
+        title=f"KCS test period 2021 Q2 ({int(result.metrics['lines']):,} lines, {int(result.metrics['positives']):,} fraud)"
+    )
     for column in ("metric", "misdeclare", f"paper {PAPER_MODEL}"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for key, label in METRIC_LABELS.items():
         reference = paper.get(key)
         table.add_row(label, f"{result.metrics[key]:.3f}", "n/a" if reference is None else f"{reference:.3f}")
     console.print(table)
-    console.print(f"quarantined test lines count in the denominator, ranked last; "
-                  f"{result.best_iteration} trees; {result.seconds:.0f} s")
+    console.print(
+        f"quarantined test lines count in the denominator, ranked last; {result.best_iteration} trees; {result.seconds:.0f} s"
+    )

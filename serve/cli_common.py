@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,9 +18,14 @@ errors = Console(stderr=True)
 
 DEFAULT_MODEL_NAME = "misdeclare"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
-HistoryOption = Annotated[Optional[Path], typer.Option(
-    "--history", envvar="MISDECLARE_HISTORY_DIR",
-    help="History store folder (lines seen so far, for party and flow history; default ./history).")]
+HistoryOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--history",
+        envvar="MISDECLARE_HISTORY_DIR",
+        help="History store folder (lines seen so far, for party and flow history; default ./history).",
+    ),
+]
 
 
 def friendly_errors(command):

@@ -10,7 +10,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,8 +26,7 @@ def _shares(text: str) -> list[tuple[str, float]]:
         try:
             value = float(part)
         except ValueError:
-            raise typer.BadParameter(f"each share must be a number in [0, 1], got {part!r}",
-                                     param_hint="--exploration") from None
+            raise typer.BadParameter(f"each share must be a number in [0, 1], got {part!r}", param_hint="--exploration") from None
         if not 0 <= value <= 1:
             raise typer.BadParameter(f"each share must be in [0, 1], got {part!r}", param_hint="--exploration")
         shares.append((part, value))
@@ -39,20 +38,21 @@ def _shares(text: str) -> list[tuple[str, float]]:
 @friendly_errors
 def simulate(
     weeks: Annotated[int, typer.Option("--weeks", help="Weeks of loop after the labelled history.")] = 52,
-    exploration: Annotated[str, typer.Option(
-        "--exploration", help="Comma-separated exploration shares of the daily capacity, one policy each.")
+    exploration: Annotated[
+        str, typer.Option("--exploration", help="Comma-separated exploration shares of the daily capacity, one policy each.")
     ] = DEFAULT_EXPLORATION,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the world (the same for every policy).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the document as one JSON object on stdout.")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for simulation.json and recall.png.")] = Path("simulation"),
-    lines_per_week: Annotated[Optional[int], typer.Option(
-        "--lines-per-week", help="Lines arriving per week (default from training/data/simulate.yaml).")] = None,
-    settings_file: Annotated[Optional[Path], typer.Option(
-        "--settings", help="YAML replacing training/data/simulate.yaml.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML overriding training settings.")] = None,
+    lines_per_week: Annotated[
+        int | None, typer.Option("--lines-per-week", help="Lines arriving per week (default from training/data/simulate.yaml).")
+    ] = None,
+    settings_file: Annotated[Path | None, typer.Option("--settings", help="YAML replacing training/data/simulate.yaml.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML overriding training settings.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", help="Policies run at once, in worker processes.")] = 2,
-    tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                                                        help="MLflow tracking URI.")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.")
+    ] = None,
 ) -> None:
     """Run the learning loop (scoring, triage queue with random checks, outcomes, weekly retrain) on a
     generated world whose fraud moves to a new route, once per exploration share."""
@@ -94,17 +94,29 @@ def print_simulation(document: dict, out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"learning loop: new route from week {document['settings']['new_route']['week']}")
-    for column in ("exploration", "first caught (week)", "new-route recall after 3 retrains",
-                   "mean recall at capacity", "mean hit rate", "prevalence error (13 weeks)", "minutes"):
+    for column in (
+        "exploration",
+        "first caught (week)",
+        "new-route recall after 3 retrains",
+        "mean recall at capacity",
+        "mean hit rate",
+        "prevalence error (13 weeks)",
+        "minutes",
+    ):
         table.add_column(column, justify="right")
     for label, policy in document["policies"].items():
         weekly = policy["weekly"]
         recall = [w["recall_at_capacity"] for w in weekly if w["recall_at_capacity"] is not None]
         hits = [w["hit_rate"] for w in weekly if w["hit_rate"] is not None]
-        table.add_row(label, _text(policy["first_caught_week"]), _text(policy["new_fraud_recall_after_3_retrains"]),
-                      _text(sum(recall) / len(recall) if recall else None),
-                      _text(sum(hits) / len(hits) if hits else None),
-                      _text(policy["prevalence_estimate_error"]), f"{policy['seconds'] / 60:.1f}")
+        table.add_row(
+            label,
+            _text(policy["first_caught_week"]),
+            _text(policy["new_fraud_recall_after_3_retrains"]),
+            _text(sum(recall) / len(recall) if recall else None),
+            _text(sum(hits) / len(hits) if hits else None),
+            _text(policy["prevalence_estimate_error"]),
+            f"{policy['seconds'] / 60:.1f}",
+        )
     console.print(table)
     console.print(f"wrote {out / 'simulation.json'} and {out / 'recall.png'}; MLflow run {document['mlflow_run_id']}")
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import getpass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,11 +25,12 @@ if TYPE_CHECKING:  # the triage modules load SQLAlchemy and argon2: imported whe
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-triage_app = typer.Typer(help="Inspector triage queue: load scored batches, export labels, add users.",
-                         no_args_is_help=True, add_completion=False)
+triage_app = typer.Typer(
+    help="Inspector triage queue: load scored batches, export labels, add users.", no_args_is_help=True, add_completion=False
+)
 
 
-class RoleChoice(str, Enum):
+class RoleChoice(StrEnum):
     """Roles a user can have."""
 
     inspector = "inspector"
@@ -64,10 +65,12 @@ def _engine(settings: Settings):
 
 @triage_app.command("load")
 def load(
-    scored_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
-                                                help="Scored batch file (.csv or .parquet)")],
-    queue_date: Annotated[datetime | None, typer.Option("--date", formats=["%Y-%m-%d"],
-                                                        help="Queue day of the lines (default: today)")] = None,
+    scored_file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="Scored batch file (.csv or .parquet)")
+    ],
+    queue_date: Annotated[
+        datetime | None, typer.Option("--date", formats=["%Y-%m-%d"], help="Queue day of the lines (default: today)")
+    ] = None,
 ) -> None:
     """Load a scored batch file into the queue (idempotent: lines already there are skipped)."""
     # Imported here so that other commands start without pandas and pandera.
@@ -80,8 +83,10 @@ def load(
     except ManifestFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
-    typer.echo(f"{report.source}: read {report.n_read}, new {report.n_inserted}, already loaded {report.n_existing}, "
-               f"rejected {report.n_rejected} (queue day {report.queue_date}, batch {report.batch_id})")
+    typer.echo(
+        f"{report.source}: read {report.n_read}, new {report.n_inserted}, already loaded {report.n_existing}, "
+        f"rejected {report.n_rejected} (queue day {report.queue_date}, batch {report.batch_id})"
+    )
     for draw in report.draws:
         typer.echo(f"  random checks {draw.port}: {draw.picked} of {draw.pool_size} unflagged lines (p = {draw.probability:.6f})")
     for line in report.rejections:
@@ -90,7 +95,9 @@ def load(
 
 @triage_app.command("export")
 def export(
-    since: Annotated[datetime, typer.Option("--since", formats=["%Y-%m-%d"], help="Outcomes recorded on or after this day (UTC)")],
+    since: Annotated[
+        datetime, typer.Option("--since", formats=["%Y-%m-%d"], help="Outcomes recorded on or after this day (UTC)")
+    ],
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Output file (.csv or .parquet)")],
 ) -> None:
     """Export recorded inspections as labelled manifest lines (canonical schema) for retraining."""
@@ -119,8 +126,9 @@ def add_user(
     engine = _engine(settings)
     try:
         with Session(engine) as db, db.begin():
-            _, password = accounts.create_user(db, accounts.make_hasher(settings), _cli_origin(), username,
-                                               role.value, ports or [])
+            _, password = accounts.create_user(
+                db, accounts.make_hasher(settings), _cli_origin(), username, role.value, ports or []
+            )
     except TriageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
@@ -150,10 +158,15 @@ def champion_uri(model_name: str = "misdeclare") -> str | None:
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on")] = 8000,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", envvar="MISDECLARE_MODEL_URI",
-        help="Model for POST /score (models:/NAME@ALIAS or a bundle folder); default: the registered "
-             "champion of 'misdeclare' when there is one.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            envvar="MISDECLARE_MODEL_URI",
+            help="Model for POST /score (models:/NAME@ALIAS or a bundle folder); default: the registered "
+            "champion of 'misdeclare' when there is one.",
+        ),
+    ] = None,
 ) -> None:
     """Start the inspectors' pages and the JSON API (spec at /openapi.json)."""
     import uvicorn
@@ -165,10 +178,14 @@ def serve(
         typer.echo("No champion model registered yet: POST /score answers 503 until one is (misdeclare train).")
     password = prepare_serve(settings)
     if password is not None:
-        typer.echo(f"First start: created user 'admin' with one-time password {password}\n"
-                   "Sign in and choose a new password; this one is not shown again.")
+        typer.echo(
+            f"First start: created user 'admin' with one-time password {password}\n"
+            "Sign in and choose a new password; this one is not shown again."
+        )
     typer.echo(f"misdeclare triage on http://{host}:{port}/  (database {settings.database_url})")
     if settings.cookie_secure and host not in LOOPBACK:
-        typer.echo("Note: the session cookie is Secure, so browsers send it only over HTTPS (or to localhost): "
-                   "serve this address behind TLS, or set MISDECLARE_COOKIE_SECURE=false on a trusted network.")
+        typer.echo(
+            "Note: the session cookie is Secure, so browsers send it only over HTTPS (or to localhost): "
+            "serve this address behind TLS, or set MISDECLARE_COOKIE_SECURE=false on a trusted network."
+        )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

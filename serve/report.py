@@ -93,14 +93,16 @@ class BatchReport:
             return
         self.lines += len(frame)
         flagged = frame["channel"].isin(FLAGGED)
-        facts = pd.DataFrame({
-            "port": frame["port_of_discharge"].astype("object").where(frame["port_of_discharge"].notna(), NO_PORT),
-            "day": pd.to_datetime(frame["declared_at"]).dt.strftime("%Y-%m-%d"),
-            "channel": frame["channel"].astype(str),
-            "export": frame["export_country"].astype(str),
-            "cover": self._cover_of(frame["hs_code"].astype(str)),
-            "flagged": flagged.astype("int64"),
-        })
+        facts = pd.DataFrame(
+            {
+                "port": frame["port_of_discharge"].astype("object").where(frame["port_of_discharge"].notna(), NO_PORT),
+                "day": pd.to_datetime(frame["declared_at"]).dt.strftime("%Y-%m-%d"),
+                "channel": frame["channel"].astype(str),
+                "export": frame["export_country"].astype(str),
+                "cover": self._cover_of(frame["hs_code"].astype(str)),
+                "flagged": flagged.astype("int64"),
+            }
+        )
         for (port, day, channel), count in facts.groupby(["port", "day", "channel"]).size().items():
             self.channels[_key(port, day, channel)] += int(count)
         cells = facts.dropna(subset=["cover"]).groupby(["export", "cover"])["flagged"].agg(["size", "sum"])
@@ -122,18 +124,26 @@ class BatchReport:
 
     def to_dict(self) -> dict:
         """JSON-compatible counts (what the triage database keeps per batch)."""
-        return {"version": REPORT_VERSION, "cover_codes": self.cover_codes, "lines": self.lines,
-                "quarantined": self.quarantined, "risk": self.risk.tolist(),
-                **{name: dict(getattr(self, name)) for name in ("channels", "topics", "cells", "cells_flagged",
-                                                                "rules", "models")}}
+        return {
+            "version": REPORT_VERSION,
+            "cover_codes": self.cover_codes,
+            "lines": self.lines,
+            "quarantined": self.quarantined,
+            "risk": self.risk.tolist(),
+            **{name: dict(getattr(self, name)) for name in ("channels", "topics", "cells", "cells_flagged", "rules", "models")},
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> BatchReport:
         """The report saved by :meth:`to_dict`."""
         if data.get("version") != REPORT_VERSION:
             raise ValueError(f"batch report version must be {REPORT_VERSION}, got {data.get('version')!r}")
-        report = cls(cover_codes=dict(data["cover_codes"]), lines=int(data["lines"]), quarantined=int(data["quarantined"]),
-                     risk=np.asarray(data["risk"], dtype="int64"))
+        report = cls(
+            cover_codes=dict(data["cover_codes"]),
+            lines=int(data["lines"]),
+            quarantined=int(data["quarantined"]),
+            risk=np.asarray(data["risk"], dtype="int64"),
+        )
         for name in ("channels", "topics", "cells", "cells_flagged", "rules", "models"):
             setattr(report, name, Counter(data[name]))
         return report
@@ -155,8 +165,15 @@ class BatchReport:
             port, day, channel = key.split("|")
             rows.setdefault(port, Counter())[channel] += count
             days.setdefault(port, set()).add(day)
-        table = [{"port": port, **{c: int(counts.get(c, 0)) for c in CHANNEL_ORDER},
-                  "lines": int(sum(counts.values())), "days": len(days[port])} for port, counts in rows.items()]
+        table = [
+            {
+                "port": port,
+                **{c: int(counts.get(c, 0)) for c in CHANNEL_ORDER},
+                "lines": int(sum(counts.values())),
+                "days": len(days[port]),
+            }
+            for port, counts in rows.items()
+        ]
         return sorted(table, key=lambda r: (-(r["red"] + r["yellow"]), -r["lines"], r["port"]))
 
     def flagged_by_day(self, port: str) -> tuple[list[str], dict[str, list[int]]]:
@@ -192,8 +209,9 @@ def report_charts(report: BatchReport, reference: list[float] | None) -> dict:
     by_port = []
     for row in ports[:TOP_PORTS]:
         days, stacks = report.flagged_by_day(row["port"])
-        by_port.append((row["port"], stacked_columns(days, stacks, f"days-{row['port']}",
-                                                     f"Red and yellow lines per day at {row['port']}")))
+        by_port.append(
+            (row["port"], stacked_columns(days, stacks, f"days-{row['port']}", f"Red and yellow lines per day at {row['port']}"))
+        )
     topics = report.topics.most_common(TOP_TOPICS)
     rules = report.rules.most_common(TOP_RULES)
     exports, covers = report.top_cells()
@@ -203,14 +221,37 @@ def report_charts(report: BatchReport, reference: list[float] | None) -> dict:
         "totals": report.channel_totals(),
         "ports": ports,
         "by_port": by_port,
-        "topics": hbar_chart([t for t, _ in topics], [c for _, c in topics], "topics",
-                             "Flagged lines citing each kind of reason") if topics else None,
-        "risk": histogram_compare(list(RISK_BIN_EDGES), shares(report.risk), reference, "risk",
-                                  "Risk scores of this batch against the model's validation window"),
-        "cells": heatmap(exports, covers, cell_flagged, cell, "cells", "Flagged lines by export country and cover code",
-                         column_labels=report.cover_codes) if exports else None,
-        "rules": hbar_chart([r for r, _ in rules], [c for _, c in rules], "rules", "Quarantined rows per broken rule",
-                            unit="rows", class_="bar quarantine") if rules else None,
+        "topics": hbar_chart([t for t, _ in topics], [c for _, c in topics], "topics", "Flagged lines citing each kind of reason")
+        if topics
+        else None,
+        "risk": histogram_compare(
+            list(RISK_BIN_EDGES),
+            shares(report.risk),
+            reference,
+            "risk",
+            "Risk scores of this batch against the model's validation window",
+        ),
+        "cells": heatmap(
+            exports,
+            covers,
+            cell_flagged,
+            cell,
+            "cells",
+            "Flagged lines by export country and cover code",
+            column_labels=report.cover_codes,
+        )
+        if exports
+        else None,
+        "rules": hbar_chart(
+            [r for r, _ in rules],
+            [c for _, c in rules],
+            "rules",
+            "Quarantined rows per broken rule",
+            unit="rows",
+            class_="bar quarantine",
+        )
+        if rules
+        else None,
         "has_reference": reference is not None,
     }
 
@@ -224,10 +265,15 @@ def render_report(report: BatchReport, reference: list[float] | None, source: st
     css = resources.files("serve").joinpath("static", "triage.css").read_text(encoding="utf-8")
     generated = generated or datetime.now(UTC)
     template = _environment().get_template("report.html")
-    return template.render(r=report, charts=report_charts(report, reference), source=source, css=Markup(css),
-                           generated=generated.strftime("%Y-%m-%d %H:%M UTC"),
-                           # Raw text inside <script type="application/json">: only "</" could end it early.
-                           data=Markup(json.dumps(report.to_dict(), sort_keys=True).replace("</", "<\\/")))
+    return template.render(
+        r=report,
+        charts=report_charts(report, reference),
+        source=source,
+        css=Markup(css),
+        generated=generated.strftime("%Y-%m-%d %H:%M UTC"),
+        # Raw text inside <script type="application/json">: only "</" could end it early.
+        data=Markup(json.dumps(report.to_dict(), sort_keys=True).replace("</", "<\\/")),
+    )
 
 
 def write_report(path: str | Path, html: str) -> Path:

@@ -48,8 +48,7 @@ from training.retrain import RetrainSettings, challenge
 from training.simulate import WEEK, SimulationSettings, policy_summary, week_metrics
 from training.synthetic.output import arriving_lines
 
-_SIMULATION = Principal(user_id=None, username="simulation", role="supervisor", ports=frozenset(),
-                        client="simulation", via="cli")
+_SIMULATION = Principal(user_id=None, username="simulation", role="supervisor", ports=frozenset(), client="simulation", via="cli")
 _EPOCH = date(1970, 1, 1)
 
 
@@ -71,14 +70,25 @@ def _known(world: pd.DataFrame) -> pd.DataFrame:
 def _inspect(db: Session, batch_id: int, capacity: int) -> pd.DataFrame:
     """The batch's inspected cases: every random check, and the model's lines in queue order up to
     the capacity left at each port (the queue's order: priority, then risk, then newest)."""
-    rows = db.execute(select(Case.id, Case.declaration_id, Case.line_no, Case.port, Case.selected_by,
-                             Case.selection_probability, Case.priority, Case.risk_score)
-                      .where(Case.batch_id == batch_id, Case.queue_state == "open")).all()
-    cases = pd.DataFrame(rows, columns=["case_id", "declaration_id", "line_no", "port", "selected_by",
-                                        "probability", "priority", "risk_score"])
+    rows = db.execute(
+        select(
+            Case.id,
+            Case.declaration_id,
+            Case.line_no,
+            Case.port,
+            Case.selected_by,
+            Case.selection_probability,
+            Case.priority,
+            Case.risk_score,
+        ).where(Case.batch_id == batch_id, Case.queue_state == "open")
+    ).all()
+    cases = pd.DataFrame(
+        rows, columns=["case_id", "declaration_id", "line_no", "port", "selected_by", "probability", "priority", "risk_score"]
+    )
     explored = cases[cases["selected_by"] == "exploration"]
-    model = cases[cases["selected_by"] == "model"].sort_values(["priority", "risk_score", "case_id"],
-                                                               ascending=False, kind="stable")
+    model = cases[cases["selected_by"] == "model"].sort_values(
+        ["priority", "risk_score", "case_id"], ascending=False, kind="stable"
+    )
     left = (capacity - explored.groupby("port").size()).clip(lower=0)
     rank = model.groupby("port").cumcount()
     taken = model[(rank < model["port"].map(left).fillna(capacity)).to_numpy()]
@@ -92,14 +102,19 @@ def _record_due(engine, pending: pd.DataFrame, today: pd.Timestamp, store: Histo
         with Session(engine) as db, db.begin():
             for case in due.itertuples(index=False):
                 found = case.commodity if case.fraud else None
-                record_outcome(db, _SIMULATION, int(case.case_id),
-                               OutcomeInput(result="confirmed" if case.fraud else "clean", found_commodity=found))
+                record_outcome(
+                    db,
+                    _SIMULATION,
+                    int(case.case_id),
+                    OutcomeInput(result="confirmed" if case.fraud else "clean", found_commodity=found),
+                )
             outcomes_to_store(db, store, due["case_id"].astype(int).tolist())
     return pending[pending["known_on"] > today]
 
 
-def _training_lines(world: pd.DataFrame, engine, since: pd.Timestamp, until: pd.Timestamp,
-                    loop_start: pd.Timestamp) -> pd.DataFrame:
+def _training_lines(
+    world: pd.DataFrame, engine, since: pd.Timestamp, until: pd.Timestamp, loop_start: pd.Timestamp
+) -> pd.DataFrame:
     """What the weekly retrain reads: the lines declared in [since, until) as customs knows them,
     with the generator's labels before the loop and the triage database's labels in it."""
     declared = world["declared_at"]
@@ -115,8 +130,14 @@ def _training_lines(world: pd.DataFrame, engine, since: pd.Timestamp, until: pd.
     return lines.sort_values(["declared_at", "declaration_id", "line_no"], kind="stable", ignore_index=True)
 
 
-def run_policy(world: pd.DataFrame, settings: SimulationSettings, exploration: float, folder: Path,
-               config: TrainConfig, retrain: RetrainSettings) -> PolicyRun:
+def run_policy(
+    world: pd.DataFrame,
+    settings: SimulationSettings,
+    exploration: float,
+    folder: Path,
+    config: TrainConfig,
+    retrain: RetrainSettings,
+) -> PolicyRun:
     """Run the loop for one exploration share (see the module docstring); ``folder`` is its workspace."""
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,32 +162,57 @@ def run_policy(world: pd.DataFrame, settings: SimulationSettings, exploration: f
         store.append(arriving)
         inspected = []
         for day, of_day in scored.groupby(scored["declared_at"].dt.normalize(), sort=True):
-            report = load_scored_frames(engine, [of_day], f"week-{week:03d}-{day.date()}", _SIMULATION.origin,
-                                        queue_date=day.date(), rng=rng)
+            report = load_scored_frames(
+                engine, [of_day], f"week-{week:03d}-{day.date()}", _SIMULATION.origin, queue_date=day.date(), rng=rng
+            )
             with Session(engine) as db:
                 inspected.append(_inspect(db, report.batch_id, settings.daily_capacity).assign(day=day))
         inspected = pd.concat(inspected, ignore_index=True)
         truth = lines.set_index(line_keys(lines))
         keys = line_keys(inspected)
-        pending = pd.concat([pending, pd.DataFrame({
-            "case_id": inspected["case_id"].to_numpy(),
-            "known_on": inspected["day"] + pd.Timedelta(days=settings.outcome_delay_days),
-            "fraud": truth.loc[keys, "sim_fraud"].to_numpy() == 1,
-            "commodity": truth.loc[keys, "sim_commodity"].to_numpy()})], ignore_index=True)
+        pending = pd.concat(
+            [
+                pending,
+                pd.DataFrame(
+                    {
+                        "case_id": inspected["case_id"].to_numpy(),
+                        "known_on": inspected["day"] + pd.Timedelta(days=settings.outcome_delay_days),
+                        "fraud": truth.loc[keys, "sim_fraud"].to_numpy() == 1,
+                        "commodity": truth.loc[keys, "sim_commodity"].to_numpy(),
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
         pending = _record_due(engine, pending, end - pd.Timedelta(days=1), store)
         chosen = inspected.set_index(keys).reindex(line_keys(lines))  # one row per line of the week
-        metrics = week_metrics(week, lines, chosen["case_id"].notna().to_numpy(),
-                               (chosen["selected_by"] == "exploration").to_numpy(),
-                               chosen["probability"].to_numpy("float64"), settings)
-        champion, metrics["retrain"] = _retrain(world, engine, champion, settings, end, train_weeks, config, retrain,
-                                                folder / "models" / f"week-{week + 1:03d}")
+        metrics = week_metrics(
+            week,
+            lines,
+            chosen["case_id"].notna().to_numpy(),
+            (chosen["selected_by"] == "exploration").to_numpy(),
+            chosen["probability"].to_numpy("float64"),
+            settings,
+        )
+        champion, metrics["retrain"] = _retrain(
+            world, engine, champion, settings, end, train_weeks, config, retrain, folder / "models" / f"week-{week + 1:03d}"
+        )
         metrics["retrained"] = metrics["retrain"]["action"] in ("promote", "keep")
         weekly.append(metrics)
     return PolicyRun(exploration, weekly, policy_summary(weekly, settings), time.perf_counter() - started)
 
 
-def _retrain(world, engine, champion, settings: SimulationSettings, end: pd.Timestamp, train_weeks: int,
-             config: TrainConfig, retrain: RetrainSettings, folder: Path) -> tuple[object, dict]:
+def _retrain(
+    world,
+    engine,
+    champion,
+    settings: SimulationSettings,
+    end: pd.Timestamp,
+    train_weeks: int,
+    config: TrainConfig,
+    retrain: RetrainSettings,
+    folder: Path,
+) -> tuple[object, dict]:
     """The week's retrain: the new champion, and what was decided (``skipped`` with the reason when
     the labels do not allow a comparison yet)."""
     lines = _training_lines(world, engine, end - train_weeks * WEEK, end, settings.loop_start)
@@ -176,20 +222,29 @@ def _retrain(world, engine, champion, settings: SimulationSettings, end: pd.Time
         return champion, {"action": "skipped", "reason": str(error)}
     decision = done.decision
     return (done.challenger if decision.promote else champion), {
-        "action": decision.action, "reason": decision.reason,
-        "gain": None if not np.isfinite(decision.gain) else float(decision.gain)}
+        "action": decision.action,
+        "reason": decision.reason,
+        "gain": None if not np.isfinite(decision.gain) else float(decision.gain),
+    }
 
 
-def policy_job(settings: SimulationSettings, exploration: float, folder: Path, config: TrainConfig,
-               retrain: RetrainSettings) -> PolicyRun:
+def policy_job(
+    settings: SimulationSettings, exploration: float, folder: Path, config: TrainConfig, retrain: RetrainSettings
+) -> PolicyRun:
     """One policy in a worker process: the world is generated again there (same seed, same lines)."""
     from training.simulate import simulated_world
 
     return run_policy(simulated_world(settings), settings, exploration, folder, config, retrain)
 
 
-def run_simulation(settings: SimulationSettings, explorations: list[float], folder: Path, config: TrainConfig,
-                   retrain: RetrainSettings, jobs: int = 1) -> list[PolicyRun]:
+def run_simulation(
+    settings: SimulationSettings,
+    explorations: list[float],
+    folder: Path,
+    config: TrainConfig,
+    retrain: RetrainSettings,
+    jobs: int = 1,
+) -> list[PolicyRun]:
     """Every policy on the same world (same seed), each in ``folder/exploration-<share>``.
 
     With ``jobs`` > 1 the policies run in that many worker processes (joblib's loky backend), each
@@ -198,5 +253,6 @@ def run_simulation(settings: SimulationSettings, explorations: list[float], fold
     from joblib import Parallel, delayed
 
     folders = [folder / f"exploration-{share:g}" for share in explorations]
-    return Parallel(n_jobs=jobs, backend="loky")(delayed(policy_job)(settings, share, path, config, retrain)
-                                                  for share, path in zip(explorations, folders, strict=True))
+    return Parallel(n_jobs=jobs, backend="loky")(
+        delayed(policy_job)(settings, share, path, config, retrain) for share, path in zip(explorations, folders, strict=True)
+    )

@@ -28,8 +28,7 @@ class Window:
 
     def as_dict(self) -> dict[str, object]:
         """Index and ISO dates (``end`` exclusive)."""
-        return {"index": self.index, "train_end": iso(self.train_end), "start": iso(self.start),
-                "end": iso(self.end)}
+        return {"index": self.index, "train_end": iso(self.train_end), "start": iso(self.start), "end": iso(self.end)}
 
 
 def iso(timestamp: pd.Timestamp) -> str:
@@ -48,8 +47,7 @@ def declared_between(lines: pd.DataFrame, begin: pd.Timestamp | None, end: pd.Ti
     return mask
 
 
-def scoring_view(lines: pd.DataFrame, window: Window,
-                 store: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def scoring_view(lines: pd.DataFrame, window: Window, store: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The window's lines and their history as a scorer at the window's start would see them.
 
     Outcomes are kept only for lines declared before the training cut-off (``window.train_end``);

@@ -22,8 +22,8 @@ without a ranking.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -50,8 +50,9 @@ class BaselineState:
     seed: int
 
 
-def fit_baselines(train_lines: pd.DataFrame, seed: int, reference_dir: str | None = None,
-                  min_hs_count: int = 20) -> BaselineState:
+def fit_baselines(
+    train_lines: pd.DataFrame, seed: int, reference_dir: str | None = None, min_hs_count: int = 20
+) -> BaselineState:
     """Fit the transformers the rule baselines read.
 
     Parameters

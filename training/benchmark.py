@@ -111,12 +111,21 @@ class BenchmarkResult:
 
     def as_dict(self) -> dict:
         """JSON-compatible form, with the paper's numbers for comparison."""
-        return {"dataset": "KCS synthetic import declarations (Jeong et al. 2022)",
-                "metrics": self.metrics, "valid_metrics": self.valid_metrics, "lines": self.lines,
-                "quarantined": self.quarantined, "quarantine_reasons": self.quarantine_reasons,
-                "best_iteration": self.best_iteration, "settings": self.settings, "mapping": self.mapping,
-                "rate": self.rate, "seconds": round(self.seconds, 1), "importance": self.importance,
-                "paper": PAPER_PRECISION}
+        return {
+            "dataset": "KCS synthetic import declarations (Jeong et al. 2022)",
+            "metrics": self.metrics,
+            "valid_metrics": self.valid_metrics,
+            "lines": self.lines,
+            "quarantined": self.quarantined,
+            "quarantine_reasons": self.quarantine_reasons,
+            "best_iteration": self.best_iteration,
+            "settings": self.settings,
+            "mapping": self.mapping,
+            "rate": self.rate,
+            "seconds": round(self.seconds, 1),
+            "importance": self.importance,
+            "paper": PAPER_PRECISION,
+        }
 
 
 def resolve_kcs_dir(data_dir: str | Path | None = None) -> Path:
@@ -142,8 +151,10 @@ def resolve_kcs_dir(data_dir: str | Path | None = None) -> Path:
         if all((candidate / name).is_file() for name in KCS_FILES.values()):
             return candidate
     wanted = ", ".join(KCS_FILES.values())
-    raise FileNotFoundError(f"KCS data not found: no folder among {', '.join(str(c) for c in candidates)} "
-                            f"holds {wanted} (set --data-dir or {KCS_DIR_ENV})")
+    raise FileNotFoundError(
+        f"KCS data not found: no folder among {', '.join(str(c) for c in candidates)} "
+        f"holds {wanted} (set --data-dir or {KCS_DIR_ENV})"
+    )
 
 
 def read_kcs(data_dir: str | Path, mapping: SchemaMapping | None = None) -> KcsData:
@@ -171,9 +182,12 @@ def official_split(lines: pd.DataFrame, periods: dict[str, pd.Index]) -> TimeSpl
     frames = {period: lines.loc[periods[period]] for period in ("train", "valid", "test")}
     dates = {period: pd.to_datetime(frame["declared_at"]) for period, frame in frames.items()}
     boundaries = {
-        "train_start": dates["train"].min(), "train_end": dates["valid"].min(),
-        "valid_start": dates["valid"].min(), "valid_end": dates["test"].min(),
-        "test_start": dates["test"].min(), "test_end": dates["test"].max(),
+        "train_start": dates["train"].min(),
+        "train_end": dates["valid"].min(),
+        "valid_start": dates["valid"].min(),
+        "valid_end": dates["test"].min(),
+        "test_start": dates["test"].min(),
+        "test_end": dates["test"].max(),
     }
     return TimeSplit(**frames, boundaries={k: v.strftime("%Y-%m-%d") for k, v in boundaries.items()})
 
@@ -190,8 +204,9 @@ def period_metrics(y: np.ndarray, scores: np.ndarray, y_unscored: np.ndarray) ->
     return ranking_metrics(all_y, all_scores, BENCHMARK_RATES)
 
 
-def run_kcs_benchmark(data_dir: str | Path | None = None, settings: TrainConfig | None = None,
-                      mapping: SchemaMapping | None = None) -> BenchmarkResult:
+def run_kcs_benchmark(
+    data_dir: str | Path | None = None, settings: TrainConfig | None = None, mapping: SchemaMapping | None = None
+) -> BenchmarkResult:
     """Train on KCS train (+ valid for early stopping) and measure the test period.
 
     Parameters
@@ -212,8 +227,13 @@ def run_kcs_benchmark(data_dir: str | Path | None = None, settings: TrainConfig 
     data = read_kcs(resolve_kcs_dir(data_dir), mapping)
     # train_model computes features with every outcome outside the training period hidden (as a
     # history store would hold them when the model is trained), so test labels only measure.
-    result = train_model(data.lines, settings, split=official_split(data.lines, data.periods),
-                         extra_categorical=mapping.extra_categorical, history_entities=mapping.history_entities)
+    result = train_model(
+        data.lines,
+        settings,
+        split=official_split(data.lines, data.periods),
+        extra_categorical=mapping.extra_categorical,
+        history_entities=mapping.history_entities,
+    )
     scored = result.test_scores
     if len(scored) != len(data.periods["test"]):
         raise ValueError(f"{len(data.periods['test']) - len(scored)} valid test lines were not scored")
@@ -223,12 +243,16 @@ def run_kcs_benchmark(data_dir: str | Path | None = None, settings: TrainConfig 
     reasons = pd.concat(list(data.quarantine.values()))[REASON_COLUMN].value_counts()
     rate = "; ".join(f"{r.stated}, {r.as_of} ({r.source})" for r in mapping.rates)
     return BenchmarkResult(
-        metrics=metrics, valid_metrics=valid_metrics,
+        metrics=metrics,
+        valid_metrics=valid_metrics,
         lines={period: len(index) for period, index in data.periods.items()},
         quarantined={period: len(frame) for period, frame in data.quarantine.items()},
         quarantine_reasons={str(k): int(v) for k, v in reasons.items()},
-        best_iteration=int(result.booster.best_iteration), settings=settings.as_dict(),
-        mapping=mapping.name, rate=rate, seconds=time.perf_counter() - started,
+        best_iteration=int(result.booster.best_iteration),
+        settings=settings.as_dict(),
+        mapping=mapping.name,
+        rate=rate,
+        seconds=time.perf_counter() - started,
         importance={k: round(float(v), 1) for k, v in result.importance.head(15).items()},
         test_scores=scored[["declaration_id", "risk_score", "misdeclared"]],
     )

@@ -42,12 +42,19 @@ class TrainConfig:
             if not 0 < value < 1:
                 raise ValueError(f"{name} must be in (0, 1), got {value}")
         if self.valid_fraction + self.test_fraction >= 0.8:
-            raise ValueError(f"valid_fraction + test_fraction must be < 0.8, got "
-                             f"{self.valid_fraction + self.test_fraction}")
+            raise ValueError(f"valid_fraction + test_fraction must be < 0.8, got {self.valid_fraction + self.test_fraction}")
         if self.label_delay_days < 0:
             raise ValueError(f"label_delay_days must be >= 0, got {self.label_delay_days}")
-        for name in ("num_threads", "max_rounds", "min_rounds", "early_stopping_rounds", "commodity_rounds",
-                     "min_hs_count", "min_category_count", "num_leaves"):
+        for name in (
+            "num_threads",
+            "max_rounds",
+            "min_rounds",
+            "early_stopping_rounds",
+            "commodity_rounds",
+            "min_hs_count",
+            "min_category_count",
+            "num_leaves",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -56,8 +63,9 @@ class TrainConfig:
         return asdict(self)
 
 
-def layered_settings(default_file: str, path: str | Path | None, overrides: dict,
-                     known: set[str], what: str, nested: tuple[str, ...] = ()) -> dict:
+def layered_settings(
+    default_file: str, path: str | Path | None, overrides: dict, known: set[str], what: str, nested: tuple[str, ...] = ()
+) -> dict:
     """Settings from ``training/data/<default_file>``, then a user YAML, then keyword overrides.
 
     Parameters

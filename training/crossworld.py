@@ -88,8 +88,10 @@ class CrossWorldSettings:
 
     def __post_init__(self):
         if self.n_train < 1 or self.n_held_out < 1:
-            raise ValueError(f"cross-world evaluation needs >= 1 training and >= 1 held-out world, got "
-                             f"n_train={self.n_train}, n_held_out={self.n_held_out}")
+            raise ValueError(
+                f"cross-world evaluation needs >= 1 training and >= 1 held-out world, got "
+                f"n_train={self.n_train}, n_held_out={self.n_held_out}"
+            )
         unknown = set(self.modes) - set(MODES)
         if unknown or not self.modes:
             raise ValueError(f"modes must be a non-empty subset of {MODES}, got {self.modes}")
@@ -114,8 +116,7 @@ def _bundle(result, folder: str, version: str):
 
 def train_pooled(worlds: list[World], settings: CrossWorldSettings, config: TrainConfig):
     """Train one model on the pooled labelled history of ``worlds``; return it and the pooled lines."""
-    frames = [canonical_lines(generate_world(w, settings.train_rows, settings.start, settings.end), w.name)[0]
-              for w in worlds]
+    frames = [canonical_lines(generate_world(w, settings.train_rows, settings.start, settings.end), w.name)[0] for w in worlds]
     pooled = pd.concat(frames, ignore_index=True).sort_values("declared_at", kind="stable", ignore_index=True)
     return train_model(pooled, config), pooled
 
@@ -150,8 +151,9 @@ def scenario_recall(truth: pd.DataFrame, flagged: np.ndarray) -> dict[str, float
     return recall
 
 
-def measure(lines: pd.DataFrame, truth: pd.DataFrame, scored: pd.DataFrame, baselines: dict[str, np.ndarray],
-            in_scope: np.ndarray, rates) -> dict:
+def measure(
+    lines: pd.DataFrame, truth: pd.DataFrame, scored: pd.DataFrame, baselines: dict[str, np.ndarray], in_scope: np.ndarray, rates
+) -> dict:
     """Every figure of one scored world (see the module docstring)."""
     headline = rates[min(1, len(rates) - 1)]
     y = truth["sim_fraud"].to_numpy(dtype="int64")[in_scope]
@@ -165,15 +167,15 @@ def measure(lines: pd.DataFrame, truth: pd.DataFrame, scored: pd.DataFrame, base
         "disguised_lines": int(y.sum()),
         "prevalence": float(y.mean()) if len(y) else float("nan"),
         "scorers": {name: scorer_figures(y, score[in_scope], rates) for name, score in scorers.items()},
-        "scenario_recall": scenario_recall(truth[in_scope].reset_index(drop=True),
-                                           top_k_mask(risk[in_scope], headline)),
+        "scenario_recall": scenario_recall(truth[in_scope].reset_index(drop=True), top_k_mask(risk[in_scope], headline)),
         "red_share": float((channels == "red").mean()),
         "yellow_share": float((channels == "yellow").mean()),
         "max_tie_share": max_tie_share(risk[in_scope]),
         "mean_risk": float(risk[in_scope].mean()) if in_scope.any() else float("nan"),
         "controlled_legit_lines": int(legit_controlled.sum()),
-        "controlled_legit_red_share": (float((channels[legit_controlled] == "red").mean())
-                                       if legit_controlled.any() else float("nan")),
+        "controlled_legit_red_share": (
+            float((channels[legit_controlled] == "red").mean()) if legit_controlled.any() else float("nan")
+        ),
     }
 
 
@@ -183,8 +185,9 @@ def disguise_scope(bundle, lines: pd.DataFrame) -> np.ndarray:
     return declared["is_target_code"].to_numpy(dtype="float64") != 1.0
 
 
-def score_world(bundle, test: pd.DataFrame, truth: pd.DataFrame, past: pd.DataFrame | None,
-                state: BaselineState, num_threads: int, rates) -> dict:
+def score_world(
+    bundle, test: pd.DataFrame, truth: pd.DataFrame, past: pd.DataFrame | None, state: BaselineState, num_threads: int, rates
+) -> dict:
     """Score a world's test lines (outcomes hidden) with the model and the baselines; measure."""
     from models.predict import score_frame
 
@@ -194,8 +197,9 @@ def score_world(bundle, test: pd.DataFrame, truth: pd.DataFrame, past: pd.DataFr
     return measure(test, truth, scored, baselines, disguise_scope(bundle, test), rates)
 
 
-def own_history(history: pd.DataFrame, prior: pd.DataFrame | None, cutoff: pd.Timestamp,
-                config: TrainConfig) -> tuple[pd.DataFrame, TimeSplit]:
+def own_history(
+    history: pd.DataFrame, prior: pd.DataFrame | None, cutoff: pd.Timestamp, config: TrainConfig
+) -> tuple[pd.DataFrame, TimeSplit]:
     """Lines and split of a model trained on an office's own labelled history (and a prior).
 
     The office's lines before ``cutoff`` are split train | gap | valid as any retraining is. The
@@ -212,15 +216,21 @@ def own_history(history: pd.DataFrame, prior: pd.DataFrame | None, cutoff: pd.Ti
     return pd.concat([history, prior]), replace(split, train=pd.concat([split.train, prior]))
 
 
-def evaluate_world(world: World, bundle, train_lines: pd.DataFrame, state: BaselineState,
-                   settings: CrossWorldSettings, config: TrainConfig, folder: str) -> dict:
+def evaluate_world(
+    world: World,
+    bundle,
+    train_lines: pd.DataFrame,
+    state: BaselineState,
+    settings: CrossWorldSettings,
+    config: TrainConfig,
+    folder: str,
+) -> dict:
     """Figures of one held-out world in every requested mode.
 
     The baseline rules read only the reference tables (bands, hubs), so one ``state`` fitted on the
     training worlds serves every world and mode.
     """
-    lines, truth = canonical_lines(generate_world(world, settings.held_out_rows, settings.start, settings.end),
-                                   world.name)
+    lines, truth = canonical_lines(generate_world(world, settings.held_out_rows, settings.start, settings.end), world.name)
     cutoff = pd.Timestamp(settings.test_start)
     dates = pd.to_datetime(lines["declared_at"])
     inside = (dates >= cutoff).to_numpy()
@@ -228,19 +238,15 @@ def evaluate_world(world: World, bundle, train_lines: pd.DataFrame, state: Basel
     store = store_at(lines, cutoff, world.label_delay_days)
     figures = {"world": world.name, "params": world.params, "modes": {}}
     if "cold" in settings.modes:
-        figures["modes"]["cold"] = score_world(bundle, test, test_truth, None, state, config.num_threads,
-                                               settings.rates)
+        figures["modes"]["cold"] = score_world(bundle, test, test_truth, None, state, config.num_threads, settings.rates)
     if "warm" in settings.modes:
-        figures["modes"]["warm"] = score_world(bundle, test, test_truth, store, state, config.num_threads,
-                                               settings.rates)
+        figures["modes"]["warm"] = score_world(bundle, test, test_truth, store, state, config.num_threads, settings.rates)
     if "own" in settings.modes:
         own = replace(config, label_delay_days=world.label_delay_days)
-        history, split = own_history(lines[~inside], train_lines if settings.own_with_prior else None,
-                                     cutoff, own)
+        history, split = own_history(lines[~inside], train_lines if settings.own_with_prior else None, cutoff, own)
         result = train_model(history, own, split=split)
         own_bundle = _bundle(result, f"{folder}/{world.name}", f"own-{world.name}")
-        figures["modes"]["own"] = score_world(own_bundle, test, test_truth, store, state, config.num_threads,
-                                              settings.rates)
+        figures["modes"]["own"] = score_world(own_bundle, test, test_truth, store, state, config.num_threads, settings.rates)
     return figures
 
 
@@ -271,8 +277,9 @@ def summarise(worlds: list[dict], rates) -> dict:
     return summary
 
 
-def run_crossworld(settings: CrossWorldSettings, config: TrainConfig, spec: dict,
-                   on_world: Callable[[str], None] | None = None) -> dict:
+def run_crossworld(
+    settings: CrossWorldSettings, config: TrainConfig, spec: dict, on_world: Callable[[str], None] | None = None
+) -> dict:
     """Train on the training worlds, measure on the held-out worlds; return one JSON-able document."""
     train_worlds, held_out = draw_worlds(spec, settings.n_train, settings.n_held_out, settings.seed)
     notify = on_world or (lambda _: None)
@@ -288,9 +295,11 @@ def run_crossworld(settings: CrossWorldSettings, config: TrainConfig, spec: dict
     return {
         "settings": asdict(settings),
         "train_worlds": [{"world": w.name, "params": w.params} for w in train_worlds],
-        "pooled_model": {"best_iteration": int(result.booster.best_iteration),
-                         "train_labelled_lines": int(result.spec["training"]["train_labelled_lines"]),
-                         "top_features": result.importance.head(15).round(1).to_dict()},
+        "pooled_model": {
+            "best_iteration": int(result.booster.best_iteration),
+            "train_labelled_lines": int(result.spec["training"]["train_labelled_lines"]),
+            "top_features": result.importance.head(15).round(1).to_dict(),
+        },
         "worlds": worlds,
         "summary": summarise(worlds, settings.rates),
     }
@@ -311,8 +320,7 @@ def recall_figure(document: dict):
     x = np.arange(len(names))
     for axis, mode in zip(axes[0], modes):
         for offset, scorer, label in ((-0.2, MODEL, "model"), (0.2, HEADLINE_RULE, "hub + value rule")):
-            values = [w["modes"][mode]["scorers"][scorer][headline] if mode in w["modes"] else np.nan
-                      for w in document["worlds"]]
+            values = [w["modes"][mode]["scorers"][scorer][headline] if mode in w["modes"] else np.nan for w in document["worlds"]]
             axis.bar(x + offset, values, width=0.4, label=label)
         axis.set(title=f"{mode} start", xticks=x, ylim=(0, 1))
         axis.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
@@ -324,8 +332,12 @@ def recall_figure(document: dict):
 
 def flat_summary(document: dict) -> dict[str, float]:
     """The summary as MLflow metric names (``<mode>_<figure>``), finite values only."""
-    return {f"{mode}_{key}": float(value) for mode, figures in document["summary"].items()
-            for key, value in figures.items() if np.isfinite(value)}
+    return {
+        f"{mode}_{key}": float(value)
+        for mode, figures in document["summary"].items()
+        for key, value in figures.items()
+        if np.isfinite(value)
+    }
 
 
 def log_crossworld(document: dict, tracking_uri: str | None = None) -> str:

@@ -109,8 +109,7 @@ def categorical_psi(reference: pd.Series, current: pd.Series, settings: DriftSet
     return psi_from_shares(ref_shares, cur_shares, settings.floor)
 
 
-def feature_psi(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str],
-                settings: DriftSettings) -> pd.DataFrame:
+def feature_psi(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str], settings: DriftSettings) -> pd.DataFrame:
     """PSI per column of two feature matrices, largest first.
 
     Returns
@@ -123,9 +122,11 @@ def feature_psi(reference: pd.DataFrame, current: pd.DataFrame, categorical: lis
         if column in categorical:
             value, kind = categorical_psi(reference[column], current[column], settings), "categorical"
         else:
-            value = numeric_psi(pd.to_numeric(reference[column], errors="coerce").to_numpy("float64", na_value=np.nan),
-                                pd.to_numeric(current[column], errors="coerce").to_numpy("float64", na_value=np.nan),
-                                settings)
+            value = numeric_psi(
+                pd.to_numeric(reference[column], errors="coerce").to_numpy("float64", na_value=np.nan),
+                pd.to_numeric(current[column], errors="coerce").to_numpy("float64", na_value=np.nan),
+                settings,
+            )
             kind = "numeric"
         rows.append({"feature": column, "kind": kind, "psi": value, "status": settings.status(value)})
     table = pd.DataFrame(rows, columns=["feature", "kind", "psi", "status"])
@@ -196,9 +197,15 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def drift_report(bundle, reference: pd.DataFrame, current: pd.DataFrame, settings: DriftSettings,
-                 reference_past: pd.DataFrame | None = None, current_past: pd.DataFrame | None = None,
-                 num_threads: int = 2) -> DriftReport:
+def drift_report(
+    bundle,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    settings: DriftSettings,
+    reference_past: pd.DataFrame | None = None,
+    current_past: pd.DataFrame | None = None,
+    num_threads: int = 2,
+) -> DriftReport:
     """PSI of the bundle's model features and score between two sets of validated lines.
 
     Parameters
@@ -228,8 +235,11 @@ def drift_report(bundle, reference: pd.DataFrame, current: pd.DataFrame, setting
         features=feature_psi(ref_X[kept], cur_X[kept], list(bundle.spec["categorical_features"]), settings),
         excluded=[f for f in ref_X.columns if f not in kept],
         score_psi=numeric_psi(ref_score[SCORE].to_numpy("float64"), cur_score[SCORE].to_numpy("float64"), settings),
-        settings=settings, reference_lines=len(reference), current_lines=len(current),
-        model_version=bundle.version)
+        settings=settings,
+        reference_lines=len(reference),
+        current_lines=len(current),
+        model_version=bundle.version,
+    )
 
 
 def log_drift(mlflow, report: DriftReport) -> None:
@@ -264,9 +274,15 @@ def read_valid_lines(path: str | Path) -> tuple[pd.DataFrame, int]:
     return lines, read
 
 
-def drift_files(reference_path: str | Path, current_path: str | Path, model_uri: str, settings: DriftSettings,
-                tracking_uri: str | None = None, current_past: pd.DataFrame | None = None,
-                num_threads: int = 2) -> DriftOutcome:
+def drift_files(
+    reference_path: str | Path,
+    current_path: str | Path,
+    model_uri: str,
+    settings: DriftSettings,
+    tracking_uri: str | None = None,
+    current_past: pd.DataFrame | None = None,
+    num_threads: int = 2,
+) -> DriftOutcome:
     """Read both files, measure drift with the model at ``model_uri`` and log an MLflow run ("drift").
 
     The reference (training data) gets its history features from itself, as in training; the
@@ -282,16 +298,27 @@ def drift_files(reference_path: str | Path, current_path: str | Path, model_uri:
     reference, reference_read = read_valid_lines(reference_path)
     current, current_read = read_valid_lines(current_path)
     report = drift_report(bundle, reference, current, settings, current_past=current_past, num_threads=num_threads)
-    document = {**report.to_dict(), "reference_file": str(reference_path), "current_file": str(current_path),
-                "reference_rows_read": reference_read, "current_rows_read": current_read}
+    document = {
+        **report.to_dict(),
+        "reference_file": str(reference_path),
+        "current_file": str(current_path),
+        "reference_rows_read": reference_read,
+        "current_rows_read": current_read,
+    }
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name="drift") as run:
         mlflow.log_params({f"drift_{k}": v for k, v in asdict(settings).items() if k != "exclude_groups"})
         mlflow.log_param("drift_exclude_groups", ",".join(settings.exclude_groups))
-        mlflow.set_tags({"job": "drift", "model": bundle.version, "git_commit": git_commit(),
-                         "data_sha256": data_fingerprint([reference_path, current_path]),
-                         "data_files": f"{reference_path},{current_path}"})
+        mlflow.set_tags(
+            {
+                "job": "drift",
+                "model": bundle.version,
+                "git_commit": git_commit(),
+                "data_sha256": data_fingerprint([reference_path, current_path]),
+                "data_files": f"{reference_path},{current_path}",
+            }
+        )
         log_drift(mlflow, report)
     document["mlflow_run_id"] = run.info.run_id
     return DriftOutcome(report, document, run.info.run_id)

@@ -32,9 +32,9 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -86,22 +86,26 @@ class EvaluationSettings:
         if self.n_windows < 1:
             raise ValueError(f"the number of windows must be >= 1, got {self.n_windows}")
         if not 0 < self.window_fraction * self.n_windows < 1:
-            raise ValueError(f"windows x window fraction must be in (0, 1): {self.n_windows} x "
-                             f"{self.window_fraction} leaves no earlier lines to train on")
+            raise ValueError(
+                f"windows x window fraction must be in (0, 1): {self.n_windows} x "
+                f"{self.window_fraction} leaves no earlier lines to train on"
+            )
         if self.min_positives < 1:
             raise ValueError(f"min_positives must be >= 1, got {self.min_positives}")
         if self.calibration_bins < 1:
             raise ValueError(f"calibration_bins must be >= 1, got {self.calibration_bins}")
 
 
-def _windows_ending_at(end: pd.Timestamp, n_windows: int, length_days: int,
-                       train_end: Callable[[pd.Timestamp], pd.Timestamp]) -> list[Window]:
+def _windows_ending_at(
+    end: pd.Timestamp, n_windows: int, length_days: int, train_end: Callable[[pd.Timestamp], pd.Timestamp]
+) -> list[Window]:
     starts = [end - (n_windows - k) * length_days * _DAY for k in range(n_windows)]
     return [Window(k, train_end(start), start, start + length_days * _DAY) for k, start in enumerate(starts)]
 
 
-def prequential_windows(first: pd.Timestamp, last: pd.Timestamp, n_windows: int, window_fraction: float,
-                        label_delay_days: int) -> list[Window]:
+def prequential_windows(
+    first: pd.Timestamp, last: pd.Timestamp, n_windows: int, window_fraction: float, label_delay_days: int
+) -> list[Window]:
     """Consecutive test windows of whole days at the end of the data.
 
     The data's days run from ``first`` to ``last`` inclusive; each window lasts
@@ -116,19 +120,19 @@ def prequential_windows(first: pd.Timestamp, last: pd.Timestamp, n_windows: int,
     first_day, end = pd.Timestamp(first).normalize(), pd.Timestamp(last).normalize() + _DAY
     length_days = math.floor((end - first_day).days * window_fraction)
     if length_days < 1:
-        raise ValueError(f"the data spans {(end - first_day).days} day(s): too short for windows of "
-                         f"{window_fraction:g} of it")
+        raise ValueError(f"the data spans {(end - first_day).days} day(s): too short for windows of {window_fraction:g} of it")
     delay = pd.Timedelta(days=label_delay_days)
     windows = _windows_ending_at(end, n_windows, length_days, lambda start: start - delay)
     if windows[0].train_end <= first_day:
-        raise ValueError(f"the first window starts {iso(windows[0].start)}: no line is declared before its "
-                         f"training cut-off {iso(windows[0].train_end)} (label delay {label_delay_days} days); "
-                         f"use fewer windows or a smaller window fraction")
+        raise ValueError(
+            f"the first window starts {iso(windows[0].start)}: no line is declared before its "
+            f"training cut-off {iso(windows[0].train_end)} (label delay {label_delay_days} days); "
+            f"use fewer windows or a smaller window fraction"
+        )
     return windows
 
 
-def fixed_model_windows(first: pd.Timestamp, last: pd.Timestamp, periods: dict[str, str],
-                        n_windows: int) -> list[Window]:
+def fixed_model_windows(first: pd.Timestamp, last: pd.Timestamp, periods: dict[str, str], n_windows: int) -> list[Window]:
     """Windows of whole days splitting the data declared after a fixed model's validation period.
 
     The evaluable days start at the model's test period (``periods["test_start"]``) and after the last
@@ -141,13 +145,14 @@ def fixed_model_windows(first: pd.Timestamp, last: pd.Timestamp, periods: dict[s
         When the data hold fewer days than windows after the model's validation period.
     """
     valid_end = pd.Timestamp(periods["valid_end"]).normalize()
-    range_start = max(pd.Timestamp(first).normalize(), pd.Timestamp(periods["test_start"]).normalize(),
-                      valid_end + _DAY)
+    range_start = max(pd.Timestamp(first).normalize(), pd.Timestamp(periods["test_start"]).normalize(), valid_end + _DAY)
     end = pd.Timestamp(last).normalize() + _DAY
     days = (end - range_start).days
     if days < n_windows:
-        raise ValueError(f"the model was validated on lines up to {periods['valid_end']}; the data hold "
-                         f"{max(days, 0)} later day(s), fewer than the {n_windows} window(s) asked for")
+        raise ValueError(
+            f"the model was validated on lines up to {periods['valid_end']}; the data hold "
+            f"{max(days, 0)} later day(s), fewer than the {n_windows} window(s) asked for"
+        )
     return _windows_ending_at(end, n_windows, days // n_windows, lambda start: valid_end)
 
 
@@ -172,8 +177,7 @@ def expected_calibration_error(y_true: np.ndarray, scores: np.ndarray, bins: int
     return float(sum(gaps) / len(y_true))
 
 
-def scorer_metrics(name: str, y_true: np.ndarray, scores: np.ndarray, values: np.ndarray, rates,
-                   bins: int) -> dict[str, float]:
+def scorer_metrics(name: str, y_true: np.ndarray, scores: np.ndarray, values: np.ndarray, rates, bins: int) -> dict[str, float]:
     """Ranking metrics of one scorer; calibration (Brier, ECE) only for the model's probabilities."""
     metrics = ranking_metrics(y_true, scores, rates, values)
     for key in COUNT_METRICS:
@@ -197,8 +201,14 @@ def hidden_commodity(lines: pd.DataFrame) -> pd.Series:
     return as_text(lines, column, "none")
 
 
-def slice_masks(lines: pd.DataFrame, positive: np.ndarray, earlier_shippers: set[str], cover_family: pd.Series,
-                via_hub: np.ndarray, commodities: list[str]) -> dict[tuple[str, str], np.ndarray]:
+def slice_masks(
+    lines: pd.DataFrame,
+    positive: np.ndarray,
+    earlier_shippers: set[str],
+    cover_family: pd.Series,
+    via_hub: np.ndarray,
+    commodities: list[str],
+) -> dict[tuple[str, str], np.ndarray]:
     """Boolean masks of the groups that metrics are reported for, over the measured ``lines``.
 
     Partitions: ``shipper`` new/known (seen on a line declared before the window; a missing id counts as
@@ -305,16 +315,18 @@ class Evaluation:
         Columns: population, slice, group, lines and positives (summed over windows), windows_measured,
         scorer, metric, mean, sd, windows.
         """
-        counts = self.groups.groupby(_KEYS, sort=False).agg(
-            lines=("lines", "sum"), positives=("positives", "sum"), windows_measured=("measured", "sum")).reset_index()
+        counts = (
+            self.groups.groupby(_KEYS, sort=False)
+            .agg(lines=("lines", "sum"), positives=("positives", "sum"), windows_measured=("measured", "sum"))
+            .reset_index()
+        )
         # Slices in the order they are defined, groups alphabetically (export countries differ by window).
         order = {name: rank for rank, name in enumerate([INSPECTED, TRUTH, *dict.fromkeys(counts["slice"])])}
         counts = counts.sort_values(_KEYS, key=lambda c: c if c.name == "group" else c.map(order), kind="stable")
         return counts.merge(self.aggregated(), on=_KEYS, how="left")
 
 
-def _train_window_bundle(train_lines: pd.DataFrame, window: Window, config: TrainConfig,
-                         reference_dir: str | None, folder: str):
+def _train_window_bundle(train_lines: pd.DataFrame, window: Window, config: TrainConfig, reference_dir: str | None, folder: str):
     from models.bundle import load_bundle_folder, save_bundle
 
     try:
@@ -322,19 +334,24 @@ def _train_window_bundle(train_lines: pd.DataFrame, window: Window, config: Trai
         split = window_split(train_lines, window.train_end, config.valid_fraction, config.label_delay_days)
         result = train_model(train_lines, config, reference_dir, split=split)
     except ValueError as exc:
-        raise ValueError(f"window {window.index} (from {iso(window.start)}): cannot train on the lines declared "
-                         f"before {iso(window.train_end)}: {exc}; use fewer windows or a smaller window "
-                         f"fraction") from exc
+        raise ValueError(
+            f"window {window.index} (from {iso(window.start)}): cannot train on the lines declared "
+            f"before {iso(window.train_end)}: {exc}; use fewer windows or a smaller window "
+            f"fraction"
+        ) from exc
     save_bundle(folder, result.booster, result.spec, result.commodity_booster)
-    info = {"best_iteration": int(result.booster.best_iteration),
-            "train_labelled_lines": int(result.spec["training"]["train_labelled_lines"]),
-            "train_positives": int(result.spec["training"]["train_positives"]),
-            "periods": result.spec["training"]["periods"]}
+    info = {
+        "best_iteration": int(result.booster.best_iteration),
+        "train_labelled_lines": int(result.spec["training"]["train_labelled_lines"]),
+        "train_positives": int(result.spec["training"]["train_positives"]),
+        "periods": result.spec["training"]["periods"],
+    }
     return load_bundle_folder(folder, version=f"window-{window.index}"), info
 
 
-def window_scores(bundle, lines: pd.DataFrame, past: pd.DataFrame, state: BaselineState,
-                  num_threads: int) -> dict[str, np.ndarray]:
+def window_scores(
+    bundle, lines: pd.DataFrame, past: pd.DataFrame, state: BaselineState, num_threads: int
+) -> dict[str, np.ndarray]:
     """Scores of the model (through :func:`models.predict.score_frame`) and of every baseline.
 
     Parameters
@@ -355,9 +372,16 @@ def window_scores(bundle, lines: pd.DataFrame, past: pd.DataFrame, state: Baseli
     return scores
 
 
-def measure_groups(window: Window, population: str, masks: dict[tuple[str, str], np.ndarray], y: np.ndarray,
-                   scores: dict[str, np.ndarray], values: np.ndarray, config: TrainConfig,
-                   settings: EvaluationSettings) -> tuple[list[dict], list[dict]]:
+def measure_groups(
+    window: Window,
+    population: str,
+    masks: dict[tuple[str, str], np.ndarray],
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    values: np.ndarray,
+    config: TrainConfig,
+    settings: EvaluationSettings,
+) -> tuple[list[dict], list[dict]]:
     """Group counts and long metric rows of one window and population.
 
     A group is measured only with at least ``min_positives`` positive and one negative line.
@@ -371,24 +395,46 @@ def measure_groups(window: Window, population: str, masks: dict[tuple[str, str],
         if not measured:
             continue
         for scorer, score in scores.items():
-            metrics = scorer_metrics(scorer, y[mask], score[mask], values[mask], config.inspection_rates,
-                                     settings.calibration_bins)
+            metrics = scorer_metrics(
+                scorer, y[mask], score[mask], values[mask], config.inspection_rates, settings.calibration_bins
+            )
             rows.extend({**key, "scorer": scorer, "metric": metric, "value": value} for metric, value in metrics.items())
     return groups, rows
 
 
-def _measure_window(window: Window, window_lines: pd.DataFrame, scores: dict[str, np.ndarray],
-                    shippers: set[str], state: BaselineState, cover: DeclaredHSFeatures, commodities: list[str],
-                    config: TrainConfig, settings: EvaluationSettings) -> tuple[list[dict], list[dict], dict]:
+def _measure_window(
+    window: Window,
+    window_lines: pd.DataFrame,
+    scores: dict[str, np.ndarray],
+    shippers: set[str],
+    state: BaselineState,
+    cover: DeclaredHSFeatures,
+    commodities: list[str],
+    config: TrainConfig,
+    settings: EvaluationSettings,
+) -> tuple[list[dict], list[dict], dict]:
     """Groups, metric rows and per-population counts of one scored window."""
     groups, rows, counts = [], [], {}
     for population, (mask, y) in measured_populations(window_lines).items():
         target = window_lines[mask]
-        masks = slice_masks(target, y == 1, shippers, cover.transform(target)["cover_family"],
-                            state.route.transform(target)["via_hub"].to_numpy() == 1.0, commodities)
+        masks = slice_masks(
+            target,
+            y == 1,
+            shippers,
+            cover.transform(target)["cover_family"],
+            state.route.transform(target)["via_hub"].to_numpy() == 1.0,
+            commodities,
+        )
         population_groups, population_rows = measure_groups(
-            window, population, masks, y, {name: score[mask] for name, score in scores.items()},
-            target["declared_value_usd"].to_numpy(dtype="float64"), config, settings)
+            window,
+            population,
+            masks,
+            y,
+            {name: score[mask] for name, score in scores.items()},
+            target["declared_value_usd"].to_numpy(dtype="float64"),
+            config,
+            settings,
+        )
         groups += population_groups
         rows += population_rows
         counts[population] = {"lines": int(mask.sum()), "positives": int(y.sum())}
@@ -402,25 +448,40 @@ def stored_history(history: pd.DataFrame | None, lines: pd.DataFrame) -> pd.Data
     return history[~line_keys(history).isin(line_keys(lines))].reset_index(drop=True)
 
 
-def _score_window(lines: pd.DataFrame, dates: pd.Series, window: Window, state: BaselineState, bundle,
-                  config: TrainConfig, reference_dir: str | None,
-                  history: pd.DataFrame | None) -> tuple[dict[str, np.ndarray], dict]:
+def _score_window(
+    lines: pd.DataFrame,
+    dates: pd.Series,
+    window: Window,
+    state: BaselineState,
+    bundle,
+    config: TrainConfig,
+    reference_dir: str | None,
+    history: pd.DataFrame | None,
+) -> tuple[dict[str, np.ndarray], dict]:
     """Scores of the window's lines by its model (trained here without ``bundle``) and the baselines."""
     before = (dates < window.train_end).to_numpy()
     # Outcomes after the training cut-off would not be in the history store yet (the rule
     # train_model applies to its own validation and test periods).
     current, past = scoring_view(lines, window, history)
     with tempfile.TemporaryDirectory(prefix="misdeclare-eval-") as folder:
-        scorer, info = ((bundle, {"version": bundle.version}) if bundle is not None else
-                        _train_window_bundle(lines[before], window, config, reference_dir, folder))
+        scorer, info = (
+            (bundle, {"version": bundle.version})
+            if bundle is not None
+            else _train_window_bundle(lines[before], window, config, reference_dir, folder)
+        )
         scores = window_scores(scorer, current, past, state, config.num_threads)
     return scores, info
 
 
-def run_evaluation(lines: pd.DataFrame, config: TrainConfig, settings: EvaluationSettings | None = None,
-                   bundle=None, reference_dir: str | None = None,
-                   on_window: Callable[[Window], None] | None = None,
-                   history: pd.DataFrame | None = None) -> Evaluation:
+def run_evaluation(
+    lines: pd.DataFrame,
+    config: TrainConfig,
+    settings: EvaluationSettings | None = None,
+    bundle=None,
+    reference_dir: str | None = None,
+    on_window: Callable[[Window], None] | None = None,
+    history: pd.DataFrame | None = None,
+) -> Evaluation:
     """Evaluate the model and the baselines on prequential windows.
 
     Parameters
@@ -457,13 +518,13 @@ def run_evaluation(lines: pd.DataFrame, config: TrainConfig, settings: Evaluatio
     lines = lines.sort_values("declared_at", kind="stable", ignore_index=True)
     dates = pd.to_datetime(lines["declared_at"])
     if bundle is None:
-        windows = prequential_windows(dates.min(), dates.max(), settings.n_windows, settings.window_fraction,
-                                      config.label_delay_days)
+        windows = prequential_windows(
+            dates.min(), dates.max(), settings.n_windows, settings.window_fraction, config.label_delay_days
+        )
     else:
         periods = bundle.spec.get("training", {}).get("periods")
         if not periods:
-            raise ValueError(f"model {bundle.version} records no training periods: cannot tell which lines "
-                             f"it has seen")
+            raise ValueError(f"model {bundle.version} records no training periods: cannot tell which lines it has seen")
         windows = fixed_model_windows(dates.min(), dates.max(), periods, settings.n_windows)
     cover = DeclaredHSFeatures(reference_dir=reference_dir).fit(lines.head(0))
     commodities = load_reference(reference_dir).commodities
@@ -472,25 +533,38 @@ def run_evaluation(lines: pd.DataFrame, config: TrainConfig, settings: Evaluatio
     for window in windows:
         if on_window is not None:
             on_window(window)
-        state = fit_baselines(lines[(dates < window.train_end).to_numpy()], config.seed + window.index,
-                              reference_dir, config.min_hs_count)
+        state = fit_baselines(
+            lines[(dates < window.train_end).to_numpy()], config.seed + window.index, reference_dir, config.min_hs_count
+        )
         scores, info = _score_window(lines, dates, window, state, bundle, config, reference_dir, history)
         earlier = (dates < window.start).to_numpy()
         shippers = set(lines.loc[earlier, "shipper_id"].dropna()) if has_shippers else set()
         inside = ((dates >= window.start) & (dates < window.end)).to_numpy()
-        window_groups, window_rows, counts = _measure_window(window, lines[inside], scores, shippers, state, cover,
-                                                             commodities, config, settings)
+        window_groups, window_rows, counts = _measure_window(
+            window, lines[inside], scores, shippers, state, cover, commodities, config, settings
+        )
         groups += window_groups
         rows += window_rows
-        infos.append({**window.as_dict(), "lines": int(inside.sum()), "labelled": counts[INSPECTED]["lines"],
-                      "positives": counts[INSPECTED]["positives"],
-                      **({"truth_positives": counts[TRUTH]["positives"]} if TRUTH in counts else {}),
-                      "model": info})
+        infos.append(
+            {
+                **window.as_dict(),
+                "lines": int(inside.sum()),
+                "labelled": counts[INSPECTED]["lines"],
+                "positives": counts[INSPECTED]["positives"],
+                **({"truth_positives": counts[TRUTH]["positives"]} if TRUTH in counts else {}),
+                "model": info,
+            }
+        )
     return Evaluation(
-        mode=ROLLING if bundle is None else FIXED, windows=windows, window_info=infos,
+        mode=ROLLING if bundle is None else FIXED,
+        windows=windows,
+        window_info=infos,
         groups=pd.DataFrame(groups, columns=["window", *_KEYS, "lines", "positives", "measured"]),
         window_metrics=pd.DataFrame(rows, columns=["window", *_KEYS, "scorer", "metric", "value"]),
-        settings=settings, config=config, model_version=None if bundle is None else bundle.version)
+        settings=settings,
+        config=config,
+        model_version=None if bundle is None else bundle.version,
+    )
 
 
 def _number(value) -> float | int | None:
@@ -506,8 +580,11 @@ def _number(value) -> float | int | None:
 def _nested(table: pd.DataFrame) -> dict[str, dict[str, dict]]:
     nested: dict[str, dict[str, dict]] = {}
     for row in table.itertuples(index=False):
-        nested.setdefault(row.scorer, {})[row.metric] = {"mean": _number(row.mean), "sd": _number(row.sd),
-                                                         "windows": int(row.windows)}
+        nested.setdefault(row.scorer, {})[row.metric] = {
+            "mean": _number(row.mean),
+            "sd": _number(row.sd),
+            "windows": int(row.windows),
+        }
     return nested
 
 
@@ -534,14 +611,26 @@ def evaluation_to_dict(evaluation: Evaluation) -> dict:
     for (population, slice_name, group), rows in evaluation.slice_table().groupby(_KEYS, sort=False):
         first = rows.iloc[0]
         measured = rows.dropna(subset=["metric"])
-        slices.append({"population": population, "slice": slice_name, "group": group, "lines": int(first["lines"]),
-                       "positives": int(first["positives"]), "windows_measured": int(first["windows_measured"]),
-                       "metrics": _nested(measured) if len(measured) else None})
+        slices.append(
+            {
+                "population": population,
+                "slice": slice_name,
+                "group": group,
+                "lines": int(first["lines"]),
+                "positives": int(first["positives"]),
+                "windows_measured": int(first["windows_measured"]),
+                "metrics": _nested(measured) if len(measured) else None,
+            }
+        )
     return {
         "mode": evaluation.mode,
         "model": evaluation.model_version,
-        "settings": {**asdict(evaluation.settings), "label_delay_days": evaluation.config.label_delay_days,
-                     "inspection_rates": list(evaluation.config.inspection_rates), "seed": evaluation.config.seed},
+        "settings": {
+            **asdict(evaluation.settings),
+            "label_delay_days": evaluation.config.label_delay_days,
+            "inspection_rates": list(evaluation.config.inspection_rates),
+            "seed": evaluation.config.seed,
+        },
         "scorers": list(evaluation.scorers),
         "populations": evaluation.populations,
         "windows": windows,
@@ -597,19 +686,35 @@ def precision_figure(evaluation: Evaluation, rate: float):
         summary = evaluation.summary(population)
         rows = summary[summary["metric"] == metric].set_index("scorer").reindex(names)
         positions = np.arange(len(names)) + (offset - (len(evaluation.populations) - 1) / 2) * width
-        axis.bar(positions, rows["mean"].fillna(0), width, yerr=rows["sd"].fillna(0), color=colour, capsize=3,
-                 label="inspected lines" if population == INSPECTED else "all lines, synthetic truth")
+        axis.bar(
+            positions,
+            rows["mean"].fillna(0),
+            width,
+            yerr=rows["sd"].fillna(0),
+            color=colour,
+            capsize=3,
+            label="inspected lines" if population == INSPECTED else "all lines, synthetic truth",
+        )
     axis.set_xticks(np.arange(len(names)), names)
-    axis.set(ylabel=f"precision at {rate:.0%}", ylim=(0, 1.2), yticks=np.linspace(0, 1, 6),
-             title=f"Precision at {rate:.0%} inspection, mean ± sd over {len(evaluation.windows)} windows")
+    axis.set(
+        ylabel=f"precision at {rate:.0%}",
+        ylim=(0, 1.2),
+        yticks=np.linspace(0, 1, 6),
+        title=f"Precision at {rate:.0%} inspection, mean ± sd over {len(evaluation.windows)} windows",
+    )
     axis.legend(loc="upper center", ncols=2)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     return figure
 
 
-def log_evaluation(evaluation: Evaluation, document: dict, data_paths: list[str | Path],
-                   tracking_uri: str | None = None, run_name: str | None = None) -> str:
+def log_evaluation(
+    evaluation: Evaluation,
+    document: dict,
+    data_paths: list[str | Path],
+    tracking_uri: str | None = None,
+    run_name: str | None = None,
+) -> str:
     """Log an evaluation to one MLflow run of experiment "misdeclare"; return the run id.
 
     Headline means and sds of each population become metrics (:func:`metric_name`), each window's
@@ -625,14 +730,26 @@ def log_evaluation(evaluation: Evaluation, document: dict, data_paths: list[str 
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=run_name or f"evaluate-{evaluation.mode}") as run:
-        mlflow.log_params({"eval_mode": evaluation.mode, "eval_model": evaluation.model_version or "trained per window",
-                           **{f"eval_{k}": v for k, v in document["settings"].items()}})
-        mlflow.log_params({f"eval_window_{w.index}": f"{iso(w.train_end)}|{iso(w.start)}..{iso(w.end)}"
-                           for w in evaluation.windows})
+        mlflow.log_params(
+            {
+                "eval_mode": evaluation.mode,
+                "eval_model": evaluation.model_version or "trained per window",
+                **{f"eval_{k}": v for k, v in document["settings"].items()},
+            }
+        )
+        mlflow.log_params(
+            {f"eval_window_{w.index}": f"{iso(w.train_end)}|{iso(w.start)}..{iso(w.end)}" for w in evaluation.windows}
+        )
         mlflow.log_metrics(flat_metrics(evaluation))
         _log_window_metrics(mlflow, evaluation)
-        mlflow.set_tags({"data_sha256": data_fingerprint(data_paths), "data_files": ",".join(map(str, data_paths)),
-                         "git_commit": git_commit(), "job": "evaluate"})
+        mlflow.set_tags(
+            {
+                "data_sha256": data_fingerprint(data_paths),
+                "data_files": ",".join(map(str, data_paths)),
+                "git_commit": git_commit(),
+                "job": "evaluate",
+            }
+        )
         mlflow.log_text(json.dumps(document, indent=1), "evaluation/evaluation.json")
         mlflow.log_text(evaluation.slice_table().to_csv(index=False), "evaluation/slices.csv")
         figure = precision_figure(evaluation, headline_rate(evaluation.config.inspection_rates))
@@ -646,8 +763,14 @@ def _log_window_metrics(mlflow, evaluation: Evaluation) -> None:
     headline = frame[(frame["slice"] == ALL) & (frame["group"] == ALL)]
     # One call per window: each call is a database transaction.
     for window, rows in headline.groupby("window"):
-        mlflow.log_metrics({metric_name(row.scorer, row.metric, population=row.population): float(row.value)
-                            for row in rows.itertuples(index=False) if math.isfinite(row.value)}, step=int(window))
+        mlflow.log_metrics(
+            {
+                metric_name(row.scorer, row.metric, population=row.population): float(row.value)
+                for row in rows.itertuples(index=False)
+                if math.isfinite(row.value)
+            },
+            step=int(window),
+        )
 
 
 @dataclass
@@ -661,10 +784,15 @@ class EvaluationOutcome:
     run_id: str
 
 
-def evaluate_files(paths: list[str | Path], config: TrainConfig, settings: EvaluationSettings,
-                   model_uri: str | None = None, tracking_uri: str | None = None,
-                   on_window: Callable[[Window], None] | None = None,
-                   history_dir: str | Path | None = None) -> EvaluationOutcome:
+def evaluate_files(
+    paths: list[str | Path],
+    config: TrainConfig,
+    settings: EvaluationSettings,
+    model_uri: str | None = None,
+    tracking_uri: str | None = None,
+    on_window: Callable[[Window], None] | None = None,
+    history_dir: str | Path | None = None,
+) -> EvaluationOutcome:
     """Read and validate labelled files, evaluate, log to MLflow.
 
     Rows failing validation are left out (``misdeclare train`` writes them to a quarantine file; here
@@ -684,8 +812,12 @@ def evaluate_files(paths: list[str | Path], config: TrainConfig, settings: Evalu
         history = HistoryStore(history_dir).read() if history_dir is not None else None
     evaluation = run_evaluation(data.lines, config, settings, bundle=bundle, on_window=on_window, history=history)
     document = evaluation_to_dict(evaluation)
-    document["data"] = {"files": [str(p) for p in paths], "lines_read": data.lines_read,
-                        "lines_valid": len(data.lines), "lines_quarantined": len(data.quarantine)}
+    document["data"] = {
+        "files": [str(p) for p in paths],
+        "lines_read": data.lines_read,
+        "lines_valid": len(data.lines),
+        "lines_quarantined": len(data.quarantine),
+    }
     run_id = log_evaluation(evaluation, document, paths, tracking_uri)
     document["mlflow_run_id"] = run_id
     return EvaluationOutcome(evaluation, document, data.lines_read, len(data.lines), run_id)

@@ -45,8 +45,9 @@ def read_labelled(paths: list[str | Path]) -> LabelledData:
             valid.append(result.valid)
             quarantined.append(result.quarantine.assign(source_file=str(path)))
             read += len(chunk)
-    lines = pd.concat(valid, ignore_index=True).sort_values(["declared_at", "declaration_id", "line_no"],
-                                                          kind="stable", ignore_index=True)
+    lines = pd.concat(valid, ignore_index=True).sort_values(
+        ["declared_at", "declaration_id", "line_no"], kind="stable", ignore_index=True
+    )
     return LabelledData(lines, pd.concat(quarantined, ignore_index=True), read)
 
 
@@ -62,9 +63,14 @@ class TrainingOutcome:
     quarantine_path: Path | None
 
 
-def train_and_register(paths: list[str | Path], config: TrainConfig, model_name: str,
-                       tracking_uri: str | None = None, quarantine_path: str | Path | None = None,
-                       history: HistoryStore | None = None) -> TrainingOutcome:
+def train_and_register(
+    paths: list[str | Path],
+    config: TrainConfig,
+    model_name: str,
+    tracking_uri: str | None = None,
+    quarantine_path: str | Path | None = None,
+    history: HistoryStore | None = None,
+) -> TrainingOutcome:
     """Read, validate, train, log to MLflow and register a model version.
 
     Rows that fail validation are written to ``quarantine_path`` (default

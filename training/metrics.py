@@ -54,8 +54,9 @@ def _rate_label(rate: float) -> str:
     return f"{rate * 100:g}pct"
 
 
-def ranking_metrics(y_true: np.ndarray, scores: np.ndarray, rates=DEFAULT_RATES,
-                    values: np.ndarray | None = None) -> dict[str, float]:
+def ranking_metrics(
+    y_true: np.ndarray, scores: np.ndarray, rates=DEFAULT_RATES, values: np.ndarray | None = None
+) -> dict[str, float]:
     """Average precision, ROC-AUC, Brier score, precision and recall at each inspection rate.
 
     Returns

@@ -53,9 +53,9 @@ import pandas as pd
 
 from features.history import line_keys
 from features.schema import KEY_COLUMNS, SELECTED_BY, SELECTION_PROBABILITY, validate_manifest
+from training.asof import Window, declared_between, iso, scoring_view
 from training.config import TrainConfig, layered_settings
 from training.drift import DriftReport, DriftSettings, drift_report
-from training.asof import Window, declared_between, iso, scoring_view
 from training.evaluate import ALL, is_labelled, slice_masks
 from training.split import exploration_checks, window_split
 from training.train import TrainResult, train_model
@@ -117,8 +117,9 @@ def load_retrain_settings(path: str | Path | None = None, **overrides) -> Retrai
     ValueError
         On an unknown setting name or an out-of-range value.
     """
-    values = layered_settings("retrain.yaml", path, overrides, {f.name for f in fields(RetrainSettings)},
-                              "retrain", nested=("drift",))
+    values = layered_settings(
+        "retrain.yaml", path, overrides, {f.name for f in fields(RetrainSettings)}, "retrain", nested=("drift",)
+    )
     unknown = sorted(set(values["drift"]) - {f.name for f in fields(DriftSettings)})
     if unknown:
         raise ValueError(f"unknown retrain setting(s) {[f'drift.{k}' for k in unknown]}")
@@ -155,8 +156,7 @@ class LabelSet:
     database_note: str
 
 
-def gather_labels(paths: list[str | Path], database: pd.DataFrame | None = None,
-                  database_note: str = "") -> LabelSet:
+def gather_labels(paths: list[str | Path], database: pd.DataFrame | None = None, database_note: str = "") -> LabelSet:
     """Read and validate labelled files and the triage database's labelled lines; merge them.
 
     Parameters
@@ -190,10 +190,11 @@ def gather_labels(paths: list[str | Path], database: pd.DataFrame | None = None,
         db_count = len(checked.valid)
         parts = [p[~line_keys(p).isin(line_keys(checked.valid))] for p in parts] + [checked.valid]
     if not parts or sum(len(p) for p in parts) == 0:
-        raise ValueError("no labelled lines: pass --labels files or configure the triage database "
-                         f"(MISDECLARE_DATABASE_URL){'; ' + database_note if database_note else ''}")
-    lines = pd.concat(parts, ignore_index=True).sort_values(
-        ["declared_at", *KEY_COLUMNS], kind="stable", ignore_index=True)
+        raise ValueError(
+            "no labelled lines: pass --labels files or configure the triage database "
+            f"(MISDECLARE_DATABASE_URL){'; ' + database_note if database_note else ''}"
+        )
+    lines = pd.concat(parts, ignore_index=True).sort_values(["declared_at", *KEY_COLUMNS], kind="stable", ignore_index=True)
     quarantine = pd.concat(quarantined, ignore_index=True) if quarantined else pd.DataFrame()
     return LabelSet(lines, quarantine, read, [str(p) for p in paths], db_count, database_note)
 
@@ -215,8 +216,9 @@ def selection_probabilities(lines: pd.DataFrame) -> np.ndarray:
     bad = given.to_numpy() & ~((values > 0) & (values <= 1))
     if bad.any():
         first = lines.loc[bad, [*KEY_COLUMNS, SELECTION_PROBABILITY]].iloc[0].tolist()
-        raise ValueError(f"{int(bad.sum())} line(s) have a selection_probability outside (0, 1], "
-                         f"e.g. {first[0]}/{first[1]}: {first[2]!r}")
+        raise ValueError(
+            f"{int(bad.sum())} line(s) have a selection_probability outside (0, 1], e.g. {first[0]}/{first[1]}: {first[2]!r}"
+        )
     return values
 
 
@@ -295,12 +297,16 @@ def check_window(lines: pd.DataFrame, window: Window, min_positives: int) -> Non
     target = inside[is_labelled(inside)]
     positives = int(target["misdeclared"].astype("int64").sum())
     if positives < min_positives or positives == len(target):
-        raise ValueError(f"the comparison window {iso(window.start)}..{iso(window.end - _DAY)} holds "
-                         f"{len(target)} labelled line(s), {positives} misdeclared: at least {min_positives} "
-                         f"misdeclared and one clean line are needed to compare the models")
+        raise ValueError(
+            f"the comparison window {iso(window.start)}..{iso(window.end - _DAY)} holds "
+            f"{len(target)} labelled line(s), {positives} misdeclared: at least {min_positives} "
+            f"misdeclared and one clean line are needed to compare the models"
+        )
     if not declared_between(lines, None, window.train_end).any():
-        raise ValueError(f"no line is declared before {iso(window.train_end)} (the comparison window minus the "
-                         f"label delay): nothing to train the challenger on")
+        raise ValueError(
+            f"no line is declared before {iso(window.train_end)} (the comparison window minus the "
+            f"label delay): nothing to train the challenger on"
+        )
 
 
 def check_champion_before(spec: dict, window: Window) -> dict | None:
@@ -315,28 +321,30 @@ def check_champion_before(spec: dict, window: Window) -> dict | None:
     if not periods:
         return None
     if pd.Timestamp(periods["valid_end"]) > window.start:
-        raise ValueError(f"the champion was trained and validated on lines up to {periods['valid_end']}, inside "
-                         f"the comparison window from {iso(window.start)}: the comparison would favour it; "
-                         f"retrain when labels newer than its training have arrived")
+        raise ValueError(
+            f"the champion was trained and validated on lines up to {periods['valid_end']}, inside "
+            f"the comparison window from {iso(window.start)}: the comparison would favour it; "
+            f"retrain when labels newer than its training have arrived"
+        )
     return periods
 
 
-def train_challenger(lines: pd.DataFrame, window: Window, config: TrainConfig,
-                     reference_dir: str | None = None) -> TrainResult:
+def train_challenger(lines: pd.DataFrame, window: Window, config: TrainConfig, reference_dir: str | None = None) -> TrainResult:
     """Train on the lines declared before the window's training cut-off, weighted by ``WEIGHT_COLUMN``."""
     # Fit as close to the window as the label delay allows; the window itself is the test period.
     upto = lines[declared_between(lines, None, window.end)]
-    before, measured = upto[declared_between(upto, None, window.train_end)], upto[declared_between(upto, window.start, window.end)]
+    before, measured = (
+        upto[declared_between(upto, None, window.train_end)],
+        upto[declared_between(upto, window.start, window.end)],
+    )
     try:
         split = window_split(before, window.train_end, config.valid_fraction, config.label_delay_days, test=measured)
         return train_model(upto, config, reference_dir, split=split, weight_column=WEIGHT_COLUMN)
     except ValueError as exc:
-        raise ValueError(f"cannot train the challenger on the lines declared before {iso(window.train_end)}: "
-                         f"{exc}") from exc
+        raise ValueError(f"cannot train the challenger on the lines declared before {iso(window.train_end)}: {exc}") from exc
 
 
-def slice_groups(target: pd.DataFrame, past: pd.DataFrame,
-                 reference_dir: str | None = None) -> dict[tuple[str, str], np.ndarray]:
+def slice_groups(target: pd.DataFrame, past: pd.DataFrame, reference_dir: str | None = None) -> dict[tuple[str, str], np.ndarray]:
     """Masks of the evaluation's slices over the window's labelled lines, plus ``selected_by``."""
     from features.reference import load_reference
     from features.transformers import DeclaredHSFeatures, RouteFeatures
@@ -345,8 +353,9 @@ def slice_groups(target: pd.DataFrame, past: pd.DataFrame,
     route = RouteFeatures(reference_dir=reference_dir).fit(target.head(0)).transform(target)
     earlier_shippers = set(past["shipper_id"].dropna()) if "shipper_id" in past.columns else set()
     positive = target["misdeclared"].to_numpy("int64") == 1
-    masks = slice_masks(target, positive, earlier_shippers, cover, route["via_hub"].to_numpy() == 1.0,
-                        load_reference(reference_dir).commodities)
+    masks = slice_masks(
+        target, positive, earlier_shippers, cover, route["via_hub"].to_numpy() == 1.0, load_reference(reference_dir).commodities
+    )
     if SELECTED_BY in target.columns:
         selected = target[SELECTED_BY].astype("string").fillna("unknown").to_numpy(dtype=object)
         for group in sorted(set(selected)):
@@ -378,8 +387,9 @@ def model_scores(all_scores: np.ndarray, labelled: np.ndarray, rate: float) -> M
     return ModelScores(np.asarray(all_scores)[labelled], top_k_mask(all_scores, rate)[labelled])
 
 
-def slice_metrics(y: np.ndarray, model: ModelScores, mask: np.ndarray, recall_metric: str,
-                  weights: np.ndarray | None = None) -> dict[str, float]:
+def slice_metrics(
+    y: np.ndarray, model: ModelScores, mask: np.ndarray, recall_metric: str, weights: np.ndarray | None = None
+) -> dict[str, float]:
     """Average precision among the slice's labelled lines, and recall at the inspection rate.
 
     The recall is the share of the slice's known misdeclared lines that the model flags within
@@ -393,16 +403,21 @@ def slice_metrics(y: np.ndarray, model: ModelScores, mask: np.ndarray, recall_me
     weights = np.ones(len(y)) if weights is None else np.asarray(weights, dtype="float64")
     positives = mask & (y == 1)
     both = 0 < positives.sum() < mask.sum()
-    average_precision = (float(average_precision_score(y[mask], model.scores[mask], sample_weight=weights[mask]))
-                         if both else float("nan"))
-    recall = (float(np.average(model.flagged[positives], weights=weights[positives])) if positives.any()
-              else float("nan"))
+    average_precision = (
+        float(average_precision_score(y[mask], model.scores[mask], sample_weight=weights[mask])) if both else float("nan")
+    )
+    recall = float(np.average(model.flagged[positives], weights=weights[positives])) if positives.any() else float("nan")
     return {AVERAGE_PRECISION: average_precision, recall_metric: recall}
 
 
-def compare_scores(y: np.ndarray, champion: ModelScores | None, challenger: ModelScores,
-                   masks: dict[tuple[str, str], np.ndarray], settings: RetrainSettings,
-                   weights: np.ndarray | None = None) -> pd.DataFrame:
+def compare_scores(
+    y: np.ndarray,
+    champion: ModelScores | None,
+    challenger: ModelScores,
+    masks: dict[tuple[str, str], np.ndarray],
+    settings: RetrainSettings,
+    weights: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Metrics of both models per slice, side by side (:func:`slice_metrics`, weighted by ``weights``).
 
     Returns
@@ -418,15 +433,25 @@ def compare_scores(y: np.ndarray, champion: ModelScores | None, challenger: Mode
         positives = int(y[mask].sum())
         measured = positives >= settings.slice_min_positives and positives < int(mask.sum())
         challenger_values = slice_metrics(y, challenger, mask, settings.recall_metric, weights)
-        champion_values = ({} if champion is None else slice_metrics(y, champion, mask, settings.recall_metric,
-                                                                     weights))
+        champion_values = {} if champion is None else slice_metrics(y, champion, mask, settings.recall_metric, weights)
         for metric, chall in challenger_values.items():
             champ = champion_values.get(metric, float("nan"))
-            rows.append({"slice": slice_name, "group": group, "lines": int(mask.sum()), "positives": positives,
-                         "measured": measured, "metric": metric, "champion": champ, "challenger": chall,
-                         "change": chall - champ})
-    return pd.DataFrame(rows, columns=["slice", "group", "lines", "positives", "measured", "metric", "champion",
-                                       "challenger", "change"])
+            rows.append(
+                {
+                    "slice": slice_name,
+                    "group": group,
+                    "lines": int(mask.sum()),
+                    "positives": positives,
+                    "measured": measured,
+                    "metric": metric,
+                    "champion": champ,
+                    "challenger": chall,
+                    "change": chall - champ,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["slice", "group", "lines", "positives", "measured", "metric", "champion", "challenger", "change"]
+    )
 
 
 @dataclass(frozen=True)
@@ -464,8 +489,9 @@ def _slice_drops(table: pd.DataFrame, metrics: tuple[str, ...], tolerance: float
     return dropped[["slice", "group", "metric", "champion", "challenger", "drop"]].to_dict("records")
 
 
-def decide(table: pd.DataFrame, min_gain: float, tolerance: float, metrics: tuple[str, ...],
-           has_champion: bool = True) -> Decision:
+def decide(
+    table: pd.DataFrame, min_gain: float, tolerance: float, metrics: tuple[str, ...], has_champion: bool = True
+) -> Decision:
     """The decision rule.
 
     1. Without a champion, the challenger is promoted.
@@ -489,21 +515,35 @@ def decide(table: pd.DataFrame, min_gain: float, tolerance: float, metrics: tupl
         return Decision(PROMOTE, "no champion is registered: the challenger becomes champion", float("nan"), [])
     head = table[(table["slice"] == ALL) & (table["group"] == ALL) & (table["metric"] == AVERAGE_PRECISION)]
     if head.empty or not bool(head["measured"].iloc[0]) or not np.isfinite(head["change"].iloc[0]):
-        return Decision(KEEP, "the comparison window has too few labelled lines of both classes to compare",
-                        float("nan"), [])
+        return Decision(KEEP, "the comparison window has too few labelled lines of both classes to compare", float("nan"), [])
     champion, challenger = float(head["champion"].iloc[0]), float(head["challenger"].iloc[0])
     gain = challenger - champion
     if not gain >= min_gain:
-        return Decision(KEEP, f"average precision {challenger:.3f} vs champion {champion:.3f}: gain {gain:+.3f} is "
-                              f"below the minimum gain {min_gain:.3f}", gain, [])
+        return Decision(
+            KEEP,
+            f"average precision {challenger:.3f} vs champion {champion:.3f}: gain {gain:+.3f} is "
+            f"below the minimum gain {min_gain:.3f}",
+            gain,
+            [],
+        )
     drops = _slice_drops(table, metrics, tolerance)
     if drops:
         worst = drops[0]
-        return Decision(KEEP, f"{len(drops)} slice metric(s) drop by more than {tolerance:.3f}; worst: "
-                              f"{worst['slice']}={worst['group']} {worst['metric']} {worst['champion']:.3f} -> "
-                              f"{worst['challenger']:.3f}", gain, drops)
-    return Decision(PROMOTE, f"average precision {challenger:.3f} vs champion {champion:.3f} (gain {gain:+.3f} >= "
-                             f"{min_gain:.3f}) and no slice drops by more than {tolerance:.3f}", gain, [])
+        return Decision(
+            KEEP,
+            f"{len(drops)} slice metric(s) drop by more than {tolerance:.3f}; worst: "
+            f"{worst['slice']}={worst['group']} {worst['metric']} {worst['champion']:.3f} -> "
+            f"{worst['challenger']:.3f}",
+            gain,
+            drops,
+        )
+    return Decision(
+        PROMOTE,
+        f"average precision {challenger:.3f} vs champion {champion:.3f} (gain {gain:+.3f} >= "
+        f"{min_gain:.3f}) and no slice drops by more than {tolerance:.3f}",
+        gain,
+        [],
+    )
 
 
 # ----------------------------------------------------------------------------- the job
@@ -584,8 +624,16 @@ def _window_counts(lines: pd.DataFrame, window: Window) -> dict:
     return {"lines": len(inside), "labelled": len(target), "positives": positives}
 
 
-def compare_on_window(champion, challenger, lines: pd.DataFrame, current: pd.DataFrame, past: pd.DataFrame,
-                      settings: RetrainSettings, num_threads: int, reference_dir: str | None = None) -> pd.DataFrame:
+def compare_on_window(
+    champion,
+    challenger,
+    lines: pd.DataFrame,
+    current: pd.DataFrame,
+    past: pd.DataFrame,
+    settings: RetrainSettings,
+    num_threads: int,
+    reference_dir: str | None = None,
+) -> pd.DataFrame:
     """Score the window's lines with both bundles (the champion may be None) and compare them per slice,
     each labelled line weighted by its ``WEIGHT_COLUMN`` (inverse selection probability) if present."""
     from models.predict import score_frame
@@ -598,8 +646,14 @@ def compare_on_window(champion, challenger, lines: pd.DataFrame, current: pd.Dat
             risk = score_frame(bundle, current, explain="none", num_threads=num_threads, past=past)
             scored[name] = model_scores(risk["risk_score"].to_numpy(), known, settings.inspection_rate)
     weights = target[WEIGHT_COLUMN].to_numpy("float64") if WEIGHT_COLUMN in target else None
-    return compare_scores(target["misdeclared"].to_numpy("int64"), scored.get("champion"), scored["challenger"],
-                          slice_groups(target, past, reference_dir), settings, weights)
+    return compare_scores(
+        target["misdeclared"].to_numpy("int64"),
+        scored.get("champion"),
+        scored["challenger"],
+        slice_groups(target, past, reference_dir),
+        settings,
+        weights,
+    )
 
 
 @dataclass
@@ -633,8 +687,15 @@ class Challenge:
     decision: Decision
 
 
-def challenge(lines: pd.DataFrame, champion, settings: RetrainSettings, config: TrainConfig, folder: Path,
-              history: pd.DataFrame | None = None, reference_dir: str | None = None) -> Challenge:
+def challenge(
+    lines: pd.DataFrame,
+    champion,
+    settings: RetrainSettings,
+    config: TrainConfig,
+    folder: Path,
+    history: pd.DataFrame | None = None,
+    reference_dir: str | None = None,
+) -> Challenge:
     """The retrain decision, without side effects but the challenger's files in ``folder``.
 
     Weighs ``lines`` by inverse selection probability, takes the comparison window (the last
@@ -659,8 +720,7 @@ def challenge(lines: pd.DataFrame, champion, settings: RetrainSettings, config: 
     challenger = load_bundle_folder(folder, version="challenger")
     current, past = scoring_view(lines, window, history)
     table = compare_on_window(champion, challenger, lines, current, past, settings, config.num_threads, reference_dir)
-    decision = decide(table, settings.min_gain, settings.slice_tolerance, settings.checked_metrics,
-                      champion is not None)
+    decision = decide(table, settings.min_gain, settings.slice_tolerance, settings.checked_metrics, champion is not None)
     return Challenge(lines, window, result, challenger, manifest_sha, current, past, table, decision)
 
 
@@ -686,18 +746,33 @@ def run_retrain(request: RetrainRequest) -> RetrainOutcome:
         champion = None
         if champion_version is not None:
             champion = _load_champion(request.model_name, champion_version, request.tracking_uri, folder / "champion")
-        done = challenge(labels.lines, champion, settings, config, folder / "bundle", request.history,
-                         request.reference_dir)
+        done = challenge(labels.lines, champion, settings, config, folder / "bundle", request.history, request.reference_dir)
         lines, window = done.lines, done.window
-        drift = drift_report(champion or done.challenger, lines[declared_between(lines, None, window.train_end)],
-                             done.current, settings.drift, current_past=done.past, num_threads=config.num_threads)
+        drift = drift_report(
+            champion or done.challenger,
+            lines[declared_between(lines, None, window.train_end)],
+            done.current,
+            settings.drift,
+            current_past=done.past,
+            num_threads=config.num_threads,
+        )
         pending = RetrainOutcome(
-            labels=labels, window=window, window_counts=_window_counts(lines, window),
-            champion_version=champion_version, challenger_version=None, challenger=done.result,
-            comparison=done.table, decision=done.decision, outcome="pending", outcome_note="",
+            labels=labels,
+            window=window,
+            window_counts=_window_counts(lines, window),
+            champion_version=champion_version,
+            challenger_version=None,
+            challenger=done.result,
+            comparison=done.table,
+            decision=done.decision,
+            outcome="pending",
+            outcome_note="",
             exploration=exploration_hit_rate(lines),
             exploration_window=exploration_hit_rate(lines[declared_between(lines, window.start, window.end)]),
-            drift=drift, run_id="", document={})
+            drift=drift,
+            run_id="",
+            document={},
+        )
         return record_and_apply(pending, request, folder / "bundle", done.manifest_sha256)
 
 
@@ -726,26 +801,41 @@ def retrain_document(outcome: RetrainOutcome, request: RetrainRequest) -> dict:
     return {
         "model_name": request.model_name,
         "dry_run": request.dry_run,
-        "decision": {"action": outcome.decision.action, "reason": outcome.decision.reason,
-                     "gain": _number(outcome.decision.gain),
-                     "drops": [{k: _number(v) for k, v in d.items()} for d in outcome.decision.drops]},
+        "decision": {
+            "action": outcome.decision.action,
+            "reason": outcome.decision.reason,
+            "gain": _number(outcome.decision.gain),
+            "drops": [{k: _number(v) for k, v in d.items()} for d in outcome.decision.drops],
+        },
         "outcome": outcome.outcome,
         "outcome_note": outcome.outcome_note,
         "champion": {"version": outcome.champion_version},
-        "challenger": {"version": outcome.challenger_version,
-                       "periods": outcome.challenger.split.boundaries,
-                       "train_labelled_lines": outcome.challenger.spec["training"]["train_labelled_lines"],
-                       "metrics": {k: _number(v) for k, v in outcome.challenger.metrics.items()}},
-        "window": {"start": iso(window.start), "end": iso(window.end - _DAY), "train_end": iso(window.train_end),
-                   **outcome.window_counts},
-        "settings": {**{k: _number(v) for k, v in asdict(request.settings).items() if k != "drift"},
-                     "label_delay_days": request.config.label_delay_days},
-        "labels": {"files": outcome.labels.files, "lines_read": outcome.labels.lines_read,
-                   "lines_valid": len(outcome.labels.lines), "lines_quarantined": len(outcome.labels.quarantine),
-                   "labelled": int(is_labelled(outcome.labels.lines).sum()),
-                   "database_lines": outcome.labels.database_lines, "database_note": outcome.labels.database_note},
-        "exploration": {"all": _hit_rate_dict(outcome.exploration),
-                        "window": _hit_rate_dict(outcome.exploration_window)},
+        "challenger": {
+            "version": outcome.challenger_version,
+            "periods": outcome.challenger.split.boundaries,
+            "train_labelled_lines": outcome.challenger.spec["training"]["train_labelled_lines"],
+            "metrics": {k: _number(v) for k, v in outcome.challenger.metrics.items()},
+        },
+        "window": {
+            "start": iso(window.start),
+            "end": iso(window.end - _DAY),
+            "train_end": iso(window.train_end),
+            **outcome.window_counts,
+        },
+        "settings": {
+            **{k: _number(v) for k, v in asdict(request.settings).items() if k != "drift"},
+            "label_delay_days": request.config.label_delay_days,
+        },
+        "labels": {
+            "files": outcome.labels.files,
+            "lines_read": outcome.labels.lines_read,
+            "lines_valid": len(outcome.labels.lines),
+            "lines_quarantined": len(outcome.labels.quarantine),
+            "labelled": int(is_labelled(outcome.labels.lines).sum()),
+            "database_lines": outcome.labels.database_lines,
+            "database_note": outcome.labels.database_note,
+        },
+        "exploration": {"all": _hit_rate_dict(outcome.exploration), "window": _hit_rate_dict(outcome.exploration_window)},
         "comparison": [{k: _number(v) for k, v in row.items()} for row in outcome.comparison.to_dict("records")],
         "drift": outcome.drift.to_dict(),
     }
@@ -755,16 +845,24 @@ def _headline_metrics(table: pd.DataFrame) -> dict[str, float]:
     head = table[(table["slice"] == ALL) & (table["group"] == ALL)]
     metrics = {}
     for row in head.itertuples(index=False):
-        metrics.update({f"champion_{row.metric}": row.champion, f"challenger_{row.metric}": row.challenger,
-                        f"change_{row.metric}": row.change})
+        metrics.update(
+            {
+                f"champion_{row.metric}": row.champion,
+                f"challenger_{row.metric}": row.challenger,
+                f"change_{row.metric}": row.change,
+            }
+        )
     return {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
 
 
 def _decision_tags(outcome: RetrainOutcome) -> dict[str, str]:
-    return {"job": "retrain", "retrain_decision": outcome.decision.action,
-            "retrain_reason": outcome.decision.reason[:4900],
-            "retrain_champion_version": str(outcome.champion_version),
-            "retrain_window": f"{iso(outcome.window.start)}..{iso(outcome.window.end - _DAY)}"}
+    return {
+        "job": "retrain",
+        "retrain_decision": outcome.decision.action,
+        "retrain_reason": outcome.decision.reason[:4900],
+        "retrain_champion_version": str(outcome.champion_version),
+        "retrain_window": f"{iso(outcome.window.start)}..{iso(outcome.window.end - _DAY)}",
+    }
 
 
 def _log_inputs(mlflow, outcome: RetrainOutcome, request: RetrainRequest) -> None:
@@ -773,21 +871,33 @@ def _log_inputs(mlflow, outcome: RetrainOutcome, request: RetrainRequest) -> Non
     mlflow.log_params(request.config.as_dict())
     mlflow.log_params({f"retrain_{k}": v for k, v in asdict(request.settings).items() if k != "drift"})
     mlflow.log_params({f"period_{k}": v for k, v in outcome.challenger.split.boundaries.items()})
-    mlflow.log_params({"retrain_window_start": iso(outcome.window.start),
-                       "retrain_window_end": iso(outcome.window.end - _DAY), "retrain_dry_run": request.dry_run})
+    mlflow.log_params(
+        {
+            "retrain_window_start": iso(outcome.window.start),
+            "retrain_window_end": iso(outcome.window.end - _DAY),
+            "retrain_dry_run": request.dry_run,
+        }
+    )
     rates = {f"exploration_{k}": v for k, v in asdict(outcome.exploration).items()} if outcome.exploration else {}
-    mlflow.log_metrics({**{f"challenger_{k}": v for k, v in outcome.challenger.metrics.items() if np.isfinite(v)},
-                        **_headline_metrics(outcome.comparison),
-                        **{k: float(v) for k, v in rates.items() if np.isfinite(v)}})
-    tags = {"git_commit": git_commit(), "database_labels": str(outcome.labels.database_lines),
-            **{f"version_{k}": v for k, v in library_versions().items()}, **_decision_tags(outcome)}
+    mlflow.log_metrics(
+        {
+            **{f"challenger_{k}": v for k, v in outcome.challenger.metrics.items() if np.isfinite(v)},
+            **_headline_metrics(outcome.comparison),
+            **{k: float(v) for k, v in rates.items() if np.isfinite(v)},
+        }
+    )
+    tags = {
+        "git_commit": git_commit(),
+        "database_labels": str(outcome.labels.database_lines),
+        **{f"version_{k}": v for k, v in library_versions().items()},
+        **_decision_tags(outcome),
+    }
     if request.paths:
         tags.update({"data_sha256": data_fingerprint(request.paths), "data_files": ",".join(map(str, request.paths))})
     mlflow.set_tags(tags)
 
 
-def _apply(outcome: RetrainOutcome, request: RetrainRequest, run_id: str,
-           manifest_sha: str) -> tuple[str | None, str, str]:
+def _apply(outcome: RetrainOutcome, request: RetrainRequest, run_id: str, manifest_sha: str) -> tuple[str | None, str, str]:
     """Register the challenger, promote it when decided, then alias it; (version, outcome, note).
 
     ``challenger`` moves last, so that a failed promotion leaves every alias as it was (a new
@@ -803,8 +913,9 @@ def _apply(outcome: RetrainOutcome, request: RetrainRequest, run_id: str,
         set_alias(request.model_name, CHALLENGER, version, request.tracking_uri)
         return version, KEPT, f"champion stays version {outcome.champion_version}; challenger is version {version}"
     try:
-        move = promote(request.model_name, version, outcome.champion_version, request.tracking_uri,
-                       request.settings.lock_timeout_seconds)
+        move = promote(
+            request.model_name, version, outcome.champion_version, request.tracking_uri, request.settings.lock_timeout_seconds
+        )
     except PromotionError as exc:
         return version, ABORTED, f"{exc} (version {version} registered without an alias)"
     set_alias(request.model_name, CHALLENGER, version, request.tracking_uri)
@@ -812,8 +923,7 @@ def _apply(outcome: RetrainOutcome, request: RetrainRequest, run_id: str,
     return version, PROMOTED, f"champion moved from version {move.champion_before} to {version}{previous}"
 
 
-def record_and_apply(outcome: RetrainOutcome, request: RetrainRequest, bundle: Path,
-                     manifest_sha: str) -> RetrainOutcome:
+def record_and_apply(outcome: RetrainOutcome, request: RetrainRequest, bundle: Path, manifest_sha: str) -> RetrainOutcome:
     """Log the retrain run (inputs, numbers, decision, drift, bundle), then apply the decision.
 
     The aliases move last, after everything is recorded: a crash before leaves them as they were.
@@ -838,10 +948,10 @@ def record_and_apply(outcome: RetrainOutcome, request: RetrainRequest, bundle: P
         mlflow.log_artifacts(str(bundle), artifact_path="bundle")
         mlflow.set_tag("bundle_manifest_sha256", manifest_sha)
         version, applied, note = _apply(outcome, request, run.info.run_id, manifest_sha)
-        outcome = replace(outcome, challenger_version=version, outcome=applied, outcome_note=note,
-                          run_id=run.info.run_id)
+        outcome = replace(outcome, challenger_version=version, outcome=applied, outcome_note=note, run_id=run.info.run_id)
         outcome = replace(outcome, document={**retrain_document(outcome, request), "mlflow_run_id": run.info.run_id})
-        mlflow.set_tags({"retrain_outcome": applied, "retrain_outcome_note": note[:4900],
-                         "retrain_challenger_version": str(version)})
+        mlflow.set_tags(
+            {"retrain_outcome": applied, "retrain_outcome_note": note[:4900], "retrain_challenger_version": str(version)}
+        )
         mlflow.log_text(json.dumps(outcome.document, indent=1), "retrain/report.json")
     return outcome

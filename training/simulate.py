@@ -81,11 +81,18 @@ def load_simulation_settings(path: str | Path | None = None, **overrides) -> Sim
         raw["new_route"] = {**raw["new_route"], "week": raw.pop("new_route.week")}
     scenario = resources.files("training").joinpath("data", raw["new_route"]["scenario"])
     generator = load_generator_config(Path(str(scenario)))
-    return SimulationSettings(start=pd.Timestamp(raw["start"]), history_weeks=int(raw["history_weeks"]),
-                              weeks=int(raw["weeks"]), lines_per_week=int(raw["lines_per_week"]),
-                              daily_capacity=int(raw["daily_capacity"]),
-                              outcome_delay_days=int(raw["outcome_delay_days"]), retrain=dict(raw["retrain"]),
-                              new_route=dict(raw["new_route"]), seed=int(raw.get("seed", 0)), generator=generator)
+    return SimulationSettings(
+        start=pd.Timestamp(raw["start"]),
+        history_weeks=int(raw["history_weeks"]),
+        weeks=int(raw["weeks"]),
+        lines_per_week=int(raw["lines_per_week"]),
+        daily_capacity=int(raw["daily_capacity"]),
+        outcome_delay_days=int(raw["outcome_delay_days"]),
+        retrain=dict(raw["retrain"]),
+        new_route=dict(raw["new_route"]),
+        seed=int(raw.get("seed", 0)),
+        generator=generator,
+    )
 
 
 def simulated_world(settings: SimulationSettings) -> pd.DataFrame:
@@ -112,8 +119,14 @@ def is_new_fraud(lines: pd.DataFrame, settings: SimulationSettings) -> np.ndarra
     return ((lines["sim_fraud"] == 1) & (lines["sim_route"] == settings.new_route["route"])).to_numpy()
 
 
-def week_metrics(week: int, lines: pd.DataFrame, inspected: np.ndarray, explored: np.ndarray,
-                 probability: np.ndarray, settings: SimulationSettings) -> dict:
+def week_metrics(
+    week: int,
+    lines: pd.DataFrame,
+    inspected: np.ndarray,
+    explored: np.ndarray,
+    probability: np.ndarray,
+    settings: SimulationSettings,
+) -> dict:
     """What one week of the loop achieved, against the truth.
 
     Parameters
@@ -176,8 +189,9 @@ def policy_summary(weekly: list[dict], settings: SimulationSettings) -> dict:
         relative error of the prevalence estimated with the random checks over the last 13 weeks
         (None when a week had none).
     """
-    caught = next((w["week"] for w in weekly if w["week"] >= settings.new_route["week"]
-                   and w.get("new_fraud_found", 0) > 0), None)
+    caught = next(
+        (w["week"] for w in weekly if w["week"] >= settings.new_route["week"] and w.get("new_fraud_found", 0) > 0), None
+    )
     after = None
     if caught is not None:
         retrains = [w["week"] for w in weekly if w["week"] >= caught and w.get("retrained")]
@@ -205,15 +219,21 @@ def is_finite(value) -> bool:
 def simulation_document(settings: SimulationSettings, runs: list, labels: list[str]) -> dict:
     """The ``--json`` document: settings, then per policy (keyed by the share as written) its weeks and summary."""
     return {
-        "settings": {"weeks": settings.weeks, "history_weeks": settings.history_weeks,
-                     "lines_per_week": settings.lines_per_week, "daily_capacity": settings.daily_capacity,
-                     "outcome_delay_days": settings.outcome_delay_days, "seed": settings.seed,
-                     "loop_start": settings.loop_start.date().isoformat(),
-                     "new_route": {**settings.new_route, "first_day": settings.shift_day.date().isoformat()},
-                     "retrain": settings.retrain},
-        "policies": {label: {"exploration": run.exploration, "weekly": run.weekly, **run.summary,
-                             "seconds": run.seconds}
-                     for label, run in zip(labels, runs, strict=True)},
+        "settings": {
+            "weeks": settings.weeks,
+            "history_weeks": settings.history_weeks,
+            "lines_per_week": settings.lines_per_week,
+            "daily_capacity": settings.daily_capacity,
+            "outcome_delay_days": settings.outcome_delay_days,
+            "seed": settings.seed,
+            "loop_start": settings.loop_start.date().isoformat(),
+            "new_route": {**settings.new_route, "first_day": settings.shift_day.date().isoformat()},
+            "retrain": settings.retrain,
+        },
+        "policies": {
+            label: {"exploration": run.exploration, "weekly": run.weekly, **run.summary, "seconds": run.seconds}
+            for label, run in zip(labels, runs, strict=True)
+        },
     }
 
 
@@ -226,13 +246,21 @@ def recall_figure(document: dict):
     for index, (label, policy) in enumerate(document["policies"].items()):
         weeks = [w["week"] for w in policy["weekly"]]
         color = f"C{index}"
-        axes.plot(weeks, [_nan(w["recall_at_capacity"]) for w in policy["weekly"]], color=color,
-                  label=f"exploration {float(label):.0%}: all fraud")
-        axes.plot(weeks, [_nan(w["new_fraud_recall"]) for w in policy["weekly"]], color=color, linestyle="--",
-                  label=f"exploration {float(label):.0%}: new route")
+        axes.plot(
+            weeks,
+            [_nan(w["recall_at_capacity"]) for w in policy["weekly"]],
+            color=color,
+            label=f"exploration {float(label):.0%}: all fraud",
+        )
+        axes.plot(
+            weeks,
+            [_nan(w["new_fraud_recall"]) for w in policy["weekly"]],
+            color=color,
+            linestyle="--",
+            label=f"exploration {float(label):.0%}: new route",
+        )
     axes.axvline(shift, color="grey", linewidth=1)
-    axes.annotate("new route opens", (shift, 1.02), ha="center", fontsize=8, color="grey",
-                  annotation_clip=False)
+    axes.annotate("new route opens", (shift, 1.02), ha="center", fontsize=8, color="grey", annotation_clip=False)
     axes.set(xlabel="week of the loop", ylabel="recall at the inspection capacity", ylim=(0, 1))
     axes.legend(fontsize=7, ncols=2, loc="lower right")
     figure.tight_layout()
@@ -262,8 +290,7 @@ def log_simulation(document: dict, figure_path: Path, tracking_uri: str | None =
                     mlflow.log_metric(f"exploration_{label}_{key}", float(policy[key]))
             for week in policy["weekly"]:
                 if is_finite(week["recall_at_capacity"]):
-                    mlflow.log_metric(f"exploration_{label}_recall_at_capacity", week["recall_at_capacity"],
-                                      step=week["week"])
+                    mlflow.log_metric(f"exploration_{label}_recall_at_capacity", week["recall_at_capacity"], step=week["week"])
         mlflow.set_tags({"git_commit": git_commit(), "job": "simulate"})
         mlflow.log_text(json.dumps(document, indent=1), "simulation/simulation.json")
         mlflow.log_artifact(str(figure_path), "simulation")

@@ -35,8 +35,7 @@ class TimeSplit:
     boundaries: dict[str, str]
 
 
-def time_split(lines: pd.DataFrame, valid_fraction: float, test_fraction: float,
-               label_delay_days: int) -> TimeSplit:
+def time_split(lines: pd.DataFrame, valid_fraction: float, test_fraction: float, label_delay_days: int) -> TimeSplit:
     """Split lines by ``declared_at`` into train | gap | valid | gap | test.
 
     The test period is the latest ``test_fraction`` of the date range, the validation period the
@@ -65,11 +64,19 @@ def time_split(lines: pd.DataFrame, valid_fraction: float, test_fraction: float,
     }
     for name, period in periods.items():
         if period.empty:
-            raise InsufficientDataError(f"the {name} period is empty: the data spans {first.date()} to {last.date()}, "
-                             f"too short for valid_fraction={valid_fraction}, test_fraction={test_fraction}, "
-                             f"label_delay_days={label_delay_days}")
-    boundaries = {"train_start": first, "train_end": train_end, "valid_start": valid_start,
-                  "valid_end": valid_end, "test_start": test_start, "test_end": last}
+            raise InsufficientDataError(
+                f"the {name} period is empty: the data spans {first.date()} to {last.date()}, "
+                f"too short for valid_fraction={valid_fraction}, test_fraction={test_fraction}, "
+                f"label_delay_days={label_delay_days}"
+            )
+    boundaries = {
+        "train_start": first,
+        "train_end": train_end,
+        "valid_start": valid_start,
+        "valid_end": valid_end,
+        "test_start": test_start,
+        "test_end": last,
+    }
     return TimeSplit(**periods, boundaries={k: v.strftime("%Y-%m-%d") for k, v in boundaries.items()})
 
 
@@ -87,8 +94,9 @@ def exploration_checks(lines: pd.DataFrame) -> pd.DataFrame:
     return labelled(lines[picked])
 
 
-def window_split(lines: pd.DataFrame, train_end: pd.Timestamp, valid_fraction: float, label_delay_days: int,
-                 test: pd.DataFrame | None = None) -> TimeSplit:
+def window_split(
+    lines: pd.DataFrame, train_end: pd.Timestamp, valid_fraction: float, label_delay_days: int, test: pd.DataFrame | None = None
+) -> TimeSplit:
     """Split for a model that must be as recent as possible: train | gap | valid, ending at ``train_end``.
 
     Used where an outer loop already holds out a later window (rolling evaluation, retraining):
@@ -117,11 +125,18 @@ def window_split(lines: pd.DataFrame, train_end: pd.Timestamp, valid_fraction: f
     periods = {"train": lines[dates < fit_end], "valid": lines[(dates >= valid_start) & (dates < train_end)]}
     for name, period in periods.items():
         if period.empty:
-            raise InsufficientDataError(f"the {name} period before {train_end.date()} is empty: the data starts {first.date()}, "
-                             f"too late for valid_fraction={valid_fraction}, label_delay_days={label_delay_days}")
+            raise InsufficientDataError(
+                f"the {name} period before {train_end.date()} is empty: the data starts {first.date()}, "
+                f"too late for valid_fraction={valid_fraction}, label_delay_days={label_delay_days}"
+            )
     test = lines.iloc[0:0] if test is None else test
     test_dates = pd.to_datetime(test["declared_at"])
-    boundaries = {"train_start": first, "train_end": fit_end, "valid_start": valid_start, "valid_end": train_end,
-                  "test_start": test_dates.min() if len(test) else train_end,
-                  "test_end": test_dates.max() if len(test) else train_end}
+    boundaries = {
+        "train_start": first,
+        "train_end": fit_end,
+        "valid_start": valid_start,
+        "valid_end": train_end,
+        "test_start": test_dates.min() if len(test) else train_end,
+        "test_end": test_dates.max() if len(test) else train_end,
+    }
     return TimeSplit(**periods, test=test, boundaries={k: v.strftime("%Y-%m-%d") for k, v in boundaries.items()})

@@ -36,8 +36,9 @@ def data_fingerprint(paths: list[str | Path]) -> str:
 def git_commit() -> str:
     """The checkout's HEAD commit, or 'unknown' outside a git checkout."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -66,8 +67,13 @@ def pr_curve_figure(y_true: np.ndarray, scores: np.ndarray, rates):
     for rate in rates:
         axis.scatter(recall_at_rate(y_true, scores, rate), precision_at_rate(y_true, scores, rate), zorder=3)
         axis.annotate(f"{rate:.0%}", (recall_at_rate(y_true, scores, rate), precision_at_rate(y_true, scores, rate)))
-    axis.set(xlabel="recall", ylabel="precision", title="Test period: precision-recall (inspected lines)",
-             xlim=(0, 1.02), ylim=(0, 1.02))
+    axis.set(
+        xlabel="recall",
+        ylabel="precision",
+        title="Test period: precision-recall (inspected lines)",
+        xlim=(0, 1.02),
+        ylim=(0, 1.02),
+    )
     axis.grid(alpha=0.3)
     return figure
 
@@ -105,8 +111,9 @@ def importance_figure(importance: pd.Series, top: int = 20):
     return figure
 
 
-def log_training_run(result, config, data_paths: list[str | Path], model_name: str,
-                     tracking_uri: str | None = None, run_name: str | None = None) -> tuple[str, str, bool]:
+def log_training_run(
+    result, config, data_paths: list[str | Path], model_name: str, tracking_uri: str | None = None, run_name: str | None = None
+) -> tuple[str, str, bool]:
     """Log a training run to MLflow and register its bundle.
 
     Returns
@@ -125,8 +132,14 @@ def log_training_run(result, config, data_paths: list[str | Path], model_name: s
         mlflow.log_params({k: v for k, v in config.as_dict().items()})
         mlflow.log_params({f"period_{k}": v for k, v in result.split.boundaries.items()})
         mlflow.log_metrics({k: v for k, v in result.metrics.items() if np.isfinite(v)})
-        mlflow.set_tags({"data_sha256": data_fingerprint(data_paths), "data_files": ",".join(map(str, data_paths)),
-                         "git_commit": git_commit(), **{f"version_{k}": v for k, v in library_versions().items()}})
+        mlflow.set_tags(
+            {
+                "data_sha256": data_fingerprint(data_paths),
+                "data_files": ",".join(map(str, data_paths)),
+                "git_commit": git_commit(),
+                **{f"version_{k}": v for k, v in library_versions().items()},
+            }
+        )
         _log_figures(mlflow, result, config)
         with tempfile.TemporaryDirectory() as folder:
             manifest_sha = save_bundle(folder, result.booster, result.spec, result.commodity_booster)
@@ -145,8 +158,10 @@ def _log_figures(mlflow, result, config) -> None:
 
     y = result.test_scores["misdeclared"].to_numpy("int64")
     scores = result.test_scores["risk_score"].to_numpy()
-    figures = {"pr_curve.png": pr_curve_figure(y, scores, config.inspection_rates),
-               "feature_importance.png": importance_figure(result.importance)}
+    figures = {
+        "pr_curve.png": pr_curve_figure(y, scores, config.inspection_rates),
+        "feature_importance.png": importance_figure(result.importance),
+    }
     if 0 < y.sum() < len(y):
         figures["calibration.png"] = calibration_figure(y, scores)
     for name, figure in figures.items():

@@ -66,15 +66,24 @@ class TrainResult:
 def lightgbm_params(config: TrainConfig, objective: str = "binary", **extra) -> dict:
     """LightGBM parameters, deterministic for ``config.seed`` and ``config.num_threads``."""
     return {
-        "objective": objective, "learning_rate": config.learning_rate, "num_leaves": config.num_leaves,
-        "min_child_samples": config.min_child_samples, "feature_fraction": config.feature_fraction,
-        "lambda_l2": config.lambda_l2, "seed": config.seed, "num_threads": config.num_threads,
-        "deterministic": True, "force_row_wise": True, "verbosity": -1, **extra,
+        "objective": objective,
+        "learning_rate": config.learning_rate,
+        "num_leaves": config.num_leaves,
+        "min_child_samples": config.min_child_samples,
+        "feature_fraction": config.feature_fraction,
+        "lambda_l2": config.lambda_l2,
+        "seed": config.seed,
+        "num_threads": config.num_threads,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+        **extra,
     }
 
 
-def fit_risk_model(X_train, y_train, X_valid, y_valid, categorical: list[str], config: TrainConfig,
-                   weight: np.ndarray | None = None) -> lgb.Booster:
+def fit_risk_model(
+    X_train, y_train, X_valid, y_valid, categorical: list[str], config: TrainConfig, weight: np.ndarray | None = None
+) -> lgb.Booster:
     """Binary LightGBM with class weighting and early stopping on the validation period.
 
     ``weight`` (one per training line, e.g. inverse selection probabilities) enters the loss and the
@@ -82,13 +91,16 @@ def fit_risk_model(X_train, y_train, X_valid, y_valid, categorical: list[str], c
     """
     counts = np.ones(len(y_train)) if weight is None else np.asarray(weight, dtype="float64")
     positives = max(float(counts[np.asarray(y_train) == 1].sum()), 1.0)
-    params = lightgbm_params(config, scale_pos_weight=(float(counts.sum()) - positives) / positives,
-                             metric="average_precision")
+    params = lightgbm_params(config, scale_pos_weight=(float(counts.sum()) - positives) / positives, metric="average_precision")
     train_set = lgb.Dataset(X_train, y_train, weight=weight, categorical_feature=categorical, free_raw_data=False)
     valid_set = lgb.Dataset(X_valid, y_valid, categorical_feature=categorical, reference=train_set)
-    return lgb.train(params, train_set, num_boost_round=config.max_rounds, valid_sets=[valid_set],
-                     callbacks=[early_stopping_after(min(config.min_rounds, config.max_rounds),
-                                                          config.early_stopping_rounds)])
+    return lgb.train(
+        params,
+        train_set,
+        num_boost_round=config.max_rounds,
+        valid_sets=[valid_set],
+        callbacks=[early_stopping_after(min(config.min_rounds, config.max_rounds), config.early_stopping_rounds)],
+    )
 
 
 def early_stopping_after(min_rounds: int, patience: int) -> Callable:
@@ -177,8 +189,7 @@ def anchor_to_population(calibration: dict, raw_scores: np.ndarray, prevalence: 
     return {**calibration, "b": (low + high) / 2}
 
 
-def population_calibration(calibration: dict, raw_scores: np.ndarray, period: pd.DataFrame,
-                           earlier: pd.DataFrame) -> dict:
+def population_calibration(calibration: dict, raw_scores: np.ndarray, period: pd.DataFrame, earlier: pd.DataFrame) -> dict:
     """The calibration with its ``basis``: anchored on exploration checks when they allow it.
 
     The validation period's exploration checks are used, or every exploration check up to its end
@@ -189,12 +200,18 @@ def population_calibration(calibration: dict, raw_scores: np.ndarray, period: pd
     if estimate is None:
         return {**calibration, "basis": "inspected"}
     rate, checks, hits = estimate
-    return {**anchor_to_population(calibration, raw_scores, rate), "basis": "exploration",
-            "exploration_checks": checks, "exploration_hits": hits, "population_rate": rate}
+    return {
+        **anchor_to_population(calibration, raw_scores, rate),
+        "basis": "exploration",
+        "exploration_checks": checks,
+        "exploration_hits": hits,
+        "population_rate": rate,
+    }
 
 
-def fit_commodity_model(X: pd.DataFrame, found: pd.Series, categorical: list[str], commodities: list[str],
-                        config: TrainConfig) -> lgb.Booster | None:
+def fit_commodity_model(
+    X: pd.DataFrame, found: pd.Series, categorical: list[str], commodities: list[str], config: TrainConfig
+) -> lgb.Booster | None:
     """Multiclass model of the commodity found on confirmed misdeclarations (None if too few)."""
     known = found.isin(commodities)
     if known.sum() < 20 or found[known].nunique() < 2:
@@ -221,9 +238,15 @@ def hide_labels_outside(lines: pd.DataFrame, known: pd.Index) -> pd.DataFrame:
     return hidden
 
 
-def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | None = None,
-                split: TimeSplit | None = None, extra_categorical: tuple[str, ...] = (),
-                weight_column: str | None = None, history_entities: tuple[str, ...] = ()) -> TrainResult:
+def train_model(
+    lines: pd.DataFrame,
+    config: TrainConfig,
+    reference_dir: str | None = None,
+    split: TimeSplit | None = None,
+    extra_categorical: tuple[str, ...] = (),
+    weight_column: str | None = None,
+    history_entities: tuple[str, ...] = (),
+) -> TrainResult:
     """Train the risk and commodity models on validated manifest lines.
 
     The feature pipeline is fitted on every line of the training period (labelled or not: typical
@@ -259,39 +282,63 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
     for name, period in (("train", train_l), ("valid", valid_l)):
         if period["misdeclared"].nunique() < 2:
             raise InsufficientDataError(f"the {name} period needs both misdeclared and clean inspected lines")
-    pipeline = build_feature_pipeline(reference_dir, min_count=config.min_hs_count,
-                                      min_category_count=config.min_category_count,
-                                      label_delay_days=config.label_delay_days,
-                                      extra_categorical=extra_categorical,
-                                      history_entities=history_entities,
-                                      tenure_unknown_days=config.tenure_unknown_days).fit(split.train)
+    pipeline = build_feature_pipeline(
+        reference_dir,
+        min_count=config.min_hs_count,
+        min_category_count=config.min_category_count,
+        label_delay_days=config.label_delay_days,
+        extra_categorical=extra_categorical,
+        history_entities=history_entities,
+        tenure_unknown_days=config.tenure_unknown_days,
+    ).fit(split.train)
     categorical = categorical_features(pipeline)
     _, X_all = transform_features(pipeline, hide_labels_outside(lines, split.train.index))
     X_train, X_valid, X_test = (X_all.loc[period.index] for period in (train_l, valid_l, test_l))
     y_train, y_valid = train_l["misdeclared"].to_numpy("int64"), valid_l["misdeclared"].to_numpy("int64")
     weight = None if weight_column is None else train_l[weight_column].to_numpy("float64")
     groups = feature_groups(pipeline)
-    booster = fit_risk_model(drop_party_history(X_train, groups, config.history_dropout, config.seed),
-                             y_train, X_valid, y_valid, categorical, config, weight)
+    booster = fit_risk_model(
+        drop_party_history(X_train, groups, config.history_dropout, config.seed),
+        y_train,
+        X_valid,
+        y_valid,
+        categorical,
+        config,
+        weight,
+    )
     valid_raw = booster.predict(X_all.loc[split.valid.index], raw_score=True)
-    calibration = population_calibration(fit_platt_calibration(booster.predict(X_valid, raw_score=True), y_valid),
-                                         valid_raw, split.valid, split.train)
+    calibration = population_calibration(
+        fit_platt_calibration(booster.predict(X_valid, raw_score=True), y_valid), valid_raw, split.valid, split.train
+    )
     # The validation window's risk distribution, kept to compare later batches with (drift, reports);
     # channels no longer use thresholds: they are day quotas by rank (models.channels).
     all_valid_scores = apply_calibration(valid_raw, calibration)
     valid_quantiles = {f"q{q:g}": float(np.quantile(all_valid_scores, q / 100)) for q in (50, 90, 93, 95, 98, 99)}
     commodities = load_reference(reference_dir).commodities
     commodity_features = [f for f in X_train.columns if groups[f] in config.commodity_feature_groups]
-    commodity_booster = fit_commodity_model(X_train[commodity_features], train_l["found_commodity"],
-                                            [c for c in categorical if c in commodity_features], commodities, config)
+    commodity_booster = fit_commodity_model(
+        X_train[commodity_features],
+        train_l["found_commodity"],
+        [c for c in categorical if c in commodity_features],
+        commodities,
+        config,
+    )
 
     metrics, test_scores = {}, test_l.copy()
     for prefix, frame, X in (("valid", valid_l, X_valid), ("test", test_l, X_test)):
         # An empty test period is allowed (window_split): the outer window is measured elsewhere.
         scores = apply_calibration(booster.predict(X, raw_score=True), calibration) if len(X) else np.empty(0)
-        metrics.update({f"{prefix}_{k}": v for k, v in ranking_metrics(
-            frame["misdeclared"].to_numpy("int64"), scores, config.inspection_rates,
-            frame["declared_value_usd"].to_numpy("float64")).items()})
+        metrics.update(
+            {
+                f"{prefix}_{k}": v
+                for k, v in ranking_metrics(
+                    frame["misdeclared"].to_numpy("int64"),
+                    scores,
+                    config.inspection_rates,
+                    frame["declared_value_usd"].to_numpy("float64"),
+                ).items()
+            }
+        )
         if prefix == "test":
             test_scores["risk_score"] = scores
     metrics["best_iteration"] = float(booster.best_iteration)
@@ -307,11 +354,16 @@ def train_model(lines: pd.DataFrame, config: TrainConfig, reference_dir: str | N
         "valid_risk_histogram": {"edges": list(RISK_BIN_EDGES), "shares": shares(risk_counts(all_valid_scores))},
         "channel_rates": {"red": config.red_rate, "yellow": config.yellow_rate},
         "commodities": commodities,
-        "training": {"periods": split.boundaries, "train_labelled_lines": len(train_l),
-                     "train_positives": int(y_train.sum()), "best_iteration": booster.best_iteration,
-                     "settings": config.as_dict()},
+        "training": {
+            "periods": split.boundaries,
+            "train_labelled_lines": len(train_l),
+            "train_positives": int(y_train.sum()),
+            "best_iteration": booster.best_iteration,
+            "settings": config.as_dict(),
+        },
     }
     importance = pd.Series(booster.feature_importance("gain"), index=booster.feature_name()).sort_values(ascending=False)
-    test_scores["channel"] = channels_for_lines(test_scores, test_scores["risk_score"].to_numpy(),
-                                                {"red": config.red_rate, "yellow": config.yellow_rate})
+    test_scores["channel"] = channels_for_lines(
+        test_scores, test_scores["risk_score"].to_numpy(), {"red": config.red_rate, "yellow": config.yellow_rate}
+    )
     return TrainResult(booster, commodity_booster, spec, metrics, split, test_scores, importance)

@@ -84,8 +84,9 @@ def _check_ranges(name: str, entry: Mapping) -> None:
         # Touching at an end is allowed; sharing an interior point (or a one-point training range) is not.
         overlaps = out_low < high and out_high > low
         if overlaps or (low == high and out_low <= low <= out_high):
-            raise ValueError(f"world parameter '{name}': held-out range {[out_low, out_high]} overlaps the "
-                             f"training range {[low, high]}")
+            raise ValueError(
+                f"world parameter '{name}': held-out range {[out_low, out_high]} overlaps the training range {[low, high]}"
+            )
     if not entry.get(HELD_OUT):
         raise ValueError(f"world parameter '{name}' needs at least one held-out range")
 
@@ -166,8 +167,10 @@ def draw_worlds(spec: Mapping, n_train: int, n_held_out: int, seed: int) -> tupl
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
     defaults = load_generator_config()
-    return ([draw_world(spec, TRAIN, i, seed, defaults) for i in range(n_train)],
-            [draw_world(spec, HELD_OUT, i, seed, defaults) for i in range(n_held_out)])
+    return (
+        [draw_world(spec, TRAIN, i, seed, defaults) for i in range(n_train)],
+        [draw_world(spec, HELD_OUT, i, seed, defaults) for i in range(n_held_out)],
+    )
 
 
 def generate_world(world: World, n_rows: int, start: str, end: str) -> pd.DataFrame:

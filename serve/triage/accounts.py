@@ -124,15 +124,24 @@ def user_ports(db: Session, user_id: int) -> frozenset[str]:
 
 
 def _principal(db: Session, user: User, client: str, via: str, **extra: object) -> Principal:
-    return Principal(user_id=user.id, username=user.username, role=user.role,
-                     ports=user_ports(db, user.id), client=client, via=via,
-                     must_change_password=user.must_change_password, **extra)
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        role=user.role,
+        ports=user_ports(db, user.id),
+        client=client,
+        via=via,
+        must_change_password=user.must_change_password,
+        **extra,
+    )
 
 
 # --- users ---------------------------------------------------------------------------------------
 
-def create_user(db: Session, hasher: PasswordHasher, origin: audit.Origin, username: str, role: str,
-                ports: list[str]) -> tuple[User, str]:
+
+def create_user(
+    db: Session, hasher: PasswordHasher, origin: audit.Origin, username: str, role: str, ports: list[str]
+) -> tuple[User, str]:
     """Create a user with a one-time password.
 
     Parameters
@@ -160,8 +169,14 @@ def create_user(db: Session, hasher: PasswordHasher, origin: audit.Origin, usern
     if db.scalar(select(User.id).where(User.username == username)) is not None:
         raise ConflictError(f"user '{username}' already exists")
     password = new_password()
-    user = User(username=username, password_hash=hasher.hash(password), role=role, active=True,
-                must_change_password=True, created_at=utcnow())
+    user = User(
+        username=username,
+        password_hash=hasher.hash(password),
+        role=role,
+        active=True,
+        must_change_password=True,
+        created_at=utcnow(),
+    )
     db.add(user)
     db.flush()
     db.add_all(UserPort(user_id=user.id, port=port) for port in ports)
@@ -169,9 +184,17 @@ def create_user(db: Session, hasher: PasswordHasher, origin: audit.Origin, usern
     return user, password
 
 
-def update_user(db: Session, hasher: PasswordHasher, origin: audit.Origin, user_id: int, *,
-                role: str | None = None, ports: list[str] | None = None, active: bool | None = None,
-                reset_password: bool = False) -> str | None:
+def update_user(
+    db: Session,
+    hasher: PasswordHasher,
+    origin: audit.Origin,
+    user_id: int,
+    *,
+    role: str | None = None,
+    ports: list[str] | None = None,
+    active: bool | None = None,
+    reset_password: bool = False,
+) -> str | None:
     """Change a user's role, ports or active flag, or reset their password.
 
     Returns
@@ -252,6 +275,7 @@ def _verify(hasher: PasswordHasher, password_hash: str, password: str) -> bool:
 
 # --- sessions ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class NewSession:
     """A started browser session: the cookie value and its CSRF token."""
@@ -263,19 +287,21 @@ class NewSession:
 
 def _recent_failures(db: Session, settings: Settings, *where) -> int:
     since = utcnow() - timedelta(minutes=settings.lockout_minutes)
-    return int(db.scalar(select(func.count(AuditEvent.id)).where(
-        AuditEvent.action == "sign_in_failed", AuditEvent.at >= since, *where)) or 0)
+    return int(
+        db.scalar(select(func.count(AuditEvent.id)).where(AuditEvent.action == "sign_in_failed", AuditEvent.at >= since, *where))
+        or 0
+    )
 
 
 def _locked(db: Session, username: str, client: str, settings: Settings) -> bool:
     """Too many recent failures for this user name, or from this client address (any names)."""
-    return (_recent_failures(db, settings, AuditEvent.target == f"user:{username}") >= settings.max_failed_sign_ins
-            or _recent_failures(db, settings, AuditEvent.client == client[:64])
-            >= settings.max_failed_sign_ins_per_client)
+    return (
+        _recent_failures(db, settings, AuditEvent.target == f"user:{username}") >= settings.max_failed_sign_ins
+        or _recent_failures(db, settings, AuditEvent.client == client[:64]) >= settings.max_failed_sign_ins_per_client
+    )
 
 
-def sign_in(engine: Engine, hasher: PasswordHasher, settings: Settings, username: str, password: str,
-            client: str) -> NewSession:
+def sign_in(engine: Engine, hasher: PasswordHasher, settings: Settings, username: str, password: str, client: str) -> NewSession:
     """Check a user name and password and start a session; every attempt is audited.
 
     Raises
@@ -293,8 +319,9 @@ def sign_in(engine: Engine, hasher: PasswordHasher, settings: Settings, username
     return _start_session(engine, hasher, settings, username, password, client)
 
 
-def _check_credentials(db: Session, hasher: PasswordHasher, settings: Settings, username: str,
-                       password: str, origin: audit.Origin) -> bool:
+def _check_credentials(
+    db: Session, hasher: PasswordHasher, settings: Settings, username: str, password: str, origin: audit.Origin
+) -> bool:
     if _locked(db, username, origin.client, settings):
         audit.record(db, origin, "sign_in_locked", f"user:{username}")
         return False
@@ -310,8 +337,9 @@ def _check_credentials(db: Session, hasher: PasswordHasher, settings: Settings, 
     return True
 
 
-def _start_session(engine: Engine, hasher: PasswordHasher, settings: Settings, username: str,
-                   password: str, client: str) -> NewSession:
+def _start_session(
+    engine: Engine, hasher: PasswordHasher, settings: Settings, username: str, password: str, client: str
+) -> NewSession:
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = utcnow()
     expires = now + timedelta(hours=settings.session_hours)
@@ -319,8 +347,16 @@ def _start_session(engine: Engine, hasher: PasswordHasher, settings: Settings, u
         user = db.scalar(select(User).where(User.username == username))
         if hasher.check_needs_rehash(user.password_hash):
             user.password_hash = hasher.hash(password)
-        db.add(SessionRow(token_hash=_digest(token), csrf_token=csrf, user_id=user.id, created_at=now,
-                          expires_at=expires, client_ip=client[:64]))
+        db.add(
+            SessionRow(
+                token_hash=_digest(token),
+                csrf_token=csrf,
+                user_id=user.id,
+                created_at=now,
+                expires_at=expires,
+                client_ip=client[:64],
+            )
+        )
         origin = audit.Origin(actor=user.username, user_id=user.id, client=client, via="web")
         audit.record(db, origin, "sign_in", f"user:{user.username}")
     return NewSession(token=token, csrf_token=csrf, expires_at=expires)
@@ -368,6 +404,7 @@ def csrf_ok(who: Principal, presented: str | None) -> bool:
 
 # --- API tokens ----------------------------------------------------------------------------------
 
+
 def create_token(db: Session, origin: audit.Origin, user_id: int, name: str, days: int) -> tuple[ApiToken, str]:
     """Issue an API token acting as user ``user_id``; returns the row and the secret (shown once)."""
     user = db.get(User, user_id)
@@ -377,12 +414,18 @@ def create_token(db: Session, origin: audit.Origin, user_id: int, name: str, day
         raise InvalidInputError("token name must have 1-64 characters")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
-    row = ApiToken(name=name.strip(), user_id=user.id, token_hash=_digest(secret), prefix=secret[:12],
-                   created_at=now, expires_at=now + timedelta(days=days), created_by=origin.actor)
+    row = ApiToken(
+        name=name.strip(),
+        user_id=user.id,
+        token_hash=_digest(secret),
+        prefix=secret[:12],
+        created_at=now,
+        expires_at=now + timedelta(days=days),
+        created_by=origin.actor,
+    )
     db.add(row)
     db.flush()
-    audit.record(db, origin, "token_create", f"token:{row.id}",
-                 {"name": row.name, "user": user.username, "days": days})
+    audit.record(db, origin, "token_create", f"token:{row.id}", {"name": row.name, "user": user.username, "days": days})
     return row, secret
 
 
@@ -398,8 +441,7 @@ def revoke_token(db: Session, origin: audit.Origin, token_id: int) -> None:
 
 def list_tokens(db: Session) -> list[tuple[ApiToken, str]]:
     """Return every token (never the secret) with the name of its user, newest first."""
-    rows = db.execute(select(ApiToken, User.username).join(User, User.id == ApiToken.user_id)
-                      .order_by(ApiToken.id.desc())).all()
+    rows = db.execute(select(ApiToken, User.username).join(User, User.id == ApiToken.user_id).order_by(ApiToken.id.desc())).all()
     return [(token, username) for token, username in rows]
 
 

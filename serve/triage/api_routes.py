@@ -16,9 +16,33 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from serve.triage import audit, cases, service
 from serve.triage.accounts import Principal
 from serve.triage.schemas import (
-    AuditPageOut, CaseOut, CaseSummary, Channel, Commodity, ConfigIn, ConfigOut, ErrorOut, LoadReportOut, MeOut,
-    OutcomeIn, OutcomeOut, Port, QueuePageOut, ReassignIn, ScoreRequest, ScoreResponse, SelectedBy, State, TokenCreatedOut,
-    TokenCreateIn, TokenOut, UserCreatedOut, UserCreateIn, UserOut, UserUpdatedOut, UserUpdateIn,
+    AuditPageOut,
+    CaseOut,
+    CaseSummary,
+    Channel,
+    Commodity,
+    ConfigIn,
+    ConfigOut,
+    ErrorOut,
+    LoadReportOut,
+    MeOut,
+    OutcomeIn,
+    OutcomeOut,
+    Port,
+    QueuePageOut,
+    ReassignIn,
+    ScoreRequest,
+    ScoreResponse,
+    SelectedBy,
+    State,
+    TokenCreatedOut,
+    TokenCreateIn,
+    TokenOut,
+    UserCreatedOut,
+    UserCreateIn,
+    UserOut,
+    UserUpdatedOut,
+    UserUpdateIn,
 )
 from serve.triage.web import DB, Runtime, api_principal, require, runtime
 
@@ -72,8 +96,16 @@ class QueueQuery(QueryModel):
 
     def to_filter(self) -> cases.QueueFilter:
         """The domain filter."""
-        return cases.QueueFilter(port=self.port, queue_date=self.queue_date, channel=self.channel, commodity=self.commodity,
-                                 selected_by=self.selected_by, state=self.state, page=self.page, per_page=self.per_page)
+        return cases.QueueFilter(
+            port=self.port,
+            queue_date=self.queue_date,
+            channel=self.channel,
+            commodity=self.commodity,
+            selected_by=self.selected_by,
+            state=self.state,
+            page=self.page,
+            per_page=self.per_page,
+        )
 
 
 class AuditQuery(QueryModel):
@@ -97,7 +129,9 @@ def get_me(who: Anyone) -> MeOut:
     return service.me(who)
 
 
-@router.post("/score", tags=["scoring"], responses={**WRITE_RESPONSES, 503: {"model": ErrorOut, "description": "No model loaded"}})
+@router.post(
+    "/score", tags=["scoring"], responses={**WRITE_RESPONSES, 503: {"model": ErrorOut, "description": "No model loaded"}}
+)
 def post_score(body: ScoreRequest, db: DB, rt: RT, who: CaseWorker) -> ScoreResponse:
     """Score a small batch of manifest lines (at most 1000): risk score, channel, reasons, suspected commodity."""
     return service.score(db, rt, who, body)
@@ -115,8 +149,9 @@ def get_case(case_id: Id, db: DB, who: CaseWorker) -> CaseOut:
     return service.case(db, who, case_id)
 
 
-@router.post("/api/cases/{case_id}/outcomes", status_code=201, tags=["queue"],
-             responses={**WRITE_RESPONSES, **CASE_RESPONSES, **CONFLICT})
+@router.post(
+    "/api/cases/{case_id}/outcomes", status_code=201, tags=["queue"], responses={**WRITE_RESPONSES, **CASE_RESPONSES, **CONFLICT}
+)
 def post_outcome(case_id: Id, body: OutcomeIn, db: DB, rt: RT, who: CaseWorker) -> OutcomeOut:
     """Record an outcome; a correction names the outcome it corrects and keeps it."""
     return service.outcome(db, rt, who, case_id, body)
@@ -140,17 +175,26 @@ def put_config(body: ConfigIn, db: DB, who: Supervisor) -> ConfigOut:
     return service.set_config(db, who, body)
 
 
-@router.post("/api/batches", status_code=201, tags=["batches"],
-             responses={**WRITE_RESPONSES, 411: {"model": ErrorOut, "description": "Upload without Content-Length"}})
-def post_batch(file: Annotated[UploadFile, File(description="Scored batch file (.csv or .parquet)")],
-               rt: RT, who: Supervisor, queue_date: Annotated[date | None, Form()] = None) -> LoadReportOut:
+@router.post(
+    "/api/batches",
+    status_code=201,
+    tags=["batches"],
+    responses={**WRITE_RESPONSES, 411: {"model": ErrorOut, "description": "Upload without Content-Length"}},
+)
+def post_batch(
+    file: Annotated[UploadFile, File(description="Scored batch file (.csv or .parquet)")],
+    rt: RT,
+    who: Supervisor,
+    queue_date: Annotated[date | None, Form()] = None,
+) -> LoadReportOut:
     """Load a scored batch file into the queue (idempotent per declaration_id and line_no)."""
     return service.load_upload(rt, who, file, queue_date)
 
 
 @router.get("/api/exports/labels", tags=["exports"], response_class=PlainTextResponse, responses=CSV)
-def get_labels(since: Annotated[date, Query(description="Outcomes recorded on or after this day (UTC)")],
-               db: DB, who: Supervisor) -> PlainTextResponse:
+def get_labels(
+    since: Annotated[date, Query(description="Outcomes recorded on or after this day (UTC)")], db: DB, who: Supervisor
+) -> PlainTextResponse:
     """Labelled manifest lines (canonical schema plus selection_probability, selected_by) for retraining."""
     return PlainTextResponse(service.labels_csv(db, who, since), media_type="text/csv")
 
@@ -173,15 +217,20 @@ def get_users(db: DB, who: Admin) -> list[UserOut]:
     return service.users(db, who)
 
 
-@router.post("/api/users", status_code=201, tags=["admin"],
-             responses={**WRITE_RESPONSES, 409: {"model": ErrorOut, "description": "User name taken"}})
+@router.post(
+    "/api/users",
+    status_code=201,
+    tags=["admin"],
+    responses={**WRITE_RESPONSES, 409: {"model": ErrorOut, "description": "User name taken"}},
+)
 def post_user(body: UserCreateIn, db: DB, rt: RT, who: Admin) -> UserCreatedOut:
     """Create a user; the answer holds a one-time password to hand over (admins)."""
     return service.create_user(db, rt, who, body)
 
 
-@router.patch("/api/users/{user_id}", tags=["admin"],
-              responses={**WRITE_RESPONSES, 404: {"model": ErrorOut, "description": "No such user"}})
+@router.patch(
+    "/api/users/{user_id}", tags=["admin"], responses={**WRITE_RESPONSES, 404: {"model": ErrorOut, "description": "No such user"}}
+)
 def patch_user(user_id: Id, body: UserUpdateIn, db: DB, rt: RT, who: Admin) -> UserUpdatedOut:
     """Change a user's role, ports or active flag, or reset the password (admins)."""
     return service.update_user(db, rt, who, user_id, body)
@@ -193,15 +242,23 @@ def get_tokens(db: DB, who: Admin) -> list[TokenOut]:
     return service.tokens(db, who)
 
 
-@router.post("/api/tokens", status_code=201, tags=["admin"],
-             responses={**WRITE_RESPONSES, 404: {"model": ErrorOut, "description": "No such user"}})
+@router.post(
+    "/api/tokens",
+    status_code=201,
+    tags=["admin"],
+    responses={**WRITE_RESPONSES, 404: {"model": ErrorOut, "description": "No such user"}},
+)
 def post_token(body: TokenCreateIn, db: DB, who: Admin) -> TokenCreatedOut:
     """Issue an API token acting as a user (admins); the secret is shown once."""
     return service.create_token(db, who, body)
 
 
-@router.delete("/api/tokens/{token_id}", status_code=204, tags=["admin"],
-               responses={404: {"model": ErrorOut, "description": "No such token"}})
+@router.delete(
+    "/api/tokens/{token_id}",
+    status_code=204,
+    tags=["admin"],
+    responses={404: {"model": ErrorOut, "description": "No such token"}},
+)
 def delete_token(token_id: Id, db: DB, who: Admin) -> None:
     """Revoke an API token (admins)."""
     service.revoke_token(db, who, token_id)

@@ -22,9 +22,24 @@ from features.schema import neutralise_cell
 from serve.triage.db import AuditEvent, utcnow
 
 ACTIONS = (
-    "sign_in", "sign_in_failed", "sign_in_locked", "sign_out", "password_change", "case_view",
-    "outcome", "reassign", "config_change", "token_use", "token_create", "token_revoke",
-    "user_create", "user_update", "batch_load", "labels_export", "audit_export", "score",
+    "sign_in",
+    "sign_in_failed",
+    "sign_in_locked",
+    "sign_out",
+    "password_change",
+    "case_view",
+    "outcome",
+    "reassign",
+    "config_change",
+    "token_use",
+    "token_create",
+    "token_revoke",
+    "user_create",
+    "user_update",
+    "batch_load",
+    "labels_export",
+    "audit_export",
+    "score",
     "access_denied",
 )
 EXPORT_COLUMNS = ("id", "at", "actor", "action", "target", "detail", "client", "via")
@@ -68,11 +83,18 @@ def record(db: Session, origin: Origin, action: str, target: str = "", detail: d
     """
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
-    db.add(AuditEvent(
-        at=utcnow(), actor=origin.actor[:64], user_id=origin.user_id, action=action,
-        target=target[:128], detail=json.dumps(detail or {}, sort_keys=True, default=str),
-        client=origin.client[:64], via=origin.via,
-    ))
+    db.add(
+        AuditEvent(
+            at=utcnow(),
+            actor=origin.actor[:64],
+            user_id=origin.user_id,
+            action=action,
+            target=target[:128],
+            detail=json.dumps(detail or {}, sort_keys=True, default=str),
+            client=origin.client[:64],
+            via=origin.via,
+        )
+    )
 
 
 def record_now(engine: Engine, origin: Origin, action: str, target: str = "", detail: dict | None = None) -> None:
@@ -96,9 +118,7 @@ def _filtered(query, filters: AuditFilter):
 def list_events(db: Session, filters: AuditFilter, limit: int, offset: int) -> tuple[list[AuditEvent], int]:
     """Return one page of audit events, newest first, and the number of matching events."""
     total = db.scalar(_filtered(select(func.count(AuditEvent.id)), filters))
-    rows = db.scalars(
-        _filtered(select(AuditEvent), filters).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)
-    ).all()
+    rows = db.scalars(_filtered(select(AuditEvent), filters).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)).all()
     return list(rows), int(total or 0)
 
 
@@ -110,12 +130,16 @@ def iter_csv(db: Session, filters: AuditFilter, chunk: int = 5000) -> Iterator[s
     last_id = 0
     while True:
         rows = db.scalars(
-            _filtered(select(AuditEvent), filters).where(AuditEvent.id > last_id)
-            .order_by(AuditEvent.id).limit(chunk)
+            _filtered(select(AuditEvent), filters).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(chunk)
         ).all()
         for row in rows:
-            writer.writerow([row.id, row.at.isoformat(), *(neutralise_cell(value) for value in
-                             (row.actor, row.action, row.target, row.detail, row.client, row.via))])
+            writer.writerow(
+                [
+                    row.id,
+                    row.at.isoformat(),
+                    *(neutralise_cell(value) for value in (row.actor, row.action, row.target, row.detail, row.client, row.via)),
+                ]
+            )
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -29,6 +29,7 @@ DEFAULT_CONFIG = {"daily_capacity": 40, "exploration_share": 0.1}
 
 # --- queue settings ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class QueueConfig:
     """Inspections per port and day, and the share of them given to random checks of unflagged lines."""
@@ -48,12 +49,12 @@ def get_config(db: Session) -> QueueConfig:
     latest = select(ConfigChange.key, func.max(ConfigChange.id).label("id")).group_by(ConfigChange.key).subquery()
     for key, value in db.execute(select(ConfigChange.key, ConfigChange.value).join(latest, latest.c.id == ConfigChange.id)):
         values[key] = value
-    return QueueConfig(daily_capacity=int(values["daily_capacity"]),
-                       exploration_share=float(values["exploration_share"]))
+    return QueueConfig(daily_capacity=int(values["daily_capacity"]), exploration_share=float(values["exploration_share"]))
 
 
-def set_config(db: Session, who: Principal, daily_capacity: int | None = None,
-               exploration_share: float | None = None) -> QueueConfig:
+def set_config(
+    db: Session, who: Principal, daily_capacity: int | None = None, exploration_share: float | None = None
+) -> QueueConfig:
     """Change the daily capacity and/or the exploration share (supervisors); each change is audited.
 
     Raises
@@ -79,6 +80,7 @@ def set_config(db: Session, who: Principal, daily_capacity: int | None = None,
 
 
 # --- queue ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class QueueFilter:
@@ -137,8 +139,11 @@ def _queue_conditions(who: Principal, filters: QueueFilter) -> list:
         conditions.append(Case.priority == PRIORITY[filters.channel])
     if filters.selected_by is not None:
         conditions.append(Case.priority == 0 if filters.selected_by == "exploration" else Case.priority > 0)
-    for column, value in ((Case.port, filters.port), (Case.queue_date, filters.queue_date),
-                          (Case.suspected_commodity, filters.commodity)):
+    for column, value in (
+        (Case.port, filters.port),
+        (Case.queue_date, filters.queue_date),
+        (Case.suspected_commodity, filters.commodity),
+    ):
         if value is not None:
             conditions.append(column == value)
     return conditions
@@ -167,20 +172,30 @@ def list_queue(db: Session, who: Principal, filters: QueueFilter) -> QueuePage:
     conditions = _queue_conditions(who, filters)
     # Deferred join: the page's ids come from the queue index alone (cheap even deep in a long
     # queue), then only those rows are read.
-    ids = list(db.scalars(
-        select(Case.id).where(*conditions)
-        .order_by(Case.priority.desc(), Case.risk_score.desc(), Case.id.desc())
-        .limit(filters.per_page).offset((filters.page - 1) * filters.per_page)
-    ))
+    ids = list(
+        db.scalars(
+            select(Case.id)
+            .where(*conditions)
+            .order_by(Case.priority.desc(), Case.risk_score.desc(), Case.id.desc())
+            .limit(filters.per_page)
+            .offset((filters.page - 1) * filters.per_page)
+        )
+    )
     by_id = {case.id: case for case in db.scalars(select(Case).where(Case.id.in_(ids)))} if ids else {}
     rows = [by_id[case_id] for case_id in ids]
     # Counted by priority (in the index, so no table reads) and named by channel.
     by_priority = dict(db.execute(select(Case.priority, func.count(Case.id)).where(*conditions).group_by(Case.priority)).all())
-    return QueuePage(rows=list(rows), total=int(sum(by_priority.values())), page=filters.page, per_page=filters.per_page,
-                     counts={channel: int(by_priority.get(PRIORITY[channel], 0)) for channel in CHANNELS})
+    return QueuePage(
+        rows=list(rows),
+        total=int(sum(by_priority.values())),
+        page=filters.page,
+        per_page=filters.per_page,
+        counts={channel: int(by_priority.get(PRIORITY[channel], 0)) for channel in CHANNELS},
+    )
 
 
 # --- one case ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class HistoryLine:
@@ -224,8 +239,17 @@ def _visible_case(db: Session, who: Principal, case_id: int) -> Case:
 
 # What a party's earlier line shows (tables, API, timeline): read as plain rows, not ORM objects,
 # because a case page reads up to 2 x HISTORY_LIMIT of them.
-_HISTORY_COLUMNS = (Case.id, Case.declaration_id, Case.line_no, Case.declared_at, Case.hs_code, Case.description,
-                    Case.port, Case.channel, Case.risk_score)
+_HISTORY_COLUMNS = (
+    Case.id,
+    Case.declaration_id,
+    Case.line_no,
+    Case.declared_at,
+    Case.hs_code,
+    Case.description,
+    Case.port,
+    Case.channel,
+    Case.risk_score,
+)
 
 
 def _history(db: Session, who: Principal, case: Case, column) -> list[HistoryLine]:
@@ -236,10 +260,13 @@ def _history(db: Session, who: Principal, case: Case, column) -> list[HistoryLin
         select(*_HISTORY_COLUMNS, Outcome.result, Outcome.found_commodity)
         .outerjoin(Outcome, Outcome.id == Case.current_outcome_id)
         .where(column == party, Case.id != case.id, Case.declared_at <= case.declared_at)
-        .order_by(Case.declared_at.desc(), Case.id.desc()).limit(HISTORY_LIMIT)
+        .order_by(Case.declared_at.desc(), Case.id.desc())
+        .limit(HISTORY_LIMIT)
     ).all()
-    return [HistoryLine(case=row, result=row.result, found_commodity=row.found_commodity, visible=who.sees_port(row.port))
-            for row in rows]
+    return [
+        HistoryLine(case=row, result=row.result, found_commodity=row.found_commodity, visible=who.sees_port(row.port))
+        for row in rows
+    ]
 
 
 def _draw_of(db: Session, case: Case) -> Draw | None:
@@ -264,15 +291,19 @@ def view_case(db: Session, who: Principal, case_id: int) -> CaseDetail:
     case = _visible_case(db, who, case_id)
     outcomes = db.scalars(select(Outcome).where(Outcome.case_id == case.id).order_by(Outcome.id)).all()
     draw = _draw_of(db, case)
-    detail = CaseDetail(case=case, outcomes=list(outcomes), draw=draw,
-                        shipper_history=_history(db, who, case, Case.shipper_id),
-                        consignee_history=_history(db, who, case, Case.consignee_id))
-    audit.record(db, who.origin, "case_view", f"case:{case.id}",
-                 {"declaration_id": case.declaration_id, "line_no": case.line_no})
+    detail = CaseDetail(
+        case=case,
+        outcomes=list(outcomes),
+        draw=draw,
+        shipper_history=_history(db, who, case, Case.shipper_id),
+        consignee_history=_history(db, who, case, Case.consignee_id),
+    )
+    audit.record(db, who.origin, "case_view", f"case:{case.id}", {"declaration_id": case.declaration_id, "line_no": case.line_no})
     return detail
 
 
 # --- outcomes ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class OutcomeInput:
@@ -321,25 +352,47 @@ def record_outcome(db: Session, who: Principal, case_id: int, entry: OutcomeInpu
     expected = case.current_outcome_id
     if entry.corrects_id != expected:
         raise ConflictError(
-            f"case {case_id} has no outcome to correct" if expected is None else
-            f"case {case_id} already has outcome {expected}; to correct it, send corrects_outcome_id={expected}"
+            f"case {case_id} has no outcome to correct"
+            if expected is None
+            else f"case {case_id} already has outcome {expected}; to correct it, send corrects_outcome_id={expected}"
         )
-    outcome = Outcome(case_id=case.id, recorded_at=utcnow(), user_id=who.user_id, actor=who.username,
-                      result=entry.result, found_commodity=found, found_quantity_kg=entry.found_quantity_kg,
-                      note=entry.note.strip(), corrects_id=expected)
+    outcome = Outcome(
+        case_id=case.id,
+        recorded_at=utcnow(),
+        user_id=who.user_id,
+        actor=who.username,
+        result=entry.result,
+        found_commodity=found,
+        found_quantity_kg=entry.found_quantity_kg,
+        note=entry.note.strip(),
+        corrects_id=expected,
+    )
     db.add(outcome)
     db.flush()
     # Compare-and-set: of two inspectors deciding at once, the second gets a conflict, not a silent overwrite.
     guard = Case.current_outcome_id.is_(None) if expected is None else Case.current_outcome_id == expected
-    changed = db.execute(update(Case).where(Case.id == case.id, guard)
-                         .values(current_outcome_id=outcome.id, queue_state="decided")
-                         .execution_options(synchronize_session=False)).rowcount
+    changed = db.execute(
+        update(Case)
+        .where(Case.id == case.id, guard)
+        .values(current_outcome_id=outcome.id, queue_state="decided")
+        .execution_options(synchronize_session=False)
+    ).rowcount
     if changed != 1:
         raise ConflictError(f"case {case_id} was decided by someone else meanwhile; reload it")
     db.refresh(case)
-    audit.record(db, who.origin, "outcome", f"case:{case.id}",
-                 {"outcome": outcome.id, "result": outcome.result, "found_commodity": found,
-                  "found_quantity_kg": entry.found_quantity_kg, "corrects": expected})
+    audit.record(
+        db,
+        who.origin,
+        "outcome",
+        f"case:{case.id}",
+        {
+            "outcome": outcome.id,
+            "result": outcome.result,
+            "found_commodity": found,
+            "found_quantity_kg": entry.found_quantity_kg,
+            "corrects": expected,
+        },
+    )
     return outcome
 
 

@@ -50,19 +50,29 @@ def draw_port(db: Session, batch_id: int, queue_date: date, port: str, config, r
     slots = max(config.exploration_slots - _explored_today(db, queue_date, port), 0)
     picked = min(slots, len(pool_ids))
     probability = picked / len(pool_ids) if pool_ids else 0.0
-    draw = Draw(queue_date=queue_date, port=port, batch_id=batch_id, pool_size=len(pool_ids), picked=picked,
-                probability=probability, daily_capacity=config.daily_capacity,
-                exploration_share=config.exploration_share, drawn_at=utcnow())
+    draw = Draw(
+        queue_date=queue_date,
+        port=port,
+        batch_id=batch_id,
+        pool_size=len(pool_ids),
+        picked=picked,
+        probability=probability,
+        daily_capacity=config.daily_capacity,
+        exploration_share=config.exploration_share,
+        drawn_at=utcnow(),
+    )
     db.add(draw)
     db.flush()
     # Only the picked lines are updated (rewriting the whole pool doubled the load time); the
     # pool's probability is on the draw, which the unpicked lines reach by (batch_id, port).
     chosen = [pool_ids[i] for i in rng.choice(len(pool_ids), size=picked, replace=False)] if picked else []
     if chosen:
-        db.execute(update(Case).where(Case.id.in_(chosen))
-                   .values(selected_by="exploration", queue_state="open", draw_id=draw.id,
-                           selection_probability=probability)
-                   .execution_options(synchronize_session=False))
+        db.execute(
+            update(Case)
+            .where(Case.id.in_(chosen))
+            .values(selected_by="exploration", queue_state="open", draw_id=draw.id, selection_probability=probability)
+            .execution_options(synchronize_session=False)
+        )
     return DrawSummary(port=port, pool_size=len(pool_ids), picked=picked, probability=probability)
 
 
@@ -91,6 +101,7 @@ def draw_exploration(db: Session, batch_id: int, queue_date: date, config, rng: 
         # Two loads of the same day must not both spend the day's remaining slots: draws take turns
         # (SQLite needs nothing, its writers already do).
         db.execute(text("SELECT pg_advisory_xact_lock(hashtext('misdeclare-exploration-draw'))"))
-    ports = db.scalars(select(Case.port).distinct().where(
-        Case.batch_id == batch_id, Case.flagged.is_(False), Case.port.is_not(None)))
+    ports = db.scalars(
+        select(Case.port).distinct().where(Case.batch_id == batch_id, Case.flagged.is_(False), Case.port.is_not(None))
+    )
     return [draw_port(db, batch_id, queue_date, port, config, rng) for port in sorted(ports)]

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -28,9 +27,9 @@ from features.reference import load_reference
 from features.schema import CANONICAL_COLUMNS, LABEL_COLUMNS, REASON_COLUMN, KeyHashes, ManifestFileError, validate_manifest
 from serve.report import BatchReport
 from serve.triage import audit
+from serve.triage.cases import get_config
 from serve.triage.db import CHANNELS, COMMODITIES, PRIORITY, Batch, Case, utcnow
 from serve.triage.exploration import DrawSummary, draw_exploration
-from serve.triage.cases import get_config
 
 SCORE_COLUMNS = ("risk_score", "channel", "reasons", "suspected_commodity", "model_version")
 # Optional column of files scored since the origin check; the values of models.scope.CHECKS (not
@@ -42,8 +41,15 @@ MAX_REPORTED_REJECTIONS = 20
 FLAGGED = ("red", "yellow")
 # Widths of the text columns in the database; longer values are rejected rather than truncated.
 _WIDTHS = {
-    "declaration_id": 64, "quantity_unit": 16, "package_type": 32, "transshipment_ports": 128,
-    "transport_mode": 8, "shipper_id": 64, "consignee_id": 64, "importer_id": 64, "declarant_id": 64,
+    "declaration_id": 64,
+    "quantity_unit": 16,
+    "package_type": 32,
+    "transshipment_ports": 128,
+    "transport_mode": 8,
+    "shipper_id": 64,
+    "consignee_id": 64,
+    "importer_id": 64,
+    "declarant_id": 64,
     "model_version": 64,
 }
 
@@ -126,18 +132,20 @@ def _case_columns(frame: pd.DataFrame, batch_id: int, queue_date: date) -> dict[
     flagged = frame["channel"].isin(FLAGGED)
     weight = frame["net_weight_kg"].fillna(frame["gross_weight_kg"])
     columns = {name: frame[name] for name in DECLARED_COLUMNS + SCORE_COLUMNS}
-    columns.update({
-        "declared_at": frame["declared_at"].dt.date,
-        "value_per_kg": frame["declared_value_usd"] / weight,
-        "priority": frame["channel"].map(PRIORITY).astype("int64"),
-        "port": frame["port_of_discharge"],
-        "flagged": flagged,
-        "selected_by": pd.Series(np.where(flagged, "model", None), index=frame.index),
-        "selection_probability": pd.Series(np.where(flagged, 1.0, np.nan), index=frame.index),
-        "queue_state": pd.Series(np.where(flagged, "open", None), index=frame.index),
-        "batch_id": pd.Series(batch_id, index=frame.index),
-        "queue_date": pd.Series(queue_date, index=frame.index),
-    })
+    columns.update(
+        {
+            "declared_at": frame["declared_at"].dt.date,
+            "value_per_kg": frame["declared_value_usd"] / weight,
+            "priority": frame["channel"].map(PRIORITY).astype("int64"),
+            "port": frame["port_of_discharge"],
+            "flagged": flagged,
+            "selected_by": pd.Series(np.where(flagged, "model", None), index=frame.index),
+            "selection_probability": pd.Series(np.where(flagged, 1.0, np.nan), index=frame.index),
+            "queue_state": pd.Series(np.where(flagged, "open", None), index=frame.index),
+            "batch_id": pd.Series(batch_id, index=frame.index),
+            "queue_date": pd.Series(queue_date, index=frame.index),
+        }
+    )
     return columns
 
 
@@ -165,15 +173,18 @@ def _insert_rows(db: Session, frame: pd.DataFrame, batch_id: int, queue_date: da
     if dialect == "postgresql":
         _copy_rows(db, column_list, rows)
         return
-    sql = (f"INSERT INTO cases ({column_list}) VALUES ({', '.join(['?'] * len(names))}) "
-           "ON CONFLICT (declaration_id, line_no) DO NOTHING")
+    sql = (
+        f"INSERT INTO cases ({column_list}) VALUES ({', '.join(['?'] * len(names))}) "
+        "ON CONFLICT (declaration_id, line_no) DO NOTHING"
+    )
     db.connection().exec_driver_sql(sql, rows)
 
 
 def _copy_rows(db: Session, column_list: str, rows: list[tuple]) -> None:
     connection = db.connection()
     connection.exec_driver_sql(
-        f"CREATE TEMPORARY TABLE IF NOT EXISTS cases_incoming ON COMMIT DROP AS SELECT {column_list} FROM cases WITH NO DATA")
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS cases_incoming ON COMMIT DROP AS SELECT {column_list} FROM cases WITH NO DATA"
+    )
     connection.exec_driver_sql("TRUNCATE cases_incoming")
     with connection.connection.driver_connection.cursor() as cursor:
         with cursor.copy(f"COPY cases_incoming ({column_list}) FROM STDIN") as copy:
@@ -181,7 +192,8 @@ def _copy_rows(db: Session, column_list: str, rows: list[tuple]) -> None:
                 copy.write_row(row)
     connection.exec_driver_sql(
         f"INSERT INTO cases ({column_list}) SELECT {column_list} FROM cases_incoming "
-        "ON CONFLICT (declaration_id, line_no) DO NOTHING")
+        "ON CONFLICT (declaration_id, line_no) DO NOTHING"
+    )
 
 
 def _rejection_lines(rows: pd.DataFrame, reasons: pd.Series) -> list[str]:
@@ -190,8 +202,7 @@ def _rejection_lines(rows: pd.DataFrame, reasons: pd.Series) -> list[str]:
     return [f"{d}/{n}: {r}" for d, n, r in zip(ids, lines, reasons, strict=True)]
 
 
-def _prepare_chunk(raw: pd.DataFrame, source: str, seen: KeyHashes, report: LoadReport,
-                   facts: BatchReport) -> pd.DataFrame:
+def _prepare_chunk(raw: pd.DataFrame, source: str, seen: KeyHashes, report: LoadReport, facts: BatchReport) -> pd.DataFrame:
     missing = [column for column in SCORE_COLUMNS if column not in raw.columns and column != "reasons"]
     if missing:
         raise ManifestFileError(f"{source}: not a scored batch, missing column '{missing[0]}'")
@@ -214,9 +225,15 @@ def _prepare_chunk(raw: pd.DataFrame, source: str, seen: KeyHashes, report: Load
     return valid[~bad]
 
 
-def load_scored_frames(engine: Engine, chunks: Iterable[pd.DataFrame], source: str, origin: audit.Origin,
-                       queue_date: date | None = None, rng: np.random.Generator | None = None,
-                       quarantine_reasons: Iterable[pd.DataFrame] = ()) -> LoadReport:
+def load_scored_frames(
+    engine: Engine,
+    chunks: Iterable[pd.DataFrame],
+    source: str,
+    origin: audit.Origin,
+    queue_date: date | None = None,
+    rng: np.random.Generator | None = None,
+    quarantine_reasons: Iterable[pd.DataFrame] = (),
+) -> LoadReport:
     """Load chunks of a scored batch into the queue in one transaction.
 
     Parameters
@@ -267,10 +284,20 @@ def load_scored_frames(engine: Engine, chunks: Iterable[pd.DataFrame], source: s
         for reasons in quarantine_reasons:
             facts.add_quarantine(reasons)
         batch.summary = json.dumps(facts.to_dict(), sort_keys=True)
-        audit.record(db, origin, "batch_load", f"batch:{batch.id}",
-                     {"source": source, "read": report.n_read, "inserted": report.n_inserted,
-                      "existing": report.n_existing, "rejected": report.n_rejected,
-                      "random_checks": sum(d.picked for d in report.draws)})
+        audit.record(
+            db,
+            origin,
+            "batch_load",
+            f"batch:{batch.id}",
+            {
+                "source": source,
+                "read": report.n_read,
+                "inserted": report.n_inserted,
+                "existing": report.n_existing,
+                "rejected": report.n_rejected,
+                "random_checks": sum(d.picked for d in report.draws),
+            },
+        )
     if report.n_inserted:
         refresh_statistics(engine)
     return report
@@ -294,21 +321,39 @@ def iter_quarantine_reasons(path: Path) -> Iterator[pd.DataFrame]:
     if not path.exists():
         return
     try:
-        for chunk in pd.read_csv(path, usecols=lambda c: c == REASON_COLUMN, dtype=str, keep_default_na=False,
-                                 chunksize=CHUNK_ROWS):
+        for chunk in pd.read_csv(
+            path, usecols=lambda c: c == REASON_COLUMN, dtype=str, keep_default_na=False, chunksize=CHUNK_ROWS
+        ):
             if REASON_COLUMN in chunk:
                 yield chunk
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ManifestFileError(f"{path}: unreadable quarantine file ({exc})") from exc
 
 
-def load_scored_file(engine: Engine, path: Path, origin: audit.Origin, queue_date: date | None = None,
-                     rng: np.random.Generator | None = None, source: str | None = None) -> LoadReport:
+def load_scored_file(
+    engine: Engine,
+    path: Path,
+    origin: audit.Origin,
+    queue_date: date | None = None,
+    rng: np.random.Generator | None = None,
+    source: str | None = None,
+) -> LoadReport:
     """Stream a scored batch file (CSV or Parquet) into the queue; see :func:`load_scored_frames`.
 
     The scoring run's quarantine file beside it (``<stem>.quarantine.csv``), when there, adds its
     reasons to the batch report.
     """
     path = Path(path)
-    return load_scored_frames(engine, iter_scored_chunks(path), source or path.name, origin, queue_date, rng,
-                              iter_quarantine_reasons(default_quarantine_path(path)))
+    source = source or path.name
+    chunks = _named(iter_scored_chunks(path), path, source)
+    return load_scored_frames(
+        engine, chunks, source, origin, queue_date, rng, iter_quarantine_reasons(default_quarantine_path(path))
+    )
+
+
+def _named(chunks: Iterator[pd.DataFrame], path: Path, source: str) -> Iterator[pd.DataFrame]:
+    """The chunks; a file error names ``source`` (an upload's name, not its temporary copy)."""
+    try:
+        yield from chunks
+    except ManifestFileError as exc:
+        raise ManifestFileError(str(exc).replace(str(path), source, 1)) from exc

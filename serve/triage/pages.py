@@ -111,6 +111,7 @@ class TokenForm(PageForm):
 
 # --- helpers -------------------------------------------------------------------------------------
 
+
 class PasswordChangeRequired(TriageError):
     """The user must replace a one-time password first (the pages redirect to /password)."""
 
@@ -172,12 +173,14 @@ def _seconds(rt: Runtime) -> int:
 
 # --- sign-in -------------------------------------------------------------------------------------
 
+
 def login_page(rt: Runtime, request: Request, next_path: str, error: str = "", status: int = 200) -> HTMLResponse:
     """The sign-in form, with a fresh double-submit CSRF cookie."""
     token = secrets.token_urlsafe(32)
     response = render(rt, request, "login.html", status, csrf_token=token, next=_safe_next(next_path), error=error)
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=1800, httponly=True, samesite="strict",
-                        secure=rt.settings.cookie_secure)
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, token, max_age=1800, httponly=True, samesite="strict", secure=rt.settings.cookie_secure
+    )
     return response
 
 
@@ -194,8 +197,15 @@ def do_login(rt: Runtime, request: Request, form: LoginForm) -> Response:
         who = accounts.session_principal(db, started.token, client_of(request))
     target = _home(who) if form.next in ("", "/") or who.must_change_password else _safe_next(form.next)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(SESSION_COOKIE, started.token, max_age=_seconds(rt), httponly=True, samesite="lax",
-                        secure=rt.settings.cookie_secure, path="/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        started.token,
+        max_age=_seconds(rt),
+        httponly=True,
+        samesite="lax",
+        secure=rt.settings.cookie_secure,
+        path="/",
+    )
     response.delete_cookie(LOGIN_CSRF_COOKIE)
     return response
 
@@ -253,6 +263,7 @@ def post_password(request: Request, rt: RT, db: DB, who: Who, form: Annotated[Pa
 
 # --- queue and cases -----------------------------------------------------------------------------
 
+
 def queue_view(rt: Runtime, db: Session, who: Principal, request: Request, query: QueueQuery) -> Response:
     """The queue page, or only its table for htmx requests."""
     require_password_changed(who)
@@ -260,9 +271,16 @@ def queue_view(rt: Runtime, db: Session, who: Principal, request: Request, query
         return RedirectResponse("/admin", status_code=303)
     page = cases.list_queue(db, who, query.to_filter())
     params = {k: v for k, v in query.model_dump(exclude_defaults=True).items() if k not in ("page",)}
-    context = {"page": page, "rows": [views.case_summary(c) for c in page.rows], "query": query,
-               "params": params, "config": cases.get_config(db), "ports": _port_choices(db, who),
-               "today": date.today(), "urlencode": urlencode}
+    context = {
+        "page": page,
+        "rows": [views.case_summary(c) for c in page.rows],
+        "query": query,
+        "params": params,
+        "config": cases.get_config(db),
+        "ports": _port_choices(db, who),
+        "today": date.today(),
+        "urlencode": urlencode,
+    }
     return render(rt, request, "_queue_table.html" if _is_htmx(request) else "queue.html", **context)
 
 
@@ -278,16 +296,26 @@ def get_queue(request: Request, rt: RT, db: DB, who: Who, query: Annotated[Queue
     return queue_view(rt, db, who, request, query)
 
 
-def case_view(rt: Runtime, db: Session, who: Principal, request: Request, case_id: int, error: str = "",
-              status: int = 200) -> HTMLResponse:
+def case_view(
+    rt: Runtime, db: Session, who: Principal, request: Request, case_id: int, error: str = "", status: int = 200
+) -> HTMLResponse:
     """The case page (the view is audited)."""
     require_password_changed(who)
     detail = cases.view_case(db, who, case_id)
-    return render(rt, request, "case.html", status, d=detail, c=views.case_full(detail.case),
-                  pictures=case_pictures(detail, rt.pictures),
-                  shipper=views.history_rows(detail.shipper_history),
-                  consignee=views.history_rows(detail.consignee_history),
-                  error=error, commodities=cases.TARGET_COMMODITIES, history_limit=cases.HISTORY_LIMIT)
+    return render(
+        rt,
+        request,
+        "case.html",
+        status,
+        d=detail,
+        c=views.case_full(detail.case),
+        pictures=case_pictures(detail, rt.pictures),
+        shipper=views.history_rows(detail.shipper_history),
+        consignee=views.history_rows(detail.consignee_history),
+        error=error,
+        commodities=cases.TARGET_COMMODITIES,
+        history_limit=cases.HISTORY_LIMIT,
+    )
 
 
 @router.get("/cases/{case_id}")
@@ -303,8 +331,13 @@ def _outcome_input(form: OutcomeForm) -> cases.OutcomeInput:
     except ValueError:
         quantity_kg = -1.0  # refused by the domain check with a readable message
     commodity = form.found_commodity or None
-    return cases.OutcomeInput(result=form.result, found_commodity=commodity, found_quantity_kg=quantity_kg,
-                              note=form.note, corrects_id=int(form.corrects_id) if form.corrects_id.isdigit() else None)
+    return cases.OutcomeInput(
+        result=form.result,
+        found_commodity=commodity,
+        found_quantity_kg=quantity_kg,
+        note=form.note,
+        corrects_id=int(form.corrects_id) if form.corrects_id.isdigit() else None,
+    )
 
 
 def push_outcome(rt: Runtime, case_id: int) -> int:
@@ -356,13 +389,23 @@ def post_reassign(db: DB, who: Who, case_id: int, form: Annotated[ReassignForm, 
 
 # --- audit, settings, admin ----------------------------------------------------------------------
 
+
 def audit_view(rt: Runtime, db: Session, who: Principal, request: Request, query: AuditQuery) -> HTMLResponse:
     """The audit page (supervisors and admins)."""
     require_password_changed(who)
     page = service.audit_page(db, who, query.to_filter(), query.page, query.per_page)
     params = {k: v for k, v in query.model_dump(exclude_defaults=True).items() if k != "page"}
-    return render(rt, request, "audit.html", page=page, query=query, params=params, actions=audit.ACTIONS,
-                  pages=max(1, -(-page.total // page.per_page)), urlencode=urlencode)
+    return render(
+        rt,
+        request,
+        "audit.html",
+        page=page,
+        query=query,
+        params=params,
+        actions=audit.ACTIONS,
+        pages=max(1, -(-page.total // page.per_page)),
+        urlencode=urlencode,
+    )
 
 
 @router.get("/audit")
@@ -375,8 +418,9 @@ def audit_download(db: Session, who: Principal, query: AuditQuery) -> StreamingR
     """The audit trail as a CSV download (supervisors and admins)."""
     require_password_changed(who)
     rows = service.audit_csv(db, who, query.to_filter())
-    return StreamingResponse(rows, media_type="text/csv",
-                             headers={"Content-Disposition": 'attachment; filename="misdeclare-audit.csv"'})
+    return StreamingResponse(
+        rows, media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="misdeclare-audit.csv"'}
+    )
 
 
 @router.get("/audit.csv")
@@ -392,16 +436,21 @@ def supervision_view(rt: Runtime, db: Session, who: Principal, request: Request,
     capacity = [(p.port, p.inspected_per_day) for p in view.ports]
     charts = {
         "rates": charts_module.rate_chart(view.rates, "hit-rates", "Hit rate of inspections by week"),
-        "capacity": charts_module.capacity_chart([p for p, _ in capacity], [v for _, v in capacity],
-                                                 float(view.daily_capacity), "capacity",
-                                                 "Inspections recorded per port and queue day"),
+        "capacity": charts_module.capacity_chart(
+            [p for p, _ in capacity],
+            [v for _, v in capacity],
+            float(view.daily_capacity),
+            "capacity",
+            "Inspections recorded per port and queue day",
+        ),
     }
     return render(rt, request, "supervision.html", v=view, charts=charts, weeks=weeks)
 
 
 @router.get("/supervision")
-def get_supervision(request: Request, rt: RT, db: DB, who: Who,
-                    weeks: Annotated[int, Query(ge=1, le=104)] = supervision.DEFAULT_WEEKS) -> HTMLResponse:
+def get_supervision(
+    request: Request, rt: RT, db: DB, who: Who, weeks: Annotated[int, Query(ge=1, le=104)] = supervision.DEFAULT_WEEKS
+) -> HTMLResponse:
     """Supervisor view."""
     return supervision_view(rt, db, who, request, weeks)
 
@@ -412,8 +461,14 @@ def batch_report_view(rt: Runtime, db: Session, who: Principal, request: Request
     batch, facts = supervision.batch_report(db, who, batch_id)
     # The validation window is the loaded model's; it is drawn only for a batch that model scored.
     own = rt.model is not None and set(facts.models) == {rt.model.version}
-    return render(rt, request, "batch_report.html", batch=batch, r=facts,
-                  charts=report.report_charts(facts, report.reference_shares(rt.model.spec) if own else None))
+    return render(
+        rt,
+        request,
+        "batch_report.html",
+        batch=batch,
+        r=facts,
+        charts=report.report_charts(facts, report.reference_shares(rt.model.spec) if own else None),
+    )
 
 
 @router.get("/batches/{batch_id}/report")
@@ -422,7 +477,9 @@ def get_batch_report(request: Request, rt: RT, db: DB, who: Who, batch_id: int) 
     return batch_report_view(rt, db, who, request, batch_id)
 
 
-def settings_view(rt: Runtime, db: Session, who: Principal, request: Request, message: str = "", status: int = 200) -> HTMLResponse:
+def settings_view(
+    rt: Runtime, db: Session, who: Principal, request: Request, message: str = "", status: int = 200
+) -> HTMLResponse:
     """The queue settings page (supervisors)."""
     require_password_changed(who)
     who.require("supervisor")
@@ -454,8 +511,9 @@ def admin_view(rt: Runtime, db: Session, who: Principal, request: Request, statu
     """Users and tokens (admins); ``shown`` carries a one-time secret to display once, or an error."""
     require_password_changed(who)
     who.require("admin")
-    return render(rt, request, "admin.html", status, users=accounts.list_users(db), tokens=accounts.list_tokens(db),
-                  roles=ROLES, **shown)
+    return render(
+        rt, request, "admin.html", status, users=accounts.list_users(db), tokens=accounts.list_tokens(db), roles=ROLES, **shown
+    )
 
 
 @router.get("/admin")
@@ -490,15 +548,24 @@ def _create_user(rt: Runtime, db: Session, who: Principal, form: UserForm) -> di
 
 
 @router.post("/admin/users/{user_id}")
-def post_user_update(request: Request, rt: RT, db: DB, who: Who, user_id: int,
-                     form: Annotated[UserUpdateForm, Form()]) -> HTMLResponse:
+def post_user_update(
+    request: Request, rt: RT, db: DB, who: Who, user_id: int, form: Annotated[UserUpdateForm, Form()]
+) -> HTMLResponse:
     """Change a user."""
     return _admin_action(rt, db, who, request, form, lambda tx: _update_user(rt, tx, who, user_id, form))
 
 
 def _update_user(rt: Runtime, db: Session, who: Principal, user_id: int, form: UserUpdateForm) -> dict:
-    password = accounts.update_user(db, rt.hasher, who.origin, user_id, role=form.role, ports=_split_ports(form.ports),
-                                    active=form.active == "on", reset_password=form.reset_password == "on")
+    password = accounts.update_user(
+        db,
+        rt.hasher,
+        who.origin,
+        user_id,
+        role=form.role,
+        ports=_split_ports(form.ports),
+        active=form.active == "on",
+        reset_password=form.reset_password == "on",
+    )
     user = db.get(User, user_id)
     return {"secret_label": f"New one-time password of {user.username}", "secret": password} if password else {}
 

@@ -38,8 +38,10 @@ class PictureReference:
 
     @classmethod
     def from_tables(cls, tables: ReferenceTables) -> PictureReference:
-        goods = tuple(Band(str(name).replace("_", " "), float(row["usd_per_kg_low"]), float(row["usd_per_kg_high"]))
-                      for name, row in tables.price_bands.iterrows())
+        goods = tuple(
+            Band(str(name).replace("_", " "), float(row["usd_per_kg_low"]), float(row["usd_per_kg_high"]))
+            for name, row in tables.price_bands.iterrows()
+        )
         return cls(tables=tables, goods=goods, hubs=tables.diversion_hubs)
 
 
@@ -78,11 +80,17 @@ def route_stops(case: Case, reference: PictureReference) -> list[Stop]:
 
 def history_points(lines: list[HistoryLine]) -> list[TimelinePoint]:
     """A party's earlier lines as timeline points; a link only to cases the viewer may open."""
-    return [TimelinePoint(day=line.case.declared_at, risk=float(line.case.risk_score), channel=line.case.channel,
-                          result=line.result or "none",
-                          label=f"{line.case.declaration_id}/{line.case.line_no} HS {line.case.hs_code}",
-                          href=f"/cases/{line.case.id}" if line.visible else None)
-            for line in lines]
+    return [
+        TimelinePoint(
+            day=line.case.declared_at,
+            risk=float(line.case.risk_score),
+            channel=line.case.channel,
+            result=line.result or "none",
+            label=f"{line.case.declaration_id}/{line.case.line_no} HS {line.case.hs_code}",
+            href=f"/cases/{line.case.id}" if line.visible else None,
+        )
+        for line in lines
+    ]
 
 
 def case_pictures(detail: CaseDetail, reference: PictureReference) -> dict[str, Markup | bool]:
@@ -94,8 +102,12 @@ def case_pictures(detail: CaseDetail, reference: PictureReference) -> dict[str, 
         "price": price_chart(float(case.value_per_kg), bands, chart_id="price"),
         "declared_band": any(band.kind == "declared" for band in bands),
         "route": route_diagram(route_stops(case, reference), chart_id="route"),
-        "shipper": timeline(history_points(detail.shipper_history), chart_id="shipper-timeline",
-                            party=f"shipper {case.shipper_id or ''}".strip()),
-        "consignee": timeline(history_points(detail.consignee_history), chart_id="consignee-timeline",
-                              party=f"consignee {case.consignee_id or ''}".strip()),
+        "shipper": timeline(
+            history_points(detail.shipper_history), chart_id="shipper-timeline", party=f"shipper {case.shipper_id or ''}".strip()
+        ),
+        "consignee": timeline(
+            history_points(detail.consignee_history),
+            chart_id="consignee-timeline",
+            party=f"consignee {case.consignee_id or ''}".strip(),
+        ),
     }

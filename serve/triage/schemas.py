@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-
 Channel = Literal["red", "yellow", "green"]
 Commodity = Literal["antimony", "gallium", "germanium", "rare_earth", "none"]
 TargetCommodity = Literal["antimony", "gallium", "germanium", "rare_earth"]
@@ -34,7 +33,6 @@ def json_int(**constraints: int):
     return Annotated[int, Field(**constraints), BeforeValidator(_integral_float_to_int)]
 
 
-
 class Strict(BaseModel):
     """Base of request models: strict types, unknown fields refused."""
 
@@ -54,6 +52,7 @@ class ErrorOut(Out):
 
 
 # --- scoring -------------------------------------------------------------------------------------
+
 
 class ManifestLineIn(Strict):
     """One declared manifest line (canonical columns without the labels)."""
@@ -75,7 +74,9 @@ class ManifestLineIn(Strict):
     export_country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
     port_of_loading: Port | None = None
     port_of_discharge: Port | None = None
-    transshipment_ports: Annotated[str, Field(pattern=r"^[A-Z]{2}[A-Z2-9]{3}(;[A-Z]{2}[A-Z2-9]{3})*$", max_length=128)] | None = None
+    transshipment_ports: Annotated[str, Field(pattern=r"^[A-Z]{2}[A-Z2-9]{3}(;[A-Z]{2}[A-Z2-9]{3})*$", max_length=128)] | None = (
+        None
+    )
     transport_mode: Literal["sea", "air", "road", "rail", "post"] | None = None
     shipper_id: Text64 | None = None
     consignee_id: Text64 | None = None
@@ -120,6 +121,7 @@ class ScoreResponse(Out):
 
 
 # --- queue and cases -----------------------------------------------------------------------------
+
 
 class CaseSummary(Out):
     """A row of the queue."""
@@ -275,6 +277,7 @@ class LoadReportOut(Out):
 
 
 # --- audit, users, tokens ------------------------------------------------------------------------
+
 
 class AuditEventOut(Out):
     """One audit event."""

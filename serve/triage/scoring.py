@@ -63,8 +63,10 @@ def split_reasons(text: object) -> list[str]:
 
 
 def _rejected(quarantine: pd.DataFrame) -> list[dict]:
-    return [{"declaration_id": str(row["declaration_id"]), "line_no": int(row["line_no"]),
-             "reason": str(row[REASON_COLUMN])} for _, row in quarantine.iterrows()]
+    return [
+        {"declaration_id": str(row["declaration_id"]), "line_no": int(row["line_no"]), "reason": str(row[REASON_COLUMN])}
+        for _, row in quarantine.iterrows()
+    ]
 
 
 def score_lines(scorer: Scorer | None, lines: list[dict], store: HistoryStore | None = None) -> ScoreResult:
@@ -103,10 +105,15 @@ def score_lines(scorer: Scorer | None, lines: list[dict], store: HistoryStore | 
     if store is not None:
         store.append(result.valid)
     scores = [
-        {"declaration_id": str(row.declaration_id), "line_no": int(row.line_no),
-         "risk_score": float(row.risk_score), "channel": str(row.channel),
-         "reasons": split_reasons(row.reasons), "suspected_commodity": str(row.suspected_commodity),
-         "model_version": str(row.model_version)}
+        {
+            "declaration_id": str(row.declaration_id),
+            "line_no": int(row.line_no),
+            "risk_score": float(row.risk_score),
+            "channel": str(row.channel),
+            "reasons": split_reasons(row.reasons),
+            "suspected_commodity": str(row.suspected_commodity),
+            "model_version": str(row.model_version),
+        }
         for row in scored.itertuples(index=False)
     ]
     return ScoreResult(scores=scores, rejected=rejected)

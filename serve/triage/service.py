@@ -61,9 +61,13 @@ def outcome(db: Session, rt: Runtime, who: Principal, case_id: int, body: schema
     request, and the outcome is rolled back. Any outcome in force that did not reach the store is
     pushed at the next start-up (:func:`serve.triage.export.outcomes_to_store`).
     """
-    entry = cases.OutcomeInput(result=body.result, found_commodity=body.found_commodity,
-                               found_quantity_kg=body.found_quantity_kg, note=body.note,
-                               corrects_id=body.corrects_outcome_id)
+    entry = cases.OutcomeInput(
+        result=body.result,
+        found_commodity=body.found_commodity,
+        found_quantity_kg=body.found_quantity_kg,
+        note=body.note,
+        corrects_id=body.corrects_outcome_id,
+    )
     recorded = cases.record_outcome(db, who, case_id, entry)
     export.outcomes_to_store(db, rt.history, [case_id])
     return schemas.OutcomeOut.model_validate(recorded)
@@ -86,8 +90,11 @@ def set_config(db: Session, who: Principal, body: schemas.ConfigIn) -> schemas.C
 
 
 def _config_out(current: cases.QueueConfig) -> schemas.ConfigOut:
-    return schemas.ConfigOut(daily_capacity=current.daily_capacity, exploration_share=current.exploration_share,
-                             exploration_slots=current.exploration_slots)
+    return schemas.ConfigOut(
+        daily_capacity=current.daily_capacity,
+        exploration_share=current.exploration_share,
+        exploration_slots=current.exploration_slots,
+    )
 
 
 def load_upload(rt: Runtime, who: Principal, upload: UploadFile, queue_date: date | None) -> schemas.LoadReportOut:
@@ -133,8 +140,13 @@ def audit_page(db: Session, who: Principal, filters: audit.AuditFilter, page: in
 def audit_csv(db: Session, who: Principal, filters: audit.AuditFilter) -> Iterator[str]:
     """The audit trail as CSV text (supervisors and admins); the export itself is audited first."""
     who.require("supervisor", "admin")
-    audit.record(db, who.origin, "audit_export", "audit", {"actor": filters.actor, "action": filters.action,
-                                                          "since": filters.since, "until": filters.until})
+    audit.record(
+        db,
+        who.origin,
+        "audit_export",
+        "audit",
+        {"actor": filters.actor, "action": filters.action, "since": filters.since, "until": filters.until},
+    )
     db.flush()
     # Read every chunk now: the request's session closes when the handler returns, before a
     # streaming response would pull a lazy generator (which then queried a closed session).
@@ -142,8 +154,14 @@ def audit_csv(db: Session, who: Principal, filters: audit.AuditFilter) -> Iterat
 
 
 def _user_out(db: Session, user: User) -> schemas.UserOut:
-    return schemas.UserOut(id=user.id, username=user.username, role=user.role, ports=sorted(accounts.user_ports(db, user.id)),
-                           active=user.active, must_change_password=user.must_change_password)
+    return schemas.UserOut(
+        id=user.id,
+        username=user.username,
+        role=user.role,
+        ports=sorted(accounts.user_ports(db, user.id)),
+        active=user.active,
+        must_change_password=user.must_change_password,
+    )
 
 
 def users(db: Session, who: Principal) -> list[schemas.UserOut]:
@@ -162,14 +180,29 @@ def create_user(db: Session, rt: Runtime, who: Principal, body: schemas.UserCrea
 def update_user(db: Session, rt: Runtime, who: Principal, user_id: int, body: schemas.UserUpdateIn) -> schemas.UserUpdatedOut:
     """Change a user's role, ports or active flag, or reset the password (admins)."""
     who.require("admin")
-    password = accounts.update_user(db, rt.hasher, who.origin, user_id, role=body.role, ports=body.ports,
-                                    active=body.active, reset_password=body.reset_password)
+    password = accounts.update_user(
+        db,
+        rt.hasher,
+        who.origin,
+        user_id,
+        role=body.role,
+        ports=body.ports,
+        active=body.active,
+        reset_password=body.reset_password,
+    )
     return schemas.UserUpdatedOut(user=_user_out(db, db.get(User, user_id)), one_time_password=password)
 
 
 def _token_out(token, username: str) -> schemas.TokenOut:
-    return schemas.TokenOut(id=token.id, name=token.name, username=username, prefix=token.prefix,
-                            created_at=token.created_at, expires_at=token.expires_at, revoked_at=token.revoked_at)
+    return schemas.TokenOut(
+        id=token.id,
+        name=token.name,
+        username=username,
+        prefix=token.prefix,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        revoked_at=token.revoked_at,
+    )
 
 
 def tokens(db: Session, who: Principal) -> list[schemas.TokenOut]:

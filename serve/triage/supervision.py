@@ -81,9 +81,10 @@ def hit_rates(db: Session, since: date) -> dict[str, list[Rate]]:
         trials[key] += int(count)
         hits[key] += int(count) if result == "confirmed" else 0
     weeks = sorted({week for _, week in trials})
-    return {name: [Rate(week, hits[(priority, week)], trials[(priority, week)]) for week in weeks
-                   if trials[(priority, week)]]
-            for name, priority in SERIES.items()}
+    return {
+        name: [Rate(week, hits[(priority, week)], trials[(priority, week)]) for week in weeks if trials[(priority, week)]]
+        for name, priority in SERIES.items()
+    }
 
 
 def port_use(db: Session, since: date, until: date) -> list[PortUse]:
@@ -91,15 +92,19 @@ def port_use(db: Session, since: date, until: date) -> list[PortUse]:
     from ``since`` to the day before ``until`` (today's queue is still being worked)."""
     window = (Case.queue_state.is_not(None), Case.queue_date >= since, Case.queue_date < until, Case.port.is_not(None))
     queued = db.execute(
-        select(Case.port, func.count(func.distinct(Case.queue_date)), func.count(Case.id)).where(*window)
-        .group_by(Case.port)
+        select(Case.port, func.count(func.distinct(Case.queue_date)), func.count(Case.id)).where(*window).group_by(Case.port)
     ).all()
-    inspected = dict(db.execute(
-        select(Case.port, func.count(Case.id)).join(Outcome, Outcome.id == Case.current_outcome_id)
-        .where(*window, Outcome.result.in_(INSPECTED)).group_by(Case.port)
-    ).all())
-    return sorted((PortUse(port, int(days), int(count), int(inspected.get(port, 0))) for port, days, count in queued),
-                  key=lambda p: p.port)
+    inspected = dict(
+        db.execute(
+            select(Case.port, func.count(Case.id))
+            .join(Outcome, Outcome.id == Case.current_outcome_id)
+            .where(*window, Outcome.result.in_(INSPECTED))
+            .group_by(Case.port)
+        ).all()
+    )
+    return sorted(
+        (PortUse(port, int(days), int(count), int(inspected.get(port, 0))) for port, days, count in queued), key=lambda p: p.port
+    )
 
 
 def supervision(db: Session, who: Principal, today: date, weeks: int = DEFAULT_WEEKS) -> Supervision:
@@ -108,9 +113,15 @@ def supervision(db: Session, who: Principal, today: date, weeks: int = DEFAULT_W
     since = today - timedelta(weeks=weeks)
     config = get_config(db)
     batches = list(db.scalars(select(Batch).order_by(Batch.id.desc()).limit(BATCHES_SHOWN)))
-    return Supervision(since=since, until=today, rates=hit_rates(db, since), ports=port_use(db, since, today),
-                       daily_capacity=config.daily_capacity, exploration_share=config.exploration_share,
-                       batches=batches)
+    return Supervision(
+        since=since,
+        until=today,
+        rates=hit_rates(db, since),
+        ports=port_use(db, since, today),
+        daily_capacity=config.daily_capacity,
+        exploration_share=config.exploration_share,
+        batches=batches,
+    )
 
 
 def batch_report(db: Session, who: Principal, batch_id: int) -> tuple[Batch, BatchReport]:
@@ -126,6 +137,8 @@ def batch_report(db: Session, who: Principal, batch_id: int) -> tuple[Batch, Bat
     if batch is None:
         raise NotFoundError(f"no batch {batch_id}")
     if batch.summary is None:
-        raise NotFoundError(f"batch {batch_id} was loaded before batches kept a report; load the file again "
-                            "into a new database, or run misdeclare score --report on it")
+        raise NotFoundError(
+            f"batch {batch_id} was loaded before batches kept a report; load the file again "
+            "into a new database, or run misdeclare score --report on it"
+        )
     return batch, BatchReport.from_dict(json.loads(batch.summary))

@@ -168,8 +168,13 @@ def audit_refusal(request: Request, exc: TriageError) -> None:
     """Record a refused access (403) of an identified principal in its own transaction."""
     who: Principal | None = getattr(request.state, "principal", None)
     if isinstance(exc, ForbiddenError) and who is not None:
-        audit.record_now(runtime(request).engine, who.origin, "access_denied",
-                         f"{request.method} {request.url.path}"[:128], {"reason": str(exc)})
+        audit.record_now(
+            runtime(request).engine,
+            who.origin,
+            "access_denied",
+            f"{request.method} {request.url.path}"[:128],
+            {"reason": str(exc)},
+        )
 
 
 def api_error_response(request: Request, exc: TriageError) -> JSONResponse:
@@ -246,7 +251,15 @@ def _replay(body: bytes, original: Receive) -> Receive:
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

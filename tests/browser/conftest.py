@@ -33,8 +33,14 @@ from serve.triage.settings import Settings
 from serve.triage.synthetic import synthetic_scored_batch
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PASSWORD = "inspection-day-2025"
 USERS = {"sup": ("supervisor", ()), "lax": ("inspector", ("USLAX",)), "hou": ("inspector", ("USHOU",))}
 
@@ -69,8 +75,15 @@ def _seed(database: Path, settings: Settings) -> None:
     for weeks_ago in (3, 2, 1, 0):
         queue_day = today - timedelta(weeks=weeks_ago)
         batch = database.parent / f"batch-{weeks_ago}.csv"
-        lines = synthetic_scored_batch(600, seed=3 + weeks_ago, ports=("USLAX", "USHOU"), red_share=0.05,
-                                       yellow_share=0.1, declared_at=queue_day - timedelta(days=2), id_prefix=f"W{weeks_ago}-")
+        lines = synthetic_scored_batch(
+            600,
+            seed=3 + weeks_ago,
+            ports=("USLAX", "USHOU"),
+            red_share=0.05,
+            yellow_share=0.1,
+            declared_at=queue_day - timedelta(days=2),
+            id_prefix=f"W{weeks_ago}-",
+        )
         lines.to_csv(batch, index=False)
         if weeks_ago == 0:
             _write_quarantine(lines, default_quarantine_path(batch))
@@ -96,8 +109,7 @@ def _decide_all(engine, supervisor, batch_id: int, rng: np.random.Generator) -> 
     with Session(engine) as db, db.begin():
         for case in db.scalars(select(Case).where(Case.batch_id == batch_id, Case.queue_state == "open")):
             chance = case.risk_score if case.flagged else 0.05
-            entry = (OutcomeInput("confirmed", found_commodity="antimony") if rng.uniform() < chance
-                     else OutcomeInput("clean"))
+            entry = OutcomeInput("confirmed", found_commodity="antimony") if rng.uniform() < chance else OutcomeInput("clean")
             record_outcome(db, supervisor, case.id, entry)
 
 
@@ -111,8 +123,12 @@ def _free_port() -> int:
 def live_server(tmp_path_factory) -> LiveServer:
     """The service under uvicorn in a background thread, stopped at the end of the session."""
     database = tmp_path_factory.mktemp("browser") / "misdeclare.db"
-    settings = Settings(database_url=f"sqlite:///{database}", argon2_time_cost=1, argon2_memory_kib=1024,
-                        history_dir=str(database.parent / "history"))
+    settings = Settings(
+        database_url=f"sqlite:///{database}",
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+        history_dir=str(database.parent / "history"),
+    )
     _seed(database, settings)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))

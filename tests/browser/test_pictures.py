@@ -32,14 +32,20 @@ def _db(live_server):
 
 def _attrs(page, selector: str, *names: str) -> list[dict]:
     return page.locator(selector).evaluate_all(
-        "(nodes, names) => nodes.map(n => Object.fromEntries(names.map(k => [k, n.getAttribute(k)])))", list(names))
+        "(nodes, names) => nodes.map(n => Object.fromEntries(names.map(k => [k, n.getAttribute(k)])))", list(names)
+    )
 
 
 def _open_red_cases(live_server) -> list[Case]:
     engine = _db(live_server)
     with Session(engine, expire_on_commit=False) as db:
-        cases = list(db.scalars(select(Case).where(Case.port == "USLAX", Case.queue_state == "open", Case.channel == "red")
-                                .order_by(Case.risk_score.desc())))
+        cases = list(
+            db.scalars(
+                select(Case)
+                .where(Case.port == "USLAX", Case.queue_state == "open", Case.channel == "red")
+                .order_by(Case.risk_score.desc())
+            )
+        )
     engine.dispose()
     return cases
 
@@ -48,18 +54,24 @@ def _earlier_lines(live_server, case: Case, column: str) -> list[tuple]:
     engine = _db(live_server)
     with Session(engine) as db:
         party = getattr(Case, column)
-        rows = db.execute(select(Case.declared_at, Case.channel, Case.risk_score, Outcome.result)
-                          .outerjoin(Outcome, Outcome.id == Case.current_outcome_id)
-                          .where(party == getattr(case, column), Case.id != case.id, Case.declared_at <= case.declared_at)
-                          .order_by(Case.declared_at.desc(), Case.id.desc()).limit(HISTORY_LIMIT)).all()
+        rows = db.execute(
+            select(Case.declared_at, Case.channel, Case.risk_score, Outcome.result)
+            .outerjoin(Outcome, Outcome.id == Case.current_outcome_id)
+            .where(party == getattr(case, column), Case.id != case.id, Case.declared_at <= case.declared_at)
+            .order_by(Case.declared_at.desc(), Case.id.desc())
+            .limit(HISTORY_LIMIT)
+        ).all()
     engine.dispose()
     return sorted((d.isoformat(), ch, f"{r:.4f}", res or "none") for d, ch, r, res in rows)
 
 
 def test_case_page_draws_price_bands_route_and_party_history(signed_in, live_server, screenshot):
     # A case whose shipper has a confirmed misdeclaration among its earlier lines, so every mark is drawn.
-    case = next(c for c in _open_red_cases(live_server)
-                if any(line[3] == "confirmed" for line in _earlier_lines(live_server, c, "shipper_id")))
+    case = next(
+        c
+        for c in _open_red_cases(live_server)
+        if any(line[3] == "confirmed" for line in _earlier_lines(live_server, c, "shipper_id"))
+    )
     page = signed_in("lax")
     page.goto(f"{live_server.url}/cases/{case.id}")
     reference = load_reference()
@@ -92,10 +104,12 @@ def test_case_page_draws_price_bands_route_and_party_history(signed_in, live_ser
     # Parties: one mark per earlier line, with its day, channel, risk and outcome; riskier is higher.
     for column, chart in (("shipper_id", "shipper-timeline"), ("consignee_id", "consignee-timeline")):
         points = _attrs(page, f"#{chart} g.point", "data-day", "data-channel", "data-risk", "data-result")
-        assert sorted((p["data-day"], p["data-channel"], p["data-risk"], p["data-result"]) for p in points) == \
-            _earlier_lines(live_server, case, column)
+        assert sorted((p["data-day"], p["data-channel"], p["data-risk"], p["data-result"]) for p in points) == _earlier_lines(
+            live_server, case, column
+        )
         marks = page.locator(f"#{chart} g.point > *").evaluate_all(
-            "nodes => nodes.map(n => [Number(n.parentNode.dataset.risk), n.getBBox().y + n.getBBox().height / 2])")
+            "nodes => nodes.map(n => [Number(n.parentNode.dataset.risk), n.getBBox().y + n.getBBox().height / 2])"
+        )
         by_risk = sorted(marks)
         assert all(a[1] >= b[1] - 1e-6 for a, b in zip(by_risk, by_risk[1:]))
     assert any(p["data-result"] == "confirmed" for p in _attrs(page, "g.point", "data-result"))
@@ -116,10 +130,12 @@ def _week(day: date) -> str:
 def test_supervision_draws_weekly_hit_rates_and_capacity(signed_in, live_server, screenshot):
     engine = _db(live_server)
     with Session(engine) as db:
-        decided = db.execute(select(Case.queue_date, Case.priority, Case.port, Outcome.result)
-                             .join(Outcome, Outcome.id == Case.current_outcome_id)).all()
-        queued = db.execute(select(Case.port, Case.queue_date)
-                            .where(Case.queue_state.is_not(None), Case.queue_date < date.today())).all()
+        decided = db.execute(
+            select(Case.queue_date, Case.priority, Case.port, Outcome.result).join(Outcome, Outcome.id == Case.current_outcome_id)
+        ).all()
+        queued = db.execute(
+            select(Case.port, Case.queue_date).where(Case.queue_state.is_not(None), Case.queue_date < date.today())
+        ).all()
     engine.dispose()
     series = {2: "red", 1: "yellow", 0: "random checks"}
     expected = Counter()
@@ -129,8 +145,16 @@ def test_supervision_draws_weekly_hit_rates_and_capacity(signed_in, live_server,
     page = signed_in("sup")
     page.click("nav a[href='/supervision']")
     page.wait_for_url("**/supervision")
-    rates = _attrs(page, "svg[data-chart=rates] g.rate[data-series]", "data-series", "data-period", "data-hits",
-                   "data-trials", "data-low", "data-high")
+    rates = _attrs(
+        page,
+        "svg[data-chart=rates] g.rate[data-series]",
+        "data-series",
+        "data-period",
+        "data-hits",
+        "data-trials",
+        "data-low",
+        "data-high",
+    )
     drawn = Counter()
     for rate in rates:
         drawn[(rate["data-series"], rate["data-period"], "trials")] += int(rate["data-trials"])
@@ -142,8 +166,9 @@ def test_supervision_draws_weekly_hit_rates_and_capacity(signed_in, live_server,
     for port, day in queued:
         days[port].add(day)
     bars = _attrs(page, "svg[data-chart=capacity] rect.bar", "data-port", "data-value")
-    assert {b["data-port"]: round(float(b["data-value"]), 4) for b in bars} == \
-        {port: round(inspected[port] / len(days[port]), 4) for port in days}
+    assert {b["data-port"]: round(float(b["data-value"]), 4) for b in bars} == {
+        port: round(inspected[port] / len(days[port]), 4) for port in days
+    }
     capacity = page.locator("svg[data-chart=capacity] line.capacity").get_attribute("data-value")
     assert capacity == page.locator("text=inspections per port and day").inner_text().split("capacity ")[1].split(" ")[0]
     screenshot(page, "supervision")
@@ -153,8 +178,10 @@ def test_batch_report_page_counts_the_loaded_batch(signed_in, live_server, scree
     engine = _db(live_server)
     with Session(engine) as db:
         batch = db.scalars(select(Batch).order_by(Batch.id.desc())).first()
-        lines = pd.read_sql(select(Case.port_of_discharge, Case.channel, Case.hs_code, Case.export_country)
-                            .where(Case.batch_id == batch.id), db.connection())
+        lines = pd.read_sql(
+            select(Case.port_of_discharge, Case.channel, Case.hs_code, Case.export_country).where(Case.batch_id == batch.id),
+            db.connection(),
+        )
     engine.dispose()
     page = signed_in("sup")
     page.goto(f"{live_server.url}/supervision")
@@ -178,16 +205,23 @@ def test_batch_report_page_counts_the_loaded_batch(signed_in, live_server, scree
     assert sum(int(c["data-total"]) for c in cells) == under_cover.sum()  # every cell of this small batch is drawn
     assert sum(int(c["data-hits"]) for c in cells) == (under_cover & flagged).sum()
 
-    rules = {r["data-label"]: int(r["data-value"]) for r in _attrs(page, "svg[data-chart=hbar]#rules rect", "data-label", "data-value")}
-    assert rules == {"hs_code must be 6-10 digits": 3, "gross_weight_kg must be > 0": 3,
-                     "net_weight_kg <= gross_weight_kg does not hold": 3,  # the net weight is now above the gross
-                     "port_of_discharge must be UN/LOCODEs (5 characters)": 1}
+    rules = {
+        r["data-label"]: int(r["data-value"]) for r in _attrs(page, "svg[data-chart=hbar]#rules rect", "data-label", "data-value")
+    }
+    assert rules == {
+        "hs_code must be 6-10 digits": 3,
+        "gross_weight_kg must be > 0": 3,
+        "net_weight_kg <= gross_weight_kg does not hold": 3,  # the net weight is now above the gross
+        "port_of_discharge must be UN/LOCODEs (5 characters)": 1,
+    }
     screenshot(page, "batch-report")
 
 
 def test_report_file_is_self_contained_and_draws_its_counts(new_page, tmp_path, screenshot):
-    lines = pd.concat([synthetic_scored_batch(400, seed=s, declared_at=date(2026, 3, d), id_prefix=f"D{d}-")
-                       for s, d in ((1, 2), (2, 3))], ignore_index=True)
+    lines = pd.concat(
+        [synthetic_scored_batch(400, seed=s, declared_at=date(2026, 3, d), id_prefix=f"D{d}-") for s, d in ((1, 2), (2, 3))],
+        ignore_index=True,
+    )
     report = BatchReport(load_reference().cover_codes)
     report.add_scored(lines)
     reference = [1 / 14] * 14
@@ -204,8 +238,10 @@ def test_report_file_is_self_contained_and_draws_its_counts(new_page, tmp_path, 
     counts = np.array(pd.cut(lines["risk_score"], edges, right=False).value_counts(sort=False).tolist())
     counts[-1] += (lines["risk_score"] == 1.0).sum()  # the last bin holds 1.0
     np.testing.assert_allclose([float(b["data-share"]) for b in bins], counts / len(lines), atol=1e-6)
-    assert [float(r) for r in page.locator("svg[data-chart=histogram] line.reference").evaluate_all(
-        "nodes => nodes.map(n => n.dataset.share)")] == pytest.approx(reference, abs=1e-6)
+    assert [
+        float(r)
+        for r in page.locator("svg[data-chart=histogram] line.reference").evaluate_all("nodes => nodes.map(n => n.dataset.share)")
+    ] == pytest.approx(reference, abs=1e-6)
     days = sorted(_attrs(page, "svg[data-chart=columns] rect", "data-category"), key=str)
     assert {d["data-category"] for d in days} == {"2026-03-02", "2026-03-03"}
     screenshot(page, "report-file")

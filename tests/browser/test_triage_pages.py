@@ -24,14 +24,22 @@ pytestmark = pytest.mark.browser
 def _queue_ids(live_server, port: str, limit: int = 50) -> list[int]:
     engine = make_engine(f"sqlite:///{live_server.database}")
     with Session(engine) as db:
-        ids = list(db.scalars(select(Case.id).where(Case.port == port, Case.queue_state == "open")
-                              .order_by(Case.priority.desc(), Case.risk_score.desc(), Case.id.desc()).limit(limit)))
+        ids = list(
+            db.scalars(
+                select(Case.id)
+                .where(Case.port == port, Case.queue_state == "open")
+                .order_by(Case.priority.desc(), Case.risk_score.desc(), Case.id.desc())
+                .limit(limit)
+            )
+        )
     engine.dispose()
     return ids
 
 
 def _rows(page) -> list[int]:
-    return [int(i) for i in page.locator("#queue-table tbody tr[data-case]").evaluate_all("rows => rows.map(r => r.dataset.case)")]
+    return [
+        int(i) for i in page.locator("#queue-table tbody tr[data-case]").evaluate_all("rows => rows.map(r => r.dataset.case)")
+    ]
 
 
 def _first_open_red_case(page) -> str:
@@ -56,8 +64,10 @@ def test_queue_filter_swaps_the_table_in_place(signed_in):
     page.evaluate("window.notReloaded = true")
     page.select_option("select[name=channel]", "yellow")
     page.wait_for_function("() => location.search.includes('channel=yellow')")
-    page.wait_for_function("() => [...document.querySelectorAll('#queue-table tbody td:nth-child(2) .chip')]"
-                           ".every(c => c.textContent.trim() === 'yellow')")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#queue-table tbody td:nth-child(2) .chip')]"
+        ".every(c => c.textContent.trim() === 'yellow')"
+    )
     chips = set(page.locator("#queue-table tbody td:nth-child(2) .chip").all_inner_texts())
     assert chips == {"YELLOW"}
     assert page.evaluate("window.notReloaded") is True  # swapped by htmx, not a full page load

@@ -64,6 +64,7 @@ def _per_day(mask: pd.Series, dates: pd.Series, first: pd.Timestamp, last: pd.Ti
 # Schema, shape, determinism
 # ---------------------------------------------------------------------------------------------
 
+
 def test_every_line_passes_the_schema(frame):
     result = validate_manifest(frame)
     assert len(result.quarantine) == 0, result.quarantine["quarantine_reason"].value_counts().head()
@@ -155,6 +156,7 @@ def test_bad_parameters_are_rejected_with_their_value(kwargs, error, message):
 # Ground truth and labels
 # ---------------------------------------------------------------------------------------------
 
+
 def test_ground_truth_columns_are_consistent(frame, reference):
     fraud = frame["sim_fraud"] == 1
     assert set(frame["sim_fraud"].unique()) == {0, 1}
@@ -231,6 +233,7 @@ def test_label_noise_follows_the_configured_rates():
 # Time: controls, onset, surge
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("commodity", ["antimony", "gallium", "germanium", "rare_earth"])
 def test_fraud_takes_off_only_after_the_commodity_controls(frame, reference, config, commodity):
     onset = _measure_date(reference, config["fraud"]["onset_measure"][commodity])
@@ -305,6 +308,7 @@ def test_express_parcels_are_small_and_split(frame, config):
 # Economics and physics
 # ---------------------------------------------------------------------------------------------
 
+
 def _cover_band(reference, config, hs_code: pd.Series) -> pd.DataFrame:
     """USD/kg band of the cover code each HS code falls under (reference, else est. fill)."""
     covers = reference.hs_codes[reference.hs_codes["role"] == "cover"].set_index("hs_prefix")
@@ -314,8 +318,7 @@ def _cover_band(reference, config, hs_code: pd.Series) -> pd.DataFrame:
     for prefix, (fill_low, fill_high) in fill.items():
         low[prefix], high[prefix] = fill_low, fill_high
     prefix = hs_code.str[:6].where(hs_code.str[:6].isin(covers.index), hs_code.str[:4])
-    return pd.DataFrame({"low": low.reindex(prefix).to_numpy(), "high": high.reindex(prefix).to_numpy()},
-                        index=hs_code.index)
+    return pd.DataFrame({"low": low.reindex(prefix).to_numpy(), "high": high.reindex(prefix).to_numpy()}, index=hs_code.index)
 
 
 def _target_band(reference, lines: pd.DataFrame) -> pd.DataFrame:
@@ -420,6 +423,7 @@ def test_net_weight_never_exceeds_gross(frame):
 # Entities and stories
 # ---------------------------------------------------------------------------------------------
 
+
 def test_long_standing_and_new_shippers_coexist(frame):
     clean = frame[frame["sim_fraud"] == 0]
     years = clean.groupby("shipper_id")["declared_at"].agg(["min", "max", "count"])
@@ -462,6 +466,7 @@ def test_hub_subsidiary_jumps_many_fold_after_the_switch(frame, reference):
 # ---------------------------------------------------------------------------------------------
 # Configuration and the new-route scenario
 # ---------------------------------------------------------------------------------------------
+
 
 def test_user_config_is_deep_merged_over_the_default(tmp_path, config):
     path = tmp_path / "override.yaml"

@@ -27,8 +27,11 @@ OFF = {
 }
 # A new diversion route through a country the reference tables do not list as a hub.
 VN_ROUTE = {
-    "export": "VN", "loading": {"VNSGN": 0.6, "VNHPH": 0.4}, "discharge": {"USLAX": 1.0},
-    "transship": {"": 1.0}, "modes": {"sea": 1.0},
+    "export": "VN",
+    "loading": {"VNSGN": 0.6, "VNHPH": 0.4},
+    "discharge": {"USLAX": 1.0},
+    "transship": {"": 1.0},
+    "modes": {"sea": 1.0},
     "weights": {"antimony": 0.5, "gallium": 0.2, "germanium": 0.2, "rare_earth": 0.5},
 }
 
@@ -63,6 +66,7 @@ def _early_lines_of_late_shippers(frame: pd.DataFrame, after_days: int, within_d
 # Defaults reproduce today's world
 # ---------------------------------------------------------------------------------------------
 
+
 def test_structural_knobs_default_to_off(config):
     assert config["entities"]["heavy_newcomer_share"] == OFF["entities"]["heavy_newcomer_share"]
     assert config["fraud"]["established_party_share"] == OFF["fraud"]["established_party_share"]
@@ -71,14 +75,17 @@ def test_structural_knobs_default_to_off(config):
 
 def test_knobs_set_off_explicitly_reproduce_the_default_world(default_frame):
     # The size knobs of an inactive mechanism draw nothing and change nothing either.
-    explicit = {"entities": {**OFF["entities"], "heavy_newcomer_declarations": 3, "heavy_newcomer_days": 2},
-                "fraud": OFF["fraud"]}
+    explicit = {
+        "entities": {**OFF["entities"], "heavy_newcomer_declarations": 3, "heavy_newcomer_days": 2},
+        "fraud": OFF["fraud"],
+    }
     pd.testing.assert_frame_equal(_generate(**explicit), default_frame)
 
 
 # ---------------------------------------------------------------------------------------------
 # Observable selection columns
 # ---------------------------------------------------------------------------------------------
+
 
 def test_selection_columns_sit_between_canonical_and_simulation(default_frame):
     assert SELECTION_COLUMNS == ("selection_probability", "selected_by")
@@ -138,6 +145,7 @@ def test_an_unlabelled_manifest_carries_no_outcome_selection_or_truth(tmp_path):
 # Heavy legitimate newcomers
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def newcomer_frame():
     return _generate(entities={"heavy_newcomer_share": 0.2})
@@ -171,6 +179,7 @@ def test_heavy_newcomers_only_take_over_declarations(newcomer_frame, default_fra
 # Fraud through long-established firms
 # ---------------------------------------------------------------------------------------------
 
+
 def _share_with_legitimate_lines_before(frame: pd.DataFrame, party: str, onset: pd.Timestamp) -> float:
     """Share of fraud-network lines whose ``party`` filed legitimate lines before ``onset``."""
     legitimate = frame[frame["sim_scenario"].isin(LEGITIMATE) & (frame["declared_at"] < onset)]
@@ -199,6 +208,7 @@ def test_fraud_through_established_firms_keeps_the_fraud_level(default_frame):
 # Depth of undervaluation
 # ---------------------------------------------------------------------------------------------
 
+
 def test_constant_undervalue_factor_scales_only_undervalued_lines(default_frame):
     scaled = _generate(fraud={"undervalue_factor": [0.4, 0.4]})
     undervalued = default_frame["sim_disguise"] == "undervalued"
@@ -216,8 +226,7 @@ def test_undervalue_factor_range_spreads_within_its_bounds(default_frame):
     scaled = _generate(fraud={"undervalue_factor": [0.2, 0.5]})
     undervalued = default_frame["sim_disguise"] == "undervalued"
     pd.testing.assert_series_equal(scaled["net_weight_kg"], default_frame["net_weight_kg"])
-    ratio = (scaled.loc[undervalued, "declared_value_usd"]
-             / default_frame.loc[undervalued, "declared_value_usd"]).to_numpy()
+    ratio = (scaled.loc[undervalued, "declared_value_usd"] / default_frame.loc[undervalued, "declared_value_usd"]).to_numpy()
     assert ratio.min() >= 0.2 - 0.01 and ratio.max() <= 0.5 + 0.01
     assert np.quantile(ratio, 0.1) < 0.25 and np.quantile(ratio, 0.9) > 0.45
 
@@ -225,6 +234,7 @@ def test_undervalue_factor_range_spreads_within_its_bounds(default_frame):
 # ---------------------------------------------------------------------------------------------
 # A diversion route through a country that is not a diversion hub
 # ---------------------------------------------------------------------------------------------
+
 
 def test_override_adds_a_route_through_a_non_hub_country(default_frame):
     reference = load_reference()
@@ -242,14 +252,19 @@ def test_override_adds_a_route_through_a_non_hub_country(default_frame):
 # Bad values name their key
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
         ({"entities": {"heavy_newcomer_share": 1.5}}, "'entities.heavy_newcomer_share' must be a share in"),
-        ({"entities": {"heavy_newcomer_share": 0.1, "heavy_newcomer_declarations": 0}},
-         "'entities.heavy_newcomer_declarations' must be >= 1, got 0"),
-        ({"entities": {"heavy_newcomer_share": 0.1, "heavy_newcomer_days": "soon"}},
-         "'entities.heavy_newcomer_days' must be a number, got 'soon'"),
+        (
+            {"entities": {"heavy_newcomer_share": 0.1, "heavy_newcomer_declarations": 0}},
+            "'entities.heavy_newcomer_declarations' must be >= 1, got 0",
+        ),
+        (
+            {"entities": {"heavy_newcomer_share": 0.1, "heavy_newcomer_days": "soon"}},
+            "'entities.heavy_newcomer_days' must be a number, got 'soon'",
+        ),
         ({"fraud": {"established_party_share": -0.1}}, "'fraud.established_party_share' must be a share in"),
         ({"fraud": {"undervalue_factor": [0.0, 0.5]}}, "'fraud.undervalue_factor' must be [low, high] with 0 < low"),
         ({"fraud": {"undervalue_factor": 0.5}}, "'fraud.undervalue_factor' must be a [low, high] pair, got 0.5"),

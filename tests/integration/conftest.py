@@ -8,8 +8,8 @@ setting (a configuration value, the same code path as production).
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -151,8 +151,9 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 def _sign_in(test_client: TestClient, username: str, password: str = PASSWORD) -> str:
     form = test_client.get("/login")
     token = CSRF_FIELD.search(form.text).group(1)
-    response = test_client.post("/login", data={"username": username, "password": password, "csrf_token": token,
-                                                "next": "/"}, follow_redirects=False)
+    response = test_client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token, "next": "/"}, follow_redirects=False
+    )
     assert response.status_code == 303, response.text
     page = test_client.get("/password")
     return CSRF_FIELD.search(page.text).group(1)
@@ -168,6 +169,7 @@ def sign_in():
 def make_client(db_path: Path):
     """``make_client(scorer=..., **settings)``: another HTTPS client of an app on the test's database."""
     with ExitStack() as stack:
+
         def build(scorer=None, **overrides) -> TestClient:
             app = create_app(make_settings(db_path, **overrides), scorer=scorer)
             return stack.enter_context(TestClient(app, base_url="https://testserver"))

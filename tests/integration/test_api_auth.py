@@ -13,9 +13,16 @@ from serve.triage.db import ApiToken, Case, SessionRow, User
 from serve.triage.synthetic import synthetic_scored_batch
 
 LINE = {
-    "declaration_id": "D-1", "line_no": 1, "declared_at": "2025-06-01", "hs_code": "790111",
-    "description": "zinc ingots", "gross_weight_kg": 1000.0, "declared_value_usd": 2900.0,
-    "origin_country": "CN", "export_country": "TH", "port_of_discharge": "USLAX",
+    "declaration_id": "D-1",
+    "line_no": 1,
+    "declared_at": "2025-06-01",
+    "hs_code": "790111",
+    "description": "zinc ingots",
+    "gross_weight_kg": 1000.0,
+    "declared_value_usd": 2900.0,
+    "origin_country": "CN",
+    "export_country": "TH",
+    "port_of_discharge": "USLAX",
 }
 ROLES = ("admin", "sup", "lax")
 ROLE_OF = {"admin": "admin", "sup": "supervisor", "lax": "inspector"}
@@ -96,10 +103,14 @@ def test_unknown_token_401(client, ids, tmp_path, method, path, kind, allowed, s
     assert (response.status_code, response.json()["detail"]) == (401, "invalid or revoked API token")
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"expires_at": datetime.now(UTC) - timedelta(seconds=1)}, "API token expired"),
-    ({"revoked_at": datetime.now(UTC) - timedelta(hours=1)}, "invalid or revoked API token"),
-], ids=["expired", "revoked"])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"expires_at": datetime.now(UTC) - timedelta(seconds=1)}, "API token expired"),
+        ({"revoked_at": datetime.now(UTC) - timedelta(hours=1)}, "invalid or revoked API token"),
+    ],
+    ids=["expired", "revoked"],
+)
 @pytest.mark.parametrize(("method", "path", "kind", "allowed", "status"), ROUTES[:4], ids=ROUTE_IDS[:4])
 def test_expired_or_revoked_token_401(client, engine, auth, ids, tmp_path, change, message, method, path, kind, allowed, status):
     with Session(engine) as db, db.begin():
@@ -136,10 +147,13 @@ def test_allowed_role_succeeds(client, auth, ids, tmp_path, route, name):
     assert response.status_code == status, response.text
 
 
-@pytest.mark.parametrize(("method", "path", "kind"), [
-    ("GET", "/api/cases/{case_id}", None),
-    ("POST", "/api/cases/{case_id}/outcomes", "outcome"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "kind"),
+    [
+        ("GET", "/api/cases/{case_id}", None),
+        ("POST", "/api/cases/{case_id}/outcomes", "outcome"),
+    ],
+)
 def test_inspector_of_another_port_403(client, auth, ids, tmp_path, method, path, kind):
     response = _call(client, method, path, kind, ids, tmp_path, auth("hou"))
     assert response.status_code == 403
@@ -180,11 +194,19 @@ def test_signed_out_session_401(client, sign_in):
 
 
 def test_one_time_password_blocks_the_api_until_changed(client, auth, sign_in):
-    created = client.post("/api/users", headers=auth("admin"),
-                          json={"username": "fresh", "role": "inspector", "ports": ["USLAX"]}).json()
+    created = client.post(
+        "/api/users", headers=auth("admin"), json={"username": "fresh", "role": "inspector", "ports": ["USLAX"]}
+    ).json()
     csrf = sign_in(client, "fresh", created["one_time_password"])
     blocked = client.get("/api/queue")
     me = client.get("/api/me")
-    client.post("/password", data={"csrf_token": csrf, "current": created["one_time_password"],
-                                   "new": "a-long-new-password", "repeat": "a-long-new-password"})
+    client.post(
+        "/password",
+        data={
+            "csrf_token": csrf,
+            "current": created["one_time_password"],
+            "new": "a-long-new-password",
+            "repeat": "a-long-new-password",
+        },
+    )
     assert (blocked.status_code, me.status_code, client.get("/api/queue").status_code) == (403, 200, 200)

@@ -14,9 +14,16 @@ from serve.triage.schemas import MAX_SCORE_LINES
 from serve.triage.synthetic import synthetic_scored_batch
 
 LINE = {
-    "declaration_id": "D-1", "line_no": 1, "declared_at": "2025-06-01", "hs_code": "790111",
-    "description": "zinc ingots", "gross_weight_kg": 1000.0, "declared_value_usd": 2900.0,
-    "origin_country": "CN", "export_country": "TH", "port_of_discharge": "USLAX",
+    "declaration_id": "D-1",
+    "line_no": 1,
+    "declared_at": "2025-06-01",
+    "hs_code": "790111",
+    "description": "zinc ingots",
+    "gross_weight_kg": 1000.0,
+    "declared_value_usd": 2900.0,
+    "origin_country": "CN",
+    "export_country": "TH",
+    "port_of_discharge": "USLAX",
 }
 
 
@@ -36,10 +43,17 @@ def test_score_answers_what_the_model_says(client, auth, model_dir):
     assert response.status_code == 200
     assert response.json()["rejected"] == []
     assert response.json()["scores"] == [
-        {"declaration_id": row.declaration_id, "line_no": 1, "risk_score": pytest.approx(row.risk_score),
-         "channel": row.channel, "reasons": [p for p in (row.reasons or "").split(" | ") if p],
-         "suspected_commodity": row.suspected_commodity, "model_version": row.model_version}
-        for row in expected.itertuples()]
+        {
+            "declaration_id": row.declaration_id,
+            "line_no": 1,
+            "risk_score": pytest.approx(row.risk_score),
+            "channel": row.channel,
+            "reasons": [p for p in (row.reasons or "").split(" | ") if p],
+            "suspected_commodity": row.suspected_commodity,
+            "model_version": row.model_version,
+        }
+        for row in expected.itertuples()
+    ]
 
 
 def test_score_rejects_lines_failing_manifest_rules_and_scores_the_rest(client, auth):
@@ -60,17 +74,20 @@ def test_score_is_audited(client, auth, engine):
     assert (event.actor, json.loads(event.detail)) == ("lax", {"lines": 1, "rejected": 0})
 
 
-@pytest.mark.parametrize(("change", "loc", "error_type"), [
-    ({"gross_weight_kg": "1000"}, ["body", "lines", 0, "gross_weight_kg"], "float_type"),
-    ({"gross_weight_kg": False}, ["body", "lines", 0, "gross_weight_kg"], "float_type"),
-    ({"gross_weight_kg": -5.0}, ["body", "lines", 0, "gross_weight_kg"], "greater_than"),
-    ({"line_no": 1.5}, ["body", "lines", 0, "line_no"], "int_type"),
-    ({"hs_code": "79.01"}, ["body", "lines", 0, "hs_code"], "string_pattern_mismatch"),
-    ({"declared_at": "01/06/2025"}, ["body", "lines", 0, "declared_at"], "date_from_datetime_parsing"),
-    ({"transport_mode": "ship"}, ["body", "lines", 0, "transport_mode"], "literal_error"),
-    ({"colour": "grey"}, ["body", "lines", 0, "colour"], "extra_forbidden"),
-    ({"declaration_id": None}, ["body", "lines", 0, "declaration_id"], "string_type"),
-])
+@pytest.mark.parametrize(
+    ("change", "loc", "error_type"),
+    [
+        ({"gross_weight_kg": "1000"}, ["body", "lines", 0, "gross_weight_kg"], "float_type"),
+        ({"gross_weight_kg": False}, ["body", "lines", 0, "gross_weight_kg"], "float_type"),
+        ({"gross_weight_kg": -5.0}, ["body", "lines", 0, "gross_weight_kg"], "greater_than"),
+        ({"line_no": 1.5}, ["body", "lines", 0, "line_no"], "int_type"),
+        ({"hs_code": "79.01"}, ["body", "lines", 0, "hs_code"], "string_pattern_mismatch"),
+        ({"declared_at": "01/06/2025"}, ["body", "lines", 0, "declared_at"], "date_from_datetime_parsing"),
+        ({"transport_mode": "ship"}, ["body", "lines", 0, "transport_mode"], "literal_error"),
+        ({"colour": "grey"}, ["body", "lines", 0, "colour"], "extra_forbidden"),
+        ({"declaration_id": None}, ["body", "lines", 0, "declaration_id"], "string_type"),
+    ],
+)
 def test_bad_score_body_422_says_where_and_what(client, auth, change, loc, error_type):
     response = client.post("/score", headers=auth("lax"), json={"lines": [{**LINE, **change}]})
     assert response.status_code == 422
@@ -79,19 +96,21 @@ def test_bad_score_body_422_says_where_and_what(client, auth, change, loc, error
     assert errors[0]["msg"]
 
 
-@pytest.mark.parametrize(("body", "error_type"), [
-    ({"lines": []}, "too_short"),
-    ({"lines": [LINE] * (MAX_SCORE_LINES + 1)}, "too_long"),
-    ({}, "missing"),
-])
+@pytest.mark.parametrize(
+    ("body", "error_type"),
+    [
+        ({"lines": []}, "too_short"),
+        ({"lines": [LINE] * (MAX_SCORE_LINES + 1)}, "too_long"),
+        ({}, "missing"),
+    ],
+)
 def test_score_batch_size_422(client, auth, body, error_type):
     response = client.post("/score", headers=auth("lax"), json=body)
     assert [e["type"] for e in response.json()["detail"]] == [error_type]
 
 
 def test_oversize_body_413_before_auth_or_parsing(client):
-    response = client.post("/score", content=b"{" + b" " * 1_048_576 + b"}",
-                           headers={"Content-Type": "application/json"})
+    response = client.post("/score", content=b"{" + b" " * 1_048_576 + b"}", headers={"Content-Type": "application/json"})
     assert (response.status_code, response.json()) == (413, {"detail": "request body larger than 1048576 bytes"})
 
 
@@ -103,8 +122,9 @@ def test_oversize_chunked_body_413(client, auth):
 
 def test_small_chunked_body_passes(client, auth):
     payload = b'{"lines": [' + json.dumps(LINE).encode() + b"]}"
-    response = client.post("/score", content=iter([payload[:10], payload[10:]]),
-                           headers={**auth("lax"), "Content-Type": "application/json"})
+    response = client.post(
+        "/score", content=iter([payload[:10], payload[10:]]), headers={**auth("lax"), "Content-Type": "application/json"}
+    )
     assert response.status_code == 200
 
 
@@ -133,14 +153,25 @@ def test_upload_loads_a_batch_once(client, auth, tmp_path):
     assert first["queue_date"] == "2025-06-09"
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("b.txt", b"a,b\n", "b.txt: expected a .csv or .parquet file"),
-    ("b.csv", b"declaration_id,declared_at\nX,2025-01-01\n", "b.csv: not a scored batch, missing column 'risk_score'"),
-    ("b.csv", b"declaration_id,declared_at,risk_score,channel,suspected_commodity,model_version\nX,2025-01-01,0.5,red,none,m/1\n",
-     "b.csv: missing required column 'hs_code' (and gross_weight_kg, declared_value_usd, origin_country, export_country)"),
-    ("b.csv", b"", None),
-    ("b.parquet", b"not parquet at all", None),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("b.txt", b"a,b\n", "b.txt: expected a .csv or .parquet file"),
+        (
+            "b.csv",
+            b"declaration_id,declared_at,hs_code,gross_weight_kg,declared_value_usd,origin_country,export_country\n"
+            b"X,2025-01-01,790111,1,1,CN,TH\n",
+            "b.csv: not a scored batch, missing column 'risk_score'",
+        ),
+        (
+            "b.csv",
+            b"declaration_id,declared_at,risk_score,channel,suspected_commodity,model_version\nX,2025-01-01,0.5,red,none,m/1\n",
+            "b.csv: missing required column 'hs_code' (and gross_weight_kg, declared_value_usd, origin_country, export_country)",
+        ),
+        ("b.csv", b"", None),
+        ("b.parquet", b"not parquet at all", None),
+    ],
+)
 def test_bad_upload_422(client, auth, name, content, message):
     response = _upload(client, auth, name, content)
     assert response.status_code == 422
@@ -158,6 +189,7 @@ def test_upload_over_the_limit_413(make_client, auth, tmp_path):
 
 def test_chunked_upload_411(client, auth):
     body = iter([b"--x\r\n", b"--x--\r\n"])
-    response = client.post("/api/batches", content=body,
-                           headers={**auth("sup"), "Content-Type": "multipart/form-data; boundary=x"})
+    response = client.post(
+        "/api/batches", content=body, headers={**auth("sup"), "Content-Type": "multipart/form-data; boundary=x"}
+    )
     assert response.status_code == 411

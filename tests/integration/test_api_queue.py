@@ -41,13 +41,16 @@ def test_supervisor_queue_spans_every_port(client, auth, engine):
     assert body["counts"] == {ch: sum(c.channel == ch for c in rows) for ch in ("red", "yellow", "green")}
 
 
-@pytest.mark.parametrize(("params", "where"), [
-    ({"port": "USHOU"}, {"port": "USHOU"}),
-    ({"channel": "red"}, {"channel": "red"}),
-    ({"commodity": "gallium"}, {"suspected_commodity": "gallium"}),
-    ({"selected_by": "exploration"}, {"selected_by": "exploration"}),
-    ({"queue_date": "2025-06-03"}, {}),
-])
+@pytest.mark.parametrize(
+    ("params", "where"),
+    [
+        ({"port": "USHOU"}, {"port": "USHOU"}),
+        ({"channel": "red"}, {"channel": "red"}),
+        ({"commodity": "gallium"}, {"suspected_commodity": "gallium"}),
+        ({"selected_by": "exploration"}, {"selected_by": "exploration"}),
+        ({"queue_date": "2025-06-03"}, {}),
+    ],
+)
 def test_queue_filters(client, auth, engine, params, where):
     expected = _expected_order(_open_cases(engine, **where))
     body = client.get("/api/queue", params={**params, "per_page": 200}, headers=auth("sup")).json()
@@ -71,14 +74,17 @@ def test_inspector_filtering_another_port_403(client, auth):
     assert (response.status_code, response.json()["detail"]) == (403, "you are not assigned to port USHOU")
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    ({"channel": "purple"}, "channel"),
-    ({"per_page": 0}, "per_page"),
-    ({"per_page": 201}, "per_page"),
-    ({"port": "los angeles"}, "port"),
-    ({"queue_date": "yesterday"}, "queue_date"),
-    ({"colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"channel": "purple"}, "channel"),
+        ({"per_page": 0}, "per_page"),
+        ({"per_page": 201}, "per_page"),
+        ({"port": "los angeles"}, "port"),
+        ({"queue_date": "yesterday"}, "queue_date"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
 def test_bad_queue_query_422_names_the_field(client, auth, params, field):
     response = client.get("/api/queue", params=params, headers=auth("sup"))
     assert response.status_code == 422
@@ -93,8 +99,11 @@ def test_case_shows_declared_fields_reasons_history_and_is_audited(client, auth,
     assert body["case"]["route"].endswith("USLAX")
     assert body["case"]["value_per_kg"] == pytest.approx(case.declared_value_usd / case.net_weight_kg)
     with Session(engine) as db:
-        earlier = db.scalar(select(func.count(Case.id)).where(
-            Case.shipper_id == case.shipper_id, Case.id != case.id, Case.declared_at <= case.declared_at))
+        earlier = db.scalar(
+            select(func.count(Case.id)).where(
+                Case.shipper_id == case.shipper_id, Case.id != case.id, Case.declared_at <= case.declared_at
+            )
+        )
         event = db.scalars(select(AuditEvent).where(AuditEvent.action == "case_view")).one()
     assert len(body["shipper_history"]) == min(earlier, 10)
     assert (event.actor, event.target, event.via) == ("lax", f"case:{case.id}", "api")
@@ -108,17 +117,24 @@ def test_unknown_case_404(client, auth):
 def test_outcome_then_correction_keeps_both_events(client, auth, engine):
     case = _open_cases(engine, port="USLAX")[0]
     path = f"/api/cases/{case.id}/outcomes"
-    first = client.post(path, headers=auth("lax"), json={"result": "confirmed", "found_commodity": "antimony",
-                                                         "found_quantity_kg": 440.5, "note": "ingots under zinc"})
+    first = client.post(
+        path,
+        headers=auth("lax"),
+        json={"result": "confirmed", "found_commodity": "antimony", "found_quantity_kg": 440.5, "note": "ingots under zinc"},
+    )
     silent = client.post(path, headers=auth("lax"), json={"result": "clean"})
-    correction = client.post(path, headers=auth("sup"), json={"result": "clean", "note": "lab: zinc",
-                                                              "corrects_outcome_id": first.json()["id"]})
+    correction = client.post(
+        path, headers=auth("sup"), json={"result": "clean", "note": "lab: zinc", "corrects_outcome_id": first.json()["id"]}
+    )
     assert (first.status_code, silent.status_code, correction.status_code) == (201, 409, 201)
-    assert silent.json()["detail"] == (f"case {case.id} already has outcome {first.json()['id']}; "
-                                       f"to correct it, send corrects_outcome_id={first.json()['id']}")
+    assert silent.json()["detail"] == (
+        f"case {case.id} already has outcome {first.json()['id']}; to correct it, send corrects_outcome_id={first.json()['id']}"
+    )
     body = client.get(f"/api/cases/{case.id}", headers=auth("sup")).json()
     assert [(o["result"], o["found_commodity"], o["corrects_id"]) for o in body["outcomes"]] == [
-        ("confirmed", "antimony", None), ("clean", "none", first.json()["id"])]
+        ("confirmed", "antimony", None),
+        ("clean", "none", first.json()["id"]),
+    ]
     assert body["case"]["current_outcome_id"] == correction.json()["id"]
     assert body["case"]["state"] == "decided"
 
@@ -132,12 +148,27 @@ def test_decided_case_leaves_the_open_queue(client, auth, engine):
     assert [c["id"] for c in decided] == [case.id]
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"result": "confirmed"}, "a confirmed misdeclaration needs found_commodity, one of antimony, gallium, germanium, rare_earth"),
-    ({"result": "confirmed", "found_commodity": "none"}, "a confirmed misdeclaration needs found_commodity, one of antimony, gallium, germanium, rare_earth"),
-    ({"result": "clean", "found_commodity": "gallium"}, "found_commodity and found_quantity_kg belong to confirmed misdeclarations only"),
-    ({"result": "clean", "found_quantity_kg": 3.0}, "found_commodity and found_quantity_kg belong to confirmed misdeclarations only"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"result": "confirmed"},
+            "a confirmed misdeclaration needs found_commodity, one of antimony, gallium, germanium, rare_earth",
+        ),
+        (
+            {"result": "confirmed", "found_commodity": "none"},
+            "a confirmed misdeclaration needs found_commodity, one of antimony, gallium, germanium, rare_earth",
+        ),
+        (
+            {"result": "clean", "found_commodity": "gallium"},
+            "found_commodity and found_quantity_kg belong to confirmed misdeclarations only",
+        ),
+        (
+            {"result": "clean", "found_quantity_kg": 3.0},
+            "found_commodity and found_quantity_kg belong to confirmed misdeclarations only",
+        ),
+    ],
+)
 def test_inconsistent_outcome_422_with_message(client, auth, engine, body, message):
     case = _open_cases(engine, port="USLAX")[0]
     response = client.post(f"/api/cases/{case.id}/outcomes", headers=auth("lax"), json=body)
@@ -154,8 +185,9 @@ def test_outcome_on_a_line_never_queued_409(client, auth, engine):
 
 def test_correction_naming_a_stale_outcome_409(client, auth, engine):
     case = _open_cases(engine, port="USLAX")[0]
-    response = client.post(f"/api/cases/{case.id}/outcomes", headers=auth("lax"),
-                           json={"result": "clean", "corrects_outcome_id": 5})
+    response = client.post(
+        f"/api/cases/{case.id}/outcomes", headers=auth("lax"), json={"result": "clean", "corrects_outcome_id": 5}
+    )
     assert (response.status_code, response.json()["detail"]) == (409, f"case {case.id} has no outcome to correct")
 
 
@@ -180,8 +212,10 @@ def test_config_change_is_audited_with_old_and_new_value(client, auth, engine):
     ]
 
 
-@pytest.mark.parametrize("body", [{"exploration_share": 1.5}, {"daily_capacity": -1}, {"daily_capacity": "40"},
-                                  {"exploration_share": False}, {"capacity": 3}])
+@pytest.mark.parametrize(
+    "body",
+    [{"exploration_share": 1.5}, {"daily_capacity": -1}, {"daily_capacity": "40"}, {"exploration_share": False}, {"capacity": 3}],
+)
 def test_bad_config_422(client, auth, body):
     assert client.put("/api/config", headers=auth("sup"), json=body).status_code == 422
 
@@ -192,7 +226,9 @@ def test_token_use_is_audited_with_route_and_client(client, auth, engine):
     with Session(engine) as db:
         events = db.scalars(select(AuditEvent).where(AuditEvent.action == "token_use").order_by(AuditEvent.id)).all()
     assert [(e.actor, e.target, e.client, e.via) for e in events] == [
-        ("lax", "GET /api/queue", "testclient", "api"), ("token mdk_forged", "GET /api/queue", "testclient", "api")]
+        ("lax", "GET /api/queue", "testclient", "api"),
+        ("token mdk_forged", "GET /api/queue", "testclient", "api"),
+    ]
     assert json.loads(events[1].detail) == {"refused": "invalid or revoked API token"}
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import serve.batch
 from features.history_store import HistoryStore
 from features.io import read_manifest, write_table
 from features.pipeline import pipeline_from_spec
 from features.schema import LABEL_COLUMNS, ManifestFileError, validate_manifest
 from models.bundle import ModelBundle
 from models.predict import OUTPUT_COLUMNS, finish_frame, score_frame
-import serve.batch
 from serve.batch import score_file
 
 KEY = ["declaration_id", "line_no"]
@@ -28,9 +28,14 @@ COMPARED = ["risk_score", "channel", "check", "suspected_commodity", "reasons"]
 @pytest.fixture(scope="module")
 def bundle(small_bundle) -> ModelBundle:
     spec = small_bundle["spec"]  # channel_rates: 2 % red, 5 % yellow
-    return ModelBundle(booster=small_bundle["booster"], commodity_booster=small_bundle["commodity_booster"],
-                       spec=spec, pipeline=pipeline_from_spec(spec["pipeline"]), version="misdeclare/7",
-                       manifest_sha256="0" * 64)
+    return ModelBundle(
+        booster=small_bundle["booster"],
+        commodity_booster=small_bundle["commodity_booster"],
+        spec=spec,
+        pipeline=pipeline_from_spec(spec["pipeline"]),
+        version="misdeclare/7",
+        manifest_sha256="0" * 64,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +55,9 @@ def whole(bundle, manifest) -> pd.DataFrame:
 
 def keyed(frame: pd.DataFrame) -> pd.DataFrame:
     """The compared columns indexed by line key (plain str / int64, whatever the source)."""
-    index = pd.MultiIndex.from_arrays([frame["declaration_id"].astype(str).to_numpy(object),
-                                       frame["line_no"].astype("int64").to_numpy()], names=KEY)
+    index = pd.MultiIndex.from_arrays(
+        [frame["declaration_id"].astype(str).to_numpy(object), frame["line_no"].astype("int64").to_numpy()], names=KEY
+    )
     out = frame[COMPARED].set_axis(index).sort_index()
     return out.astype({c: object for c in ("channel", "check", "suspected_commodity", "reasons")})
 
@@ -65,8 +71,9 @@ def batch(bundle, manifest, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     folder = tmp_path_factory.mktemp("batch")
     write_table(manifest.astype("string"), folder / "incoming.parquet")  # Parquet: chunks of exactly chunk_rows
     parts = []
-    summary = score_file(folder / "incoming.parquet", folder / "scored.parquet", bundle, chunk_rows=500,
-                         num_threads=1, on_chunk=parts.append)
+    summary = score_file(
+        folder / "incoming.parquet", folder / "scored.parquet", bundle, chunk_rows=500, num_threads=1, on_chunk=parts.append
+    )
     assert summary.lines_read == summary.lines_scored == len(manifest)
     assert parts == [500] * 8
     return folder, scored_file(folder / "scored.parquet")
@@ -87,9 +94,13 @@ def test_batch_output_equals_score_frame_on_the_whole_frame(batch, whole):
 def test_each_day_gets_its_quota_in_the_batch(batch, manifest):
     _, scored = batch
     valid = validate_manifest(manifest).valid
-    days = pd.Series(valid["declared_at"].dt.date.to_numpy(), name="declared_at",
-                     index=pd.MultiIndex.from_arrays([valid["declaration_id"].astype(str).to_numpy(object),
-                                                      valid["line_no"].astype("int64").to_numpy()], names=KEY))
+    days = pd.Series(
+        valid["declared_at"].dt.date.to_numpy(),
+        name="declared_at",
+        index=pd.MultiIndex.from_arrays(
+            [valid["declaration_id"].astype(str).to_numpy(object), valid["line_no"].astype("int64").to_numpy()], names=KEY
+        ),
+    )
     disguise = scored[scored["check"] == "disguise"].join(days)
 
     for day, lines in disguise.groupby("declared_at"):
@@ -97,11 +108,12 @@ def test_each_day_gets_its_quota_in_the_batch(batch, manifest):
         counts = lines["channel"].value_counts()
         assert counts.get("red", 0) == int(0.02 * n + 0.5), day
         assert counts.get("red", 0) + counts.get("yellow", 0) == int(0.07 * n + 0.5), day
-        green, flagged = lines.loc[lines["channel"] == "green", "risk_score"], lines.loc[
-            lines["channel"] != "green", "risk_score"]
+        green, flagged = (
+            lines.loc[lines["channel"] == "green", "risk_score"],
+            lines.loc[lines["channel"] != "green", "risk_score"],
+        )
         assert green.max() <= flagged.min(), day
-        red, yellow = lines.loc[lines["channel"] == "red", "risk_score"], lines.loc[
-            lines["channel"] == "yellow", "risk_score"]
+        red, yellow = lines.loc[lines["channel"] == "red", "risk_score"], lines.loc[lines["channel"] == "yellow", "risk_score"]
         assert yellow.max() <= red.min(), day
 
 
@@ -110,8 +122,7 @@ def test_chunk_size_and_row_order_do_not_change_the_output(bundle, manifest, bat
     _, reference = batch
     write_table(manifest.sample(frac=1, random_state=chunk_rows).astype("string"), tmp_path / "incoming.parquet")
 
-    score_file(tmp_path / "incoming.parquet", tmp_path / "scored.parquet", bundle, chunk_rows=chunk_rows,
-               num_threads=1)
+    score_file(tmp_path / "incoming.parquet", tmp_path / "scored.parquet", bundle, chunk_rows=chunk_rows, num_threads=1)
 
     pd.testing.assert_frame_equal(scored_file(tmp_path / "scored.parquet"), reference)
 
@@ -120,7 +131,7 @@ def test_output_columns_and_no_temporary_files_left_after_success(batch):
     folder, _ = batch
 
     assert sorted(p.name for p in folder.iterdir()) == ["incoming.parquet", "scored.parquet", "scored.quarantine.csv"]
-    assert list(pd.read_parquet(folder / "scored.parquet").columns)[-len(OUTPUT_COLUMNS):] == list(OUTPUT_COLUMNS)
+    assert list(pd.read_parquet(folder / "scored.parquet").columns)[-len(OUTPUT_COLUMNS) :] == list(OUTPUT_COLUMNS)
 
 
 def test_a_failure_in_the_last_pass_leaves_no_output_and_no_temporary_files(bundle, manifest, tmp_path, monkeypatch):
@@ -137,8 +148,7 @@ def test_a_failure_in_the_last_pass_leaves_no_output_and_no_temporary_files(bund
     history = HistoryStore(tmp_path / "history")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        score_file(tmp_path / "incoming.parquet", tmp_path / "scored.csv", bundle, chunk_rows=500, history=history,
-                   num_threads=1)
+        score_file(tmp_path / "incoming.parquet", tmp_path / "scored.csv", bundle, chunk_rows=500, history=history, num_threads=1)
 
     assert len(calls) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["incoming.parquet"]
@@ -161,16 +171,16 @@ def test_every_row_is_accounted_for_and_the_history_store_gets_the_scored_lines(
     write_table(raw, tmp_path / "incoming.parquet")
     history = HistoryStore(tmp_path / "history")
 
-    summary = score_file(tmp_path / "incoming.parquet", tmp_path / "scored.csv", bundle, chunk_rows=500,
-                         history=history, num_threads=1)
+    summary = score_file(
+        tmp_path / "incoming.parquet", tmp_path / "scored.csv", bundle, chunk_rows=500, history=history, num_threads=1
+    )
 
     scored, quarantined = read_manifest(tmp_path / "scored.csv"), pd.read_csv(tmp_path / "scored.quarantine.csv")
     assert (summary.lines_read, summary.lines_scored, summary.lines_quarantined) == (1_200, 1_197, 3)
     assert (len(scored), len(quarantined)) == (1_197, 3)
     assert sum(summary.channels.values()) == sum(summary.checks.values()) == 1_197
     assert len(history.read()) == 1_197
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["history", "incoming.parquet", "scored.csv",
-                                                          "scored.quarantine.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history", "incoming.parquet", "scored.csv", "scored.quarantine.csv"]
 
 
 def test_the_quarantine_is_safe_to_open_in_a_spreadsheet_and_the_scored_file_is_exact(bundle, manifest, tmp_path):
@@ -194,10 +204,8 @@ def test_rescoring_with_the_store_gives_the_same_channels(bundle, manifest, tmp_
     write_table(manifest.head(2_000).astype("string"), tmp_path / "incoming.parquet")
     history = HistoryStore(tmp_path / "history")
 
-    score_file(tmp_path / "incoming.parquet", tmp_path / "first.parquet", bundle, chunk_rows=700, history=history,
-               num_threads=1)
-    score_file(tmp_path / "incoming.parquet", tmp_path / "second.parquet", bundle, chunk_rows=700, history=history,
-               num_threads=1)
+    score_file(tmp_path / "incoming.parquet", tmp_path / "first.parquet", bundle, chunk_rows=700, history=history, num_threads=1)
+    score_file(tmp_path / "incoming.parquet", tmp_path / "second.parquet", bundle, chunk_rows=700, history=history, num_threads=1)
 
     pd.testing.assert_frame_equal(scored_file(tmp_path / "second.parquet"), scored_file(tmp_path / "first.parquet"))
 
@@ -215,7 +223,8 @@ def test_the_queue_loads_scored_files_with_or_without_the_check_column(batch, tm
     scored.loc[7, "check"] = "smuggling"
     scored.to_parquet(tmp_path / "with.parquet", index=False)
     scored.drop(columns="check").assign(declaration_id=lambda f: "W" + f["declaration_id"]).to_parquet(
-        tmp_path / "without.parquet", index=False)
+        tmp_path / "without.parquet", index=False
+    )
     engine = make_engine(f"sqlite:///{tmp_path / 'triage.db'}")
     upgrade(engine)
     origin = audit.Origin(actor="test", user_id=None, client="cli", via="cli")

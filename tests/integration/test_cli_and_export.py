@@ -41,7 +41,9 @@ def test_load_twice_inserts_once(cli, tmp_path, suffix):
     first = cli("load", path, "--date", "2025-06-10")
     second = cli("load", path, "--date", "2025-06-10")
     assert first.exit_code == 0, first.output
-    assert first.output.splitlines()[0].startswith(f"scored{suffix}: read 120, new 120, already loaded 0, rejected 0 (queue day 2025-06-10")
+    assert first.output.splitlines()[0].startswith(
+        f"scored{suffix}: read 120, new 120, already loaded 0, rejected 0 (queue day 2025-06-10"
+    )
     assert second.output.splitlines()[0].startswith(f"scored{suffix}: read 120, new 0, already loaded 120, rejected 0")
 
 
@@ -57,12 +59,19 @@ def test_load_reports_rejected_lines(cli, tmp_path):
     assert "rejected BAD012-0000003/1: risk_score must be a number in [0, 1]" in result.output
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("scored.txt", "a\n1\n", "unknown format (use .csv, .csv.gz or .parquet)"),
-    ("scored.csv", "declaration_id\nX\n", "missing required column 'declared_at'"),
-    ("scored.csv", "declaration_id,declared_at,hs_code,gross_weight_kg,declared_value_usd,origin_country,"
-                   "export_country\nX,2025-01-01,790111,1,1,CN,TH\n", "not a scored batch, missing column 'risk_score'"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("scored.txt", "a\n1\n", "unknown format (use .csv, .csv.gz or .parquet)"),
+        ("scored.csv", "declaration_id\nX\n", "missing required column 'declared_at'"),
+        (
+            "scored.csv",
+            "declaration_id,declared_at,hs_code,gross_weight_kg,declared_value_usd,origin_country,"
+            "export_country\nX,2025-01-01,790111,1,1,CN,TH\n",
+            "not a scored batch, missing column 'risk_score'",
+        ),
+    ],
+)
 def test_load_refuses_a_bad_file(cli, tmp_path, name, content, message):
     path = tmp_path / name
     path.write_text(content)
@@ -81,8 +90,12 @@ def _decide(client, auth, case_id: int, body: dict) -> dict:
 def test_export_round_trip_gives_labels_training_accepts(client, auth, cli, tmp_path, suffix):
     queue = client.get("/api/queue", params={"per_page": 10}, headers=auth("sup")).json()["cases"]
     explored = client.get("/api/queue", params={"selected_by": "exploration"}, headers=auth("sup")).json()["cases"][0]
-    first = _decide(client, auth, queue[0]["id"], {"result": "confirmed", "found_commodity": "gallium", "found_quantity_kg": 12.5})
-    _decide(client, auth, queue[0]["id"], {"result": "confirmed", "found_commodity": "germanium", "corrects_outcome_id": first["id"]})
+    first = _decide(
+        client, auth, queue[0]["id"], {"result": "confirmed", "found_commodity": "gallium", "found_quantity_kg": 12.5}
+    )
+    _decide(
+        client, auth, queue[0]["id"], {"result": "confirmed", "found_commodity": "germanium", "corrects_outcome_id": first["id"]}
+    )
     _decide(client, auth, queue[1]["id"], {"result": "clean"})
     _decide(client, auth, queue[2]["id"], {"result": "not_inspected", "note": "container already released"})
     _decide(client, auth, explored["id"], {"result": "clean"})
@@ -98,8 +111,16 @@ def test_export_round_trip_gives_labels_training_accepts(client, auth, cli, tmp_
         queue[1]["declaration_id"]: (1, 0, "none", "model", 1.0),
         explored["declaration_id"]: (1, 0, "none", "exploration", explored["selection_probability"]),
     }
-    assert {index: (row.inspected, row.misdeclared, row.found_commodity, row.selected_by, pytest.approx(float(row.selection_probability)))
-            for index, row in labels.iterrows()} == expected
+    assert {
+        index: (
+            row.inspected,
+            row.misdeclared,
+            row.found_commodity,
+            row.selected_by,
+            pytest.approx(float(row.selection_probability)),
+        )
+        for index, row in labels.iterrows()
+    } == expected
     assert 0 < explored["selection_probability"] < 1
     assert set(LABEL_COLUMNS) <= set(labels.columns)
 
@@ -133,8 +154,14 @@ def _free_port() -> int:
 def _start_serve(tmp_path: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "MISDECLARE_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
     code = "import typer; from serve.cli_triage import serve; typer.run(serve)"
-    return subprocess.Popen([sys.executable, "-c", code, "--port", str(port)], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_until_up(port: int) -> httpx.Response:
@@ -179,7 +206,10 @@ def test_a_batch_scored_by_the_real_model_loads_into_the_queue(cli, engine, tmp_
     flagged = int(scored["channel"].isin(["red", "yellow"]).sum())
     green_per_port = scored[scored["channel"] == "green"].groupby("port_of_discharge").size()
     with Session(engine) as db:
-        queued = db.scalar(select(func.count(Case.id)).where(Case.batch_id == db.scalar(select(func.max(Case.batch_id))),
-                                                             Case.queue_state == "open"))
+        queued = db.scalar(
+            select(func.count(Case.id)).where(
+                Case.batch_id == db.scalar(select(func.max(Case.batch_id))), Case.queue_state == "open"
+            )
+        )
     assert result.output.splitlines()[0].startswith("scored.parquet: read 300, new 300, already loaded 0, rejected 0")
     assert queued == flagged + int(green_per_port.clip(upper=4).sum())

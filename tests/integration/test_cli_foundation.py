@@ -92,7 +92,8 @@ def incoming(labelled_manifest) -> pd.DataFrame:
 
 @pytest.mark.parametrize("column", ["hs_code", "declared_value_usd"])
 def test_missing_column_exits_with_one_line_naming_file_and_column_and_writes_nothing(
-        mlflow_workdir, bundle_dir, incoming, column):
+    mlflow_workdir, bundle_dir, incoming, column
+):
     source = mlflow_workdir / "incoming.csv"
     write_table(incoming.drop(columns=[column]), source)
     out = mlflow_workdir / "out" / "scored.csv"
@@ -125,7 +126,8 @@ def test_tampered_bundle_folder_exits_with_one_line(mlflow_workdir, bundle_dir, 
 
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: {bundle_dir}: feature_spec.json was modified (SHA-256 mismatch); refusing to load"]
+        f"error: {bundle_dir}: feature_spec.json was modified (SHA-256 mismatch); refusing to load"
+    ]
     assert not (mlflow_workdir / "scored.csv").exists()
 
 
@@ -198,8 +200,7 @@ def test_training_run_records_data_metrics_and_the_bundle_hash(trained):
     assert 0.0 <= run.data.metrics["test_average_precision"] <= 1.0
     assert (run.data.params["max_rounds"], run.data.params["num_threads"]) == ("80", "1")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
-    assert artifacts == {"bundle/MANIFEST.json", "bundle/model.txt", "bundle/feature_spec.json",
-                         "bundle/commodity_model.txt"}
+    assert artifacts == {"bundle/MANIFEST.json", "bundle/model.txt", "bundle/feature_spec.json", "bundle/commodity_model.txt"}
     # the artifact store holds no pickle: the bundle is data files only
     assert not list((trained.folder / "mlruns").rglob("*.pkl"))
 
@@ -224,8 +225,8 @@ def test_score_with_the_champion(scoring_dir, incoming):
         raw.loc[10, "declaration_id"]: "origin_country must be a two-letter country code, got 'CHN'",
     }
     assert set(raw.columns) <= set(scored.columns)
-    assert list(scored.columns)[-len(OUTPUT_COLUMNS):] == list(OUTPUT_COLUMNS)
-    assert list(scored.columns)[:len(CANONICAL_COLUMNS)] == list(CANONICAL_COLUMNS)
+    assert list(scored.columns)[-len(OUTPUT_COLUMNS) :] == list(OUTPUT_COLUMNS)
+    assert list(scored.columns)[: len(CANONICAL_COLUMNS)] == list(CANONICAL_COLUMNS)
     kept = raw.drop(index=[3, 10]).reset_index(drop=True)
     assert scored["declaration_id"].tolist() == kept["declaration_id"].tolist()
     assert scored["description"].fillna("").tolist() == kept["description"].fillna("").tolist()
@@ -248,8 +249,10 @@ def test_score_parquet_in_chunks_quarantines_a_duplicate_from_an_earlier_chunk(s
     write_table(frame, source)
     out = scoring_dir / "scored.parquet"
 
-    result = runner.invoke(app, ["score", str(source), "--out", str(out), "--chunk-rows", "500",
-                                 "--model", "models:/misdeclare/2", "--explain", "none"])
+    result = runner.invoke(
+        app,
+        ["score", str(source), "--out", str(out), "--chunk-rows", "500", "--model", "models:/misdeclare/2", "--explain", "none"],
+    )
 
     assert result.exit_code == 0, result.output
     scored = pd.read_parquet(out)

@@ -33,7 +33,11 @@ def test_the_demo_scores_a_held_out_world_and_says_what_the_channels_caught(mlfl
     printed = re.search(r"red: ([\d,]+) of ([\d,]+) lines .*?they hold ([\d,]+) of the ([\d,]+) disguised", result.output)
     assert printed is not None, result.output
     assert [int(g.replace(",", "")) for g in printed.groups()] == [
-        int(red.sum()), len(frame), caught, int(frame["sim_fraud"].sum())]
+        int(red.sum()),
+        len(frame),
+        caught,
+        int(frame["sim_fraud"].sum()),
+    ]
 
     # The batch report counts the scored file, against the champion's validation window.
     html = (mlflow_workdir / "demo" / "report.html").read_text()

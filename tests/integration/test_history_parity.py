@@ -61,12 +61,16 @@ def api_scores(body: dict) -> pd.DataFrame:
 def batch_scores(path: Path) -> pd.DataFrame:
     """The scores of a scored batch file, as :func:`api_scores` gives them."""
     frame = pd.read_parquet(path)
-    frame = pd.DataFrame({"declaration_id": frame["declaration_id"].astype(str),
-                          "line_no": frame["line_no"].astype("int64"),
-                          "risk_score": frame["risk_score"].astype("float64"),
-                          "channel": frame["channel"].astype(str),
-                          "suspected_commodity": frame["suspected_commodity"].astype(str),
-                          "reasons": frame["reasons"].map(lambda text: tuple(split_reasons(text)))})
+    frame = pd.DataFrame(
+        {
+            "declaration_id": frame["declaration_id"].astype(str),
+            "line_no": frame["line_no"].astype("int64"),
+            "risk_score": frame["risk_score"].astype("float64"),
+            "channel": frame["channel"].astype(str),
+            "suspected_commodity": frame["suspected_commodity"].astype(str),
+            "reasons": frame["reasons"].map(lambda text: tuple(split_reasons(text))),
+        }
+    )
     return frame.set_index(KEY).sort_index()
 
 
@@ -75,7 +79,8 @@ def keys_of(frame: pd.DataFrame) -> list[tuple[str, int]]:
 
 
 def test_post_score_and_batch_scoring_give_the_same_scores_from_the_same_history(
-        world, make_client, scorer, model_dir, auth, tmp_path):
+    world, make_client, scorer, model_dir, auth, tmp_path
+):
     earlier, later = world
     api_store = filled_store(tmp_path / "api-history", earlier)
     batch_store = filled_store(tmp_path / "batch-history", earlier)
@@ -83,9 +88,15 @@ def test_post_score_and_batch_scoring_give_the_same_scores_from_the_same_history
     write_table(pd.DataFrame(lines, columns=list(DECLARED_COLUMNS)), tmp_path / "incoming.parquet")
 
     response = make_client(scorer=scorer, history_dir=str(api_store.directory)).post(
-        "/score", headers=auth("sup"), json={"lines": lines})
-    score_file(tmp_path / "incoming.parquet", tmp_path / "scored.parquet", load_bundle(str(model_dir)),
-               history=batch_store, num_threads=1)
+        "/score", headers=auth("sup"), json={"lines": lines}
+    )
+    score_file(
+        tmp_path / "incoming.parquet",
+        tmp_path / "scored.parquet",
+        load_bundle(str(model_dir)),
+        history=batch_store,
+        num_threads=1,
+    )
 
     assert response.status_code == 200, response.text
     assert (len(response.json()["scores"]), response.json()["rejected"]) == (len(later), [])
@@ -107,8 +118,7 @@ def test_the_history_changes_the_scores(world, model_dir, tmp_path):
     assert (alone != with_history).sum() > len(later) // 10
 
 
-def test_post_score_stores_the_lines_it_scores_as_batch_scoring_does(
-        world, make_client, scorer, auth, tmp_path):
+def test_post_score_stores_the_lines_it_scores_as_batch_scoring_does(world, make_client, scorer, auth, tmp_path):
     earlier, later = world
     store = filled_store(tmp_path / "api-history", earlier)
     lines = request_lines(later)
@@ -133,11 +143,12 @@ def test_concurrent_requests_store_each_line_once(world, make_client, scorer, au
     _, later = world
     store = HistoryStore(tmp_path / "history")
     client = make_client(scorer=scorer, history_dir=str(store.directory))
-    batches = [request_lines(later.iloc[start:start + 120]) for start in (0, 40, 80, 0, 40, 80)]
+    batches = [request_lines(later.iloc[start : start + 120]) for start in (0, 40, 80, 0, 40, 80)]
 
     with ThreadPoolExecutor(max_workers=len(batches)) as pool:
-        statuses = list(pool.map(lambda lines: client.post("/score", headers=auth("sup"),
-                                                           json={"lines": lines}).status_code, batches))
+        statuses = list(
+            pool.map(lambda lines: client.post("/score", headers=auth("sup"), json={"lines": lines}).status_code, batches)
+        )
 
     assert statuses == [200] * len(batches)
     assert keys_of(store.read()) == keys_of(later.iloc[:200])
@@ -148,15 +159,18 @@ def test_concurrent_requests_store_each_line_once(world, make_client, scorer, au
 
 def _open_case(engine, port: str, skip: int = 0) -> Case:
     with Session(engine) as db:
-        return db.scalars(select(Case).where(Case.port == port, Case.queue_state == "open")
-                          .order_by(Case.id).offset(skip).limit(1)).one()
+        return db.scalars(
+            select(Case).where(Case.port == port, Case.queue_state == "open").order_by(Case.id).offset(skip).limit(1)
+        ).one()
 
 
 def _stored(store: HistoryStore) -> dict[tuple[str, int], tuple[float, float]]:
     """(inspected, misdeclared) of every stored line by key."""
     frame = store.read()
-    return {(d, int(n)): (i, m) for d, n, i, m in zip(frame["declaration_id"], frame["line_no"], frame["inspected"],
-                                                      frame["misdeclared"], strict=True)}
+    return {
+        (d, int(n)): (i, m)
+        for d, n, i, m in zip(frame["declaration_id"], frame["line_no"], frame["inspected"], frame["misdeclared"], strict=True)
+    }
 
 
 def test_an_outcome_recorded_through_the_api_is_a_labelled_line_in_the_store(client, auth, engine, db_path):
@@ -167,11 +181,11 @@ def test_an_outcome_recorded_through_the_api_is_a_labelled_line_in_the_store(cli
 
     first = client.post(path, headers=auth("lax"), json={"result": "confirmed", "found_commodity": "antimony"})
     after_first = _stored(store)
-    correction = client.post(path, headers=auth("sup"), json={"result": "clean",
-                                                              "corrects_outcome_id": first.json()["id"]})
+    correction = client.post(path, headers=auth("sup"), json={"result": "clean", "corrects_outcome_id": first.json()["id"]})
     after_correction = _stored(store)
-    not_inspected = client.post(f"/api/cases/{released.id}/outcomes", headers=auth("lax"),
-                                json={"result": "not_inspected", "note": "released"})
+    not_inspected = client.post(
+        f"/api/cases/{released.id}/outcomes", headers=auth("lax"), json={"result": "not_inspected", "note": "released"}
+    )
 
     assert (first.status_code, correction.status_code, not_inspected.status_code) == (201, 201, 201)
     assert after_first == {key: (1.0, 1.0)}
@@ -179,7 +193,11 @@ def test_an_outcome_recorded_through_the_api_is_a_labelled_line_in_the_store(cli
     assert _stored(store) == {key: (1.0, 0.0)}  # could not inspect: no label, nothing stored
     line = store.read().iloc[0]
     assert (line["declared_at"].date(), line["hs_code"], line["shipper_id"], line["port_of_discharge"]) == (
-        confirmed.declared_at, confirmed.hs_code, confirmed.shipper_id, confirmed.port_of_discharge)
+        confirmed.declared_at,
+        confirmed.hs_code,
+        confirmed.shipper_id,
+        confirmed.port_of_discharge,
+    )
 
 
 def test_an_outcome_recorded_on_the_case_page_is_a_labelled_line_in_the_store(client, sign_in, engine, db_path):
@@ -187,8 +205,11 @@ def test_an_outcome_recorded_on_the_case_page_is_a_labelled_line_in_the_store(cl
     case = _open_case(engine, "USLAX")
     csrf = sign_in(client, "lax")
 
-    response = client.post(f"/cases/{case.id}/outcome", follow_redirects=False, data={
-        "csrf_token": csrf, "result": "confirmed", "found_commodity": "gallium"})
+    response = client.post(
+        f"/cases/{case.id}/outcome",
+        follow_redirects=False,
+        data={"csrf_token": csrf, "result": "confirmed", "found_commodity": "gallium"},
+    )
 
     assert response.status_code == 303
     assert _stored(store) == {(case.declaration_id, case.line_no): (1.0, 1.0)}
@@ -197,10 +218,15 @@ def test_an_outcome_recorded_on_the_case_page_is_a_labelled_line_in_the_store(cl
 def test_start_up_pushes_outcomes_recorded_while_the_store_was_elsewhere(make_client, scorer, auth, engine, tmp_path):
     confirmed, clean = _open_case(engine, "USLAX"), _open_case(engine, "USHOU")
     elsewhere = make_client(scorer=scorer, history_dir=str(tmp_path / "elsewhere"))
-    assert elsewhere.post(f"/api/cases/{confirmed.id}/outcomes", headers=auth("lax"),
-                          json={"result": "confirmed", "found_commodity": "germanium"}).status_code == 201
-    assert elsewhere.post(f"/api/cases/{clean.id}/outcomes", headers=auth("hou"),
-                          json={"result": "clean"}).status_code == 201
+    assert (
+        elsewhere.post(
+            f"/api/cases/{confirmed.id}/outcomes",
+            headers=auth("lax"),
+            json={"result": "confirmed", "found_commodity": "germanium"},
+        ).status_code
+        == 201
+    )
+    assert elsewhere.post(f"/api/cases/{clean.id}/outcomes", headers=auth("hou"), json={"result": "clean"}).status_code == 201
     store = HistoryStore(tmp_path / "history-new")
     assert not store.directory.exists()
 
@@ -208,6 +234,8 @@ def test_start_up_pushes_outcomes_recorded_while_the_store_was_elsewhere(make_cl
     synced = store.read()
     make_client(scorer=scorer, history_dir=str(store.directory))  # a second start-up changes nothing
 
-    assert _stored(store) == {(confirmed.declaration_id, confirmed.line_no): (1.0, 1.0),
-                              (clean.declaration_id, clean.line_no): (1.0, 0.0)}
+    assert _stored(store) == {
+        (confirmed.declaration_id, confirmed.line_no): (1.0, 1.0),
+        (clean.declaration_id, clean.line_no): (1.0, 0.0),
+    }
     pd.testing.assert_frame_equal(store.read(), synced)

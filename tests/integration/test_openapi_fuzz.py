@@ -20,17 +20,28 @@ ADMIN_PATHS = ("/api/users", "/api/users/{user_id}", "/api/tokens", "/api/tokens
 # both are covered by explicit tests in test_api_auth.py.
 SELF_LOCKING = {("DELETE", "/api/tokens/{token_id}"), ("PATCH", "/api/users/{user_id}")}
 # The spec does not depend on the database: an app that is never started lists the operations.
-OPERATIONS = sorted((method.upper(), path) for path, item in
-                    create_app(Settings(database_url="sqlite://")).openapi()["paths"].items() for method in item)
+OPERATIONS = sorted(
+    (method.upper(), path)
+    for path, item in create_app(Settings(database_url="sqlite://")).openapi()["paths"].items()
+    for method in item
+)
 # An uploaded file that fits the schema (any bytes) is rarely a scored batch: 422 is the right answer.
 CONTENT_CHECKED = {("POST", "/api/batches")}
-FUZZ_SETTINGS = settings(max_examples=10, deadline=None, derandomize=True, database=None,
-                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ_SETTINGS = settings(
+    max_examples=10,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
-@pytest.mark.parametrize(("method", "path"), [op for op in OPERATIONS if op not in SELF_LOCKING],
-                         ids=[f"{m} {p}" for m, p in OPERATIONS if (m, p) not in SELF_LOCKING])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [op for op in OPERATIONS if op not in SELF_LOCKING],
+    ids=[f"{m} {p}" for m, p in OPERATIONS if (m, p) not in SELF_LOCKING],
+)
 def test_api_answers_generated_requests_without_server_error(client, auth, method, path, mode):
     operation = schemathesis.openapi.from_asgi("/openapi.json", client.app)[path][method]
     headers = auth("admin" if path in ADMIN_PATHS else "sup")

@@ -27,10 +27,18 @@ def test_pages_without_session_redirect_to_sign_in(client, path):
     assert (response.status_code, response.headers["location"]) == (303, f"/login?next={path}")
 
 
-@pytest.mark.parametrize(("user", "path"), [
-    ("lax", "/audit"), ("lax", "/settings"), ("lax", "/admin"), ("lax", "/audit.csv"),
-    ("sup", "/admin"), ("admin", "/settings"), ("admin", "/cases/1"),
-])
+@pytest.mark.parametrize(
+    ("user", "path"),
+    [
+        ("lax", "/audit"),
+        ("lax", "/settings"),
+        ("lax", "/admin"),
+        ("lax", "/audit.csv"),
+        ("sup", "/admin"),
+        ("admin", "/settings"),
+        ("admin", "/cases/1"),
+    ],
+)
 def test_pages_of_another_role_403(client, sign_in, user, path):
     sign_in(client, user)
     response = client.get(path)
@@ -78,8 +86,9 @@ def test_sign_in_locks_after_repeated_failures(client, engine):
 def _sign_in_as(client, username: str, password: str, **headers):
     form = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-    return client.post("/login", data={"username": username, "password": password, "csrf_token": token},
-                       headers=headers, follow_redirects=False)
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token}, headers=headers, follow_redirects=False
+    )
 
 
 def test_guessing_across_user_names_locks_the_client_address(make_client, engine):
@@ -102,8 +111,12 @@ def test_the_proxy_header_is_trusted_only_when_configured(make_client, engine):
         _sign_in_as(proxied, "nobody", "guess", **{"X-Forwarded-For": "10.9.9.9, 203.0.113.8"})
     assert _sign_in_as(proxied, "sup", "inspection-day-2025", **{"X-Forwarded-For": "203.0.113.8"}).status_code == 401
     assert _sign_in_as(proxied, "sup", "inspection-day-2025", **{"X-Forwarded-For": "198.51.100.2"}).status_code == 303
-    clients = {c for (c,) in Session(engine).execute(
-        select(AuditEvent.client).where(AuditEvent.action == "sign_in_failed", AuditEvent.actor == "nobody"))}
+    clients = {
+        c
+        for (c,) in Session(engine).execute(
+            select(AuditEvent.client).where(AuditEvent.action == "sign_in_failed", AuditEvent.actor == "nobody")
+        )
+    }
     assert "203.0.113.8" in clients and "10.9.9.9" not in clients
 
 
@@ -117,16 +130,20 @@ def test_sign_in_without_the_form_token_403(client):
 def test_sign_in_returns_only_to_local_pages(client, target, location):
     form = client.get("/login", params={"next": target})
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-    response = client.post("/login", data={"username": "sup", "password": "inspection-day-2025", "csrf_token": token,
-                                           "next": target}, follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={"username": "sup", "password": "inspection-day-2025", "csrf_token": token, "next": target},
+        follow_redirects=False,
+    )
     assert response.headers["location"] == location
 
 
 def test_session_cookie_is_secure_httponly_lax(client, sign_in):
     form = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
-    response = client.post("/login", data={"username": "lax", "password": "inspection-day-2025", "csrf_token": token},
-                           follow_redirects=False)
+    response = client.post(
+        "/login", data={"username": "lax", "password": "inspection-day-2025", "csrf_token": token}, follow_redirects=False
+    )
     cookie = response.headers["set-cookie"].lower()
     assert "misdeclare_session=" in cookie
     assert all(flag in cookie for flag in ("httponly", "secure", "samesite=lax", "path=/"))
@@ -152,14 +169,26 @@ def test_outcome_form_needs_the_csrf_token(client, sign_in, engine):
 def test_outcome_form_records_and_redirects(client, sign_in, engine):
     case_id = _case_id(engine, "USLAX")
     csrf = sign_in(client, "lax")
-    response = client.post(f"/cases/{case_id}/outcome", follow_redirects=False, data={
-        "csrf_token": csrf, "result": "confirmed", "found_commodity": "rare_earth", "found_quantity_kg": "1,250.5",
-        "note": "magnets in ceramic crates"})
+    response = client.post(
+        f"/cases/{case_id}/outcome",
+        follow_redirects=False,
+        data={
+            "csrf_token": csrf,
+            "result": "confirmed",
+            "found_commodity": "rare_earth",
+            "found_quantity_kg": "1,250.5",
+            "note": "magnets in ceramic crates",
+        },
+    )
     assert (response.status_code, response.headers["location"]) == (303, f"/cases/{case_id}")
     with Session(engine) as db:
         outcome = db.scalars(select(Outcome)).one()
     assert (outcome.result, outcome.found_commodity, outcome.found_quantity_kg, outcome.actor) == (
-        "confirmed", "rare_earth", 1250.5, "lax")
+        "confirmed",
+        "rare_earth",
+        1250.5,
+        "lax",
+    )
 
 
 def test_refused_outcome_shows_the_reason_and_records_nothing(client, sign_in, engine):
@@ -190,12 +219,17 @@ def test_settings_form_changes_the_capacity(client, sign_in, engine):
     response = client.post("/settings", data={"csrf_token": csrf, "daily_capacity": "25", "exploration_percent": "20"})
     assert "Settings saved." in response.text
     with Session(engine) as db:
-        assert dict(db.execute(select(ConfigChange.key, ConfigChange.value)).all()) == {"daily_capacity": "25", "exploration_share": "0.2"}
+        assert dict(db.execute(select(ConfigChange.key, ConfigChange.value)).all()) == {
+            "daily_capacity": "25",
+            "exploration_share": "0.2",
+        }
 
 
 def test_admin_creates_a_user_and_a_token_shown_once(client, sign_in, engine):
     csrf = sign_in(client, "admin")
-    created = client.post("/admin/users", data={"csrf_token": csrf, "username": "pat", "role": "inspector", "ports": "USLAX, USLGB"})
+    created = client.post(
+        "/admin/users", data={"csrf_token": csrf, "username": "pat", "role": "inspector", "ports": "USLAX, USLGB"}
+    )
     secret = re.search(r'id="secret">([^<]+)<', created.text).group(1)
     assert len(secret) == 16
     assert secret not in client.get("/admin").text
@@ -232,9 +266,16 @@ def test_changing_the_password_ends_the_users_other_sessions(client, make_client
     other = make_client()
     sign_in(other, "lax")
     csrf = sign_in(client, "lax")
-    response = client.post("/password", data={"current": "inspection-day-2025", "new": "a-new-passphrase-2026",
-                                              "repeat": "a-new-passphrase-2026", "csrf_token": csrf},
-                           follow_redirects=False)
+    response = client.post(
+        "/password",
+        data={
+            "current": "inspection-day-2025",
+            "new": "a-new-passphrase-2026",
+            "repeat": "a-new-passphrase-2026",
+            "csrf_token": csrf,
+        },
+        follow_redirects=False,
+    )
     assert response.status_code == 303
     assert client.get("/", follow_redirects=False).status_code == 200
     assert other.get("/", follow_redirects=False).status_code in (303, 401)

@@ -43,11 +43,14 @@ def registered(mlflow_workdir, small_bundle):
     return {"version": version, "sha": sha, "artifacts": artifacts}
 
 
-@pytest.mark.parametrize(("uri", "parts"), [
-    ("models:/misdeclare@champion", ("misdeclare", "champion", None)),
-    ("models:/misdeclare/12", ("misdeclare", None, "12")),
-    ("models:/misdeclare/12/", ("misdeclare", None, "12")),
-])
+@pytest.mark.parametrize(
+    ("uri", "parts"),
+    [
+        ("models:/misdeclare@champion", ("misdeclare", "champion", None)),
+        ("models:/misdeclare/12", ("misdeclare", None, "12")),
+        ("models:/misdeclare/12/", ("misdeclare", None, "12")),
+    ],
+)
 def test_parse_model_uri(uri, parts):
     assert parse_model_uri(uri) == parts
 

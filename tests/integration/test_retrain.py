@@ -25,12 +25,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from features.history import line_keys
 from features.io import read_manifest, write_table
 from models import registry
 from models.registry import CHALLENGER, CHAMPION, PREVIOUS, alias_version
-from training.config import load_train_config
 from training.asof import Window, scoring_view
-from features.history import line_keys
+from training.config import load_train_config
 from training.retrain import (
     AVERAGE_PRECISION,
     KEEP,
@@ -74,14 +74,19 @@ def test_weights_are_inverse_selection_probabilities_with_a_floor():
 
 
 def test_weights_read_probabilities_as_written_in_a_csv_and_default_to_one():
-    assert inverse_probability_weights(pd.DataFrame({"selection_probability": ["1", "0.5", "", None]}),
-                                       0.01).tolist() == [1.0, 2.0, 1.0, 1.0]
+    assert inverse_probability_weights(pd.DataFrame({"selection_probability": ["1", "0.5", "", None]}), 0.01).tolist() == [
+        1.0,
+        2.0,
+        1.0,
+        1.0,
+    ]
     assert inverse_probability_weights(pd.DataFrame({"inspected": [1, 0]}), 0.01).tolist() == [1.0, 1.0]
 
 
 def test_a_probability_outside_zero_one_is_refused():
-    lines = pd.DataFrame({"declaration_id": ["A", "B", "C", "D"], "line_no": [1, 1, 1, 1],
-                          "selection_probability": ["0", "1.5", "x", "0.2"]})
+    lines = pd.DataFrame(
+        {"declaration_id": ["A", "B", "C", "D"], "line_no": [1, 1, 1, 1], "selection_probability": ["0", "1.5", "x", "0.2"]}
+    )
     with pytest.raises(ValueError, match=r"3 line\(s\) have a selection_probability outside \(0, 1\], e.g. A/1: '0'"):
         inverse_probability_weights(lines, 0.01)
 
@@ -114,14 +119,17 @@ def test_wilson_interval_matches_published_values():
 
 
 def test_exploration_hit_rate_counts_labelled_random_checks_only():
-    lines = pd.DataFrame({
-        "selected_by": ["exploration"] * 5 + ["model"] * 3 + [None],
-        "inspected": [1, 1, 1, 1, 0, 1, 1, 1, 0],
-        "misdeclared": pd.array([1, 0, 0, 0, None, 1, 1, 1, None], dtype="Int64"),
-    })
+    lines = pd.DataFrame(
+        {
+            "selected_by": ["exploration"] * 5 + ["model"] * 3 + [None],
+            "inspected": [1, 1, 1, 1, 0, 1, 1, 1, 0],
+            "misdeclared": pd.array([1, 0, 0, 0, None, 1, 1, 1, None], dtype="Int64"),
+        }
+    )
     rate = exploration_hit_rate(lines)
-    assert rate == HitRate(lines=4, positives=1, rate=0.25, low=pytest.approx(0.04558, abs=1e-5),
-                           high=pytest.approx(0.69936, abs=1e-5))
+    assert rate == HitRate(
+        lines=4, positives=1, rate=0.25, low=pytest.approx(0.04558, abs=1e-5), high=pytest.approx(0.69936, abs=1e-5)
+    )
     assert exploration_hit_rate(lines.drop(columns="selected_by")) is None
     assert exploration_hit_rate(lines.assign(selected_by="model")) is None
 
@@ -131,8 +139,22 @@ def test_exploration_hit_rate_counts_labelled_random_checks_only():
 
 def table(*rows) -> pd.DataFrame:
     """A comparison table from ``(slice, group, measured, metric, champion, challenger)`` rows."""
-    return pd.DataFrame([{"slice": s, "group": g, "lines": 100, "positives": 20, "measured": m, "metric": metric,
-                          "champion": c, "challenger": ch, "change": ch - c} for s, g, m, metric, c, ch in rows])
+    return pd.DataFrame(
+        [
+            {
+                "slice": s,
+                "group": g,
+                "lines": 100,
+                "positives": 20,
+                "measured": m,
+                "metric": metric,
+                "champion": c,
+                "challenger": ch,
+                "change": ch - c,
+            }
+            for s, g, m, metric, c, ch in rows
+        ]
+    )
 
 
 def head(ap: tuple[float, float], recall: tuple[float, float] = (0.5, 0.5), measured: bool = True) -> list:
@@ -141,39 +163,89 @@ def head(ap: tuple[float, float], recall: tuple[float, float] = (0.5, 0.5), meas
 
 NAN = float("nan")
 DECISIONS = {
-    "better everywhere": (head((0.5, 0.75), (0.5, 0.75)) + [("route", "via_hub", True, RECALL, 0.5, 0.75)], 0.0,
-                          0.1, True, PROMOTE, "average precision 0.750 vs champion 0.500 (gain +0.250 >= 0.000) and no "
-                                              "slice drops by more than 0.100"),
+    "better everywhere": (
+        head((0.5, 0.75), (0.5, 0.75)) + [("route", "via_hub", True, RECALL, 0.5, 0.75)],
+        0.0,
+        0.1,
+        True,
+        PROMOTE,
+        "average precision 0.750 vs champion 0.500 (gain +0.250 >= 0.000) and no slice drops by more than 0.100",
+    ),
     "gain exactly the minimum": (head((0.5, 0.75)), 0.25, 0.1, True, PROMOTE, "gain +0.250 >= 0.250"),
     "gain below the minimum": (
-        head((0.5, 0.75)), 0.5, 0.1, True, KEEP,
-        "average precision 0.750 vs champion 0.500: gain +0.250 is below the minimum gain 0.500"),
+        head((0.5, 0.75)),
+        0.5,
+        0.1,
+        True,
+        KEEP,
+        "average precision 0.750 vs champion 0.500: gain +0.250 is below the minimum gain 0.500",
+    ),
     "worse": (head((0.75, 0.5)), 0.0, 0.1, True, KEEP, "gain -0.250 is below the minimum gain 0.000"),
     "a tie promotes the fresher model": (head((0.5, 0.5)), 0.0, 0.1, True, PROMOTE, "gain +0.000 >= 0.000"),
     "a slice drops beyond the tolerance": (
-        head((0.5, 0.75)) + [("export_country", "VN", True, RECALL, 0.75, 0.5)], 0.0, 0.125, True, KEEP,
-        "1 slice metric(s) drop by more than 0.125; worst: export_country=VN recall_at_5pct 0.750 -> 0.500"),
+        head((0.5, 0.75)) + [("export_country", "VN", True, RECALL, 0.75, 0.5)],
+        0.0,
+        0.125,
+        True,
+        KEEP,
+        "1 slice metric(s) drop by more than 0.125; worst: export_country=VN recall_at_5pct 0.750 -> 0.500",
+    ),
     "a slice drops by exactly the tolerance": (
-        head((0.5, 0.75)) + [("export_country", "VN", True, RECALL, 0.75, 0.5)], 0.0, 0.25, True, PROMOTE, "no slice"),
+        head((0.5, 0.75)) + [("export_country", "VN", True, RECALL, 0.75, 0.5)],
+        0.0,
+        0.25,
+        True,
+        PROMOTE,
+        "no slice",
+    ),
     "an unmeasured slice is not checked": (
-        head((0.5, 0.75)) + [("export_country", "VN", False, RECALL, 0.75, 0.0)], 0.0, 0.1, True, PROMOTE, "no slice"),
+        head((0.5, 0.75)) + [("export_country", "VN", False, RECALL, 0.75, 0.0)],
+        0.0,
+        0.1,
+        True,
+        PROMOTE,
+        "no slice",
+    ),
     "an unchecked metric is not checked": (
-        head((0.5, 0.75)) + [("all", "all", True, "precision_at_5pct", 0.75, 0.0)], 0.0, 0.1, True, PROMOTE,
-        "no slice"),
-    "the headline recall is a slice too": (head((0.5, 0.75), (0.75, 0.5)), 0.0, 0.125, True, KEEP,
-                                           "worst: all=all recall_at_5pct 0.750 -> 0.500"),
+        head((0.5, 0.75)) + [("all", "all", True, "precision_at_5pct", 0.75, 0.0)],
+        0.0,
+        0.1,
+        True,
+        PROMOTE,
+        "no slice",
+    ),
+    "the headline recall is a slice too": (
+        head((0.5, 0.75), (0.75, 0.5)),
+        0.0,
+        0.125,
+        True,
+        KEEP,
+        "worst: all=all recall_at_5pct 0.750 -> 0.500",
+    ),
     "the worst of several drops is named": (
-        head((0.5, 0.75)) + [("cover_family", "zinc", True, AVERAGE_PRECISION, 0.75, 0.5),
-                             ("shipper", "new", True, RECALL, 1.0, 0.5)], 0.0, 0.125, True, KEEP,
-        "2 slice metric(s) drop by more than 0.125; worst: shipper=new recall_at_5pct 1.000 -> 0.500"),
-    "too few labels to compare": (head((0.5, 0.75), measured=False), 0.0, 0.1, True, KEEP,
-                                  "too few labelled lines of both classes"),
+        head((0.5, 0.75))
+        + [("cover_family", "zinc", True, AVERAGE_PRECISION, 0.75, 0.5), ("shipper", "new", True, RECALL, 1.0, 0.5)],
+        0.0,
+        0.125,
+        True,
+        KEEP,
+        "2 slice metric(s) drop by more than 0.125; worst: shipper=new recall_at_5pct 1.000 -> 0.500",
+    ),
+    "too few labels to compare": (
+        head((0.5, 0.75), measured=False),
+        0.0,
+        0.1,
+        True,
+        KEEP,
+        "too few labelled lines of both classes",
+    ),
     "no champion": (head((NAN, 0.5), (NAN, 0.5)), 0.0, 0.1, False, PROMOTE, "no champion is registered"),
 }
 
 
-@pytest.mark.parametrize(("rows", "min_gain", "tolerance", "has_champion", "action", "reason"),
-                         list(DECISIONS.values()), ids=list(DECISIONS))
+@pytest.mark.parametrize(
+    ("rows", "min_gain", "tolerance", "has_champion", "action", "reason"), list(DECISIONS.values()), ids=list(DECISIONS)
+)
 def test_decision_rule(rows, min_gain, tolerance, has_champion, action, reason):
     decision = decide(table(*rows), min_gain, tolerance, (AVERAGE_PRECISION, RECALL), has_champion)
     assert decision.action == action
@@ -182,11 +254,9 @@ def test_decision_rule(rows, min_gain, tolerance, has_champion, action, reason):
 
 
 def test_decision_lists_every_drop_largest_first():
-    rows = head((0.5, 0.75)) + [("route", "no_hub", True, RECALL, 0.75, 0.5),
-                                ("shipper", "new", True, RECALL, 1.0, 0.5)]
+    rows = head((0.5, 0.75)) + [("route", "no_hub", True, RECALL, 0.75, 0.5), ("shipper", "new", True, RECALL, 1.0, 0.5)]
     decision = decide(table(*rows), 0.0, 0.125, (AVERAGE_PRECISION, RECALL))
-    assert [(d["slice"], d["group"], d["drop"]) for d in decision.drops] == [("shipper", "new", 0.5),
-                                                                             ("route", "no_hub", 0.25)]
+    assert [(d["slice"], d["group"], d["drop"]) for d in decision.drops] == [("shipper", "new", 0.5), ("route", "no_hub", 0.25)]
     assert decision.gain == 0.25
 
 
@@ -195,15 +265,19 @@ def test_decision_lists_every_drop_largest_first():
 
 def window_lines() -> pd.DataFrame:
     """Eight lines: labelled ones up to 2026-06-30, an unlabelled later one."""
-    return pd.DataFrame({
-        "declaration_id": [f"D{i}" for i in range(8)], "line_no": [1] * 8,
-        "declared_at": pd.to_datetime(["2025-12-01", "2026-02-01", "2026-03-10", "2026-04-05", "2026-05-01",
-                                       "2026-06-30", "2026-06-30", "2026-07-15"]),
-        "shipper_id": ["S1", "S2", "S3", "S1", "S4", "S5", "S2", "S6"],
-        "inspected": pd.array([1, 1, 1, 1, 1, 1, 1, 0], dtype="Int64"),
-        "misdeclared": pd.array([1, 0, 1, 1, 0, 1, 0, None], dtype="Int64"),
-        "found_commodity": ["antimony", "none", "gallium", "antimony", "none", "antimony", "none", None],
-    })
+    return pd.DataFrame(
+        {
+            "declaration_id": [f"D{i}" for i in range(8)],
+            "line_no": [1] * 8,
+            "declared_at": pd.to_datetime(
+                ["2025-12-01", "2026-02-01", "2026-03-10", "2026-04-05", "2026-05-01", "2026-06-30", "2026-06-30", "2026-07-15"]
+            ),
+            "shipper_id": ["S1", "S2", "S3", "S1", "S4", "S5", "S2", "S6"],
+            "inspected": pd.array([1, 1, 1, 1, 1, 1, 1, 0], dtype="Int64"),
+            "misdeclared": pd.array([1, 0, 1, 1, 0, 1, 0, None], dtype="Int64"),
+            "found_commodity": ["antimony", "none", "gallium", "antimony", "none", "antimony", "none", None],
+        }
+    )
 
 
 def test_window_ends_with_the_last_labelled_day_and_trains_before_the_label_delay():
@@ -231,10 +305,17 @@ def test_a_champion_validated_inside_the_window_is_refused():
 
 def test_the_scorer_sees_no_outcome_after_the_training_cut_off():
     lines = window_lines()
-    store = pd.DataFrame({"declaration_id": ["D0", "H1", "H2", "H3"], "line_no": [1.0, 1.0, 1.0, 1.0],
-                          "declared_at": pd.to_datetime(["2025-12-01", "2025-11-01", "2026-03-20", "2026-05-01"]),
-                          "shipper_id": ["S1", "S9", "S8", "S7"], "inspected": [1.0, 1.0, 1.0, 1.0],
-                          "misdeclared": [0.0, 1.0, 1.0, 1.0], "found_commodity": ["none", "gallium", "gallium", "x"]})
+    store = pd.DataFrame(
+        {
+            "declaration_id": ["D0", "H1", "H2", "H3"],
+            "line_no": [1.0, 1.0, 1.0, 1.0],
+            "declared_at": pd.to_datetime(["2025-12-01", "2025-11-01", "2026-03-20", "2026-05-01"]),
+            "shipper_id": ["S1", "S9", "S8", "S7"],
+            "inspected": [1.0, 1.0, 1.0, 1.0],
+            "misdeclared": [0.0, 1.0, 1.0, 1.0],
+            "found_commodity": ["none", "gallium", "gallium", "x"],
+        }
+    )
     window = Window(0, day("2026-03-03"), day("2026-04-02"), day("2026-07-01"))
     current, past = scoring_view(lines, window, store)
     assert current["declaration_id"].tolist() == ["D3", "D4", "D5", "D6"]
@@ -305,8 +386,7 @@ def test_settings_defaults_overrides_and_unknown_names(tmp_path):
 
 def test_labels_from_files_and_the_database_count_each_line_once(make_frame, tmp_path):
     path = tmp_path / "labels.csv"
-    write_table(make_frame({}, {"misdeclared": "0"}, {"inspected": "0", "misdeclared": None,
-                                                      "found_commodity": None}), path)
+    write_table(make_frame({}, {"misdeclared": "0"}, {"inspected": "0", "misdeclared": None, "found_commodity": None}), path)
     database = make_frame({}, {"misdeclared": "1", "found_commodity": "antimony"})
     database = database.iloc[[1]].assign(selection_probability=0.02, selected_by="exploration")
     labels = gather_labels([path], database, "1 labelled line from the triage database")
@@ -345,8 +425,10 @@ def test_outcomes_recorded_in_triage_become_weighted_labels(client, auth, db_pat
     lines = labels.lines.set_index("declaration_id")
     assert labels.database_lines == 2 and lines.loc[flagged[0]["declaration_id"], "misdeclared"] == 1
     weights = dict(zip(labels.lines["declaration_id"], inverse_probability_weights(labels.lines, 0.01)))
-    assert weights == {flagged[0]["declaration_id"]: 1.0,
-                       explored["declaration_id"]: pytest.approx(1 / max(explored["selection_probability"], 0.01))}
+    assert weights == {
+        flagged[0]["declaration_id"]: 1.0,
+        explored["declaration_id"]: pytest.approx(1 / max(explored["selection_probability"], 0.01)),
+    }
     assert exploration_hit_rate(labels.lines).lines == 1
 
 
@@ -355,7 +437,9 @@ def test_a_database_without_outcomes_is_skipped_with_a_message(db_path, tmp_path
 
     assert triage_labels(None) == (None, "triage database not configured (MISDECLARE_DATABASE_URL)")
     assert triage_labels(f"sqlite:///{db_path}") == (
-        None, f"triage database sqlite:///{db_path} has no recorded outcomes yet: none used")
+        None,
+        f"triage database sqlite:///{db_path} has no recorded outcomes yet: none used",
+    )
     missing = tmp_path / "missing.db"
     assert triage_labels(f"sqlite:///{missing}")[1].endswith("does not exist: no outcomes used")
     assert not missing.exists()
@@ -363,7 +447,8 @@ def test_a_database_without_outcomes_is_skipped_with_a_message(db_path, tmp_path
 
     sqlite3.connect(tmp_path / "empty.db").close()
     assert triage_labels(f"sqlite:///{tmp_path / 'empty.db'}")[1].endswith(
-        "has no outcome tables (not migrated): no outcomes used")
+        "has no outcome tables (not migrated): no outcomes used"
+    )
 
 
 # ----------------------------------------------------------------------------- the job, small
@@ -404,8 +489,9 @@ def report_of(run) -> dict:
     """The ``retrain/report.json`` artifact of a run."""
     import mlflow.artifacts
 
-    return json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
-                                                               artifact_path="retrain/report.json")).read_text())
+    return json.loads(
+        Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="retrain/report.json")).read_text()
+    )
 
 
 def retrain_runs() -> list:
@@ -425,8 +511,7 @@ def test_a_dry_run_decides_and_records_but_registers_and_moves_nothing(small_wor
     assert run.data.tags["retrain_outcome"] == "dry-run"
     report = report_of(run)
     assert report["decision"]["reason"] == outcome.decision.reason
-    assert report["window"] == {"start": "2025-12-29", "end": "2026-06-26", "train_end": "2025-11-29",
-                                **outcome.window_counts}
+    assert report["window"] == {"start": "2025-12-29", "end": "2026-06-26", "train_end": "2025-11-29", **outcome.window_counts}
     headline = {row["metric"]: row for row in report["comparison"] if row["slice"] == "all"}
     assert run.data.metrics["champion_average_precision"] == pytest.approx(headline[AVERAGE_PRECISION]["champion"])
     assert run.data.metrics["challenger_recall_at_5pct"] == pytest.approx(headline[RECALL]["challenger"])
@@ -493,9 +578,22 @@ def test_retrain_command_prints_the_report(small_world, db_path, monkeypatch):
     (small_world.labels.parent / "retrain.yaml").write_text("comparison_window_days: 180\nslice_min_positives: 5\n")
     (small_world.labels.parent / "train.yaml").write_text("".join(f"{k}: {v}\n" for k, v in FAST.items()))
     monkeypatch.setenv("MISDECLARE_DATABASE_URL", f"sqlite:///{db_path}")
-    result = runner.invoke(cli_app(), ["retrain", "--labels", str(small_world.labels), "--dry-run", "--config",
-                                       "train.yaml", "--retrain-config", "retrain.yaml", "--min-gain", "0.01"],
-                           env=WIDE)
+    result = runner.invoke(
+        cli_app(),
+        [
+            "retrain",
+            "--labels",
+            str(small_world.labels),
+            "--dry-run",
+            "--config",
+            "train.yaml",
+            "--retrain-config",
+            "retrain.yaml",
+            "--min-gain",
+            "0.01",
+        ],
+        env=WIDE,
+    )
     assert result.exit_code == 0, result.output
     out = result.output
     assert f"triage database: triage database sqlite:///{db_path} has no recorded outcomes yet: none used" in out
@@ -522,8 +620,9 @@ def test_rollback_command(small_world):
 def test_drift_command_reports_json_and_logs_a_run(mlflow_workdir, bundle_dir, small_bundle):
     lines = small_bundle["lines"]
     write_table(lines.head(3000), mlflow_workdir / "reference.csv")
-    write_table(lines.tail(2000).assign(declared_value_usd=lines.tail(2000)["declared_value_usd"] * 40),
-                mlflow_workdir / "current.csv")
+    write_table(
+        lines.tail(2000).assign(declared_value_usd=lines.tail(2000)["declared_value_usd"] * 40), mlflow_workdir / "current.csv"
+    )
     result = runner.invoke(cli_app(), ["drift", "reference.csv", "current.csv", "--model", str(bundle_dir), "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
@@ -571,8 +670,11 @@ def shuffle_training_labels(folder: Path, names: tuple[str, ...], cut_off: str) 
     paths = []
     for name in names:
         frame = read_manifest(folder / f"{name}.csv")
-        labelled = ((frame["inspected"].astype("string") == "1") & frame["misdeclared"].notna()
-                    & (pd.to_datetime(frame["declared_at"]) < cut_off)).to_numpy()
+        labelled = (
+            (frame["inspected"].astype("string") == "1")
+            & frame["misdeclared"].notna()
+            & (pd.to_datetime(frame["declared_at"]) < cut_off)
+        ).to_numpy()
         frame.loc[labelled, "misdeclared"] = rng.permutation(frame.loc[labelled, "misdeclared"].to_numpy())
         paths.append(folder / f"{name}_shuffled.csv")
         write_table(frame, paths[-1])
@@ -593,8 +695,9 @@ def new_route_recall(later: pd.DataFrame, versions: list[str], rate: float) -> d
     route = (truth["sim_fraud"].astype(bool) & (truth["sim_route"] == "vn_sea")).to_numpy()
     recall = {}
     for version in versions:
-        scores = score_frame(load_bundle(f"models:/{NAME}/{version}"), current, explain="none", num_threads=1,
-                             past=past)["risk_score"].to_numpy()
+        scores = score_frame(load_bundle(f"models:/{NAME}/{version}"), current, explain="none", num_threads=1, past=past)[
+            "risk_score"
+        ].to_numpy()
         recall[version] = float(top_k_mask(scores, rate)[route].mean())
     return recall
 
@@ -605,15 +708,18 @@ def test_retraining_follows_fraud_onto_a_new_route_and_refuses_a_worse_challenge
     from training.jobs import train_and_register
 
     later = scenario_files(mlflow_workdir)
-    (mlflow_workdir / "train.yaml").write_text("max_rounds: 150\nearly_stopping_rounds: 20\ncommodity_rounds: 30\n"
-                                               "learning_rate: 0.2\nnum_threads: 1\n")
+    (mlflow_workdir / "train.yaml").write_text(
+        "max_rounds: 150\nearly_stopping_rounds: 20\ncommodity_rounds: 30\nlearning_rate: 0.2\nnum_threads: 1\n"
+    )
     config = load_train_config(mlflow_workdir / "train.yaml")
-    champion = train_and_register([mlflow_workdir / "history.csv"], config, NAME,
-                                  history=HistoryStore(resolve_history_dir())).version
+    champion = train_and_register(
+        [mlflow_workdir / "history.csv"], config, NAME, history=HistoryStore(resolve_history_dir())
+    ).version
 
     app = cli_app()
-    promoted = runner.invoke(app, ["retrain", "--labels", "history.csv", "--labels", "later.csv",
-                                   "--config", "train.yaml"], env=WIDE)
+    promoted = runner.invoke(
+        app, ["retrain", "--labels", "history.csv", "--labels", "later.csv", "--config", "train.yaml"], env=WIDE
+    )
     assert promoted.exit_code == 0, promoted.output
     (run,) = retrain_runs()
     report = report_of(run)
@@ -625,16 +731,16 @@ def test_retraining_follows_fraud_onto_a_new_route_and_refuses_a_worse_challenge
     exploration = report["exploration"]["all"]
     assert exploration["lines"] > 50 and 0 < exploration["rate"] < 0.2  # random checks: the base rate, not 25 %
     # The new route: known fraud exported from Vietnam, and the simulation's truth for every line.
-    vietnam = {row["metric"]: row for row in report["comparison"]
-               if (row["slice"], row["group"]) == ("export_country", "VN")}
+    vietnam = {row["metric"]: row for row in report["comparison"] if (row["slice"], row["group"]) == ("export_country", "VN")}
     assert vietnam[RECALL]["challenger"] > vietnam[RECALL]["champion"]
     recall = new_route_recall(later, [champion, challenger], rate=0.05)
     assert recall[challenger] > recall[champion] + 0.1, recall
 
     cut_off = report["window"]["train_end"]
     shuffled = shuffle_training_labels(mlflow_workdir, ("history", "later"), cut_off)
-    refused = runner.invoke(app, ["retrain", "--labels", str(shuffled[0]), "--labels", str(shuffled[1]),
-                                  "--config", "train.yaml"], env=WIDE)
+    refused = runner.invoke(
+        app, ["retrain", "--labels", str(shuffled[0]), "--labels", str(shuffled[1]), "--config", "train.yaml"], env=WIDE
+    )
     assert refused.exit_code == 0, refused.output
     assert "decision: KEEP - average precision" in refused.output and "below the minimum gain 0.000" in refused.output
     assert aliases()[CHAMPION] == challenger and aliases()[PREVIOUS] == champion

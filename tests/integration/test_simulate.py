@@ -33,8 +33,9 @@ PORTS = 6  # ports of discharge of the generated world, all busy every day
 def test_simulate_runs_the_loop_and_reports_every_policy(mlflow_workdir):
     settings = mlflow_workdir / "small.yaml"
     settings.write_text(SMALL, encoding="utf-8")
-    result = CliRunner().invoke(app, ["simulate", "--weeks", "4", "--exploration", "0,0.2", "--settings",
-                                      str(settings), "--out", "sim", "--json"])
+    result = CliRunner().invoke(
+        app, ["simulate", "--weeks", "4", "--exploration", "0,0.2", "--settings", str(settings), "--out", "sim", "--json"]
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout.strip().splitlines()[-1])
     assert list(document["policies"]) == ["0", "0.2"]

@@ -64,7 +64,9 @@ def test_a_shipper_with_confirmed_misdeclarations_raises_risk(trained):
         past = zinc.head(6).assign(shipper_id=shipper, declared_at=when, inspected=1, misdeclared=misdeclared)
         return past.assign(declaration_id=[f"PAST-{shipper}-{i}" for i in range(len(past))])
 
-    lines_of = lambda shipper: zinc.assign(shipper_id=shipper)
+    def lines_of(shipper: str) -> pd.DataFrame:
+        return zinc.assign(shipper_id=shipper)
+
     caught = risk(bundle, lines_of("SHIP-BAD"), past=past_of("SHIP-BAD", 1))
     clean = risk(bundle, lines_of("SHIP-OK"), past=past_of("SHIP-OK", 0))
     assert (caught > clean).mean() >= 0.9, list(zip(clean, caught))

@@ -22,8 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def document():
-    settings = CrossWorldSettings(n_train=2, n_held_out=2, train_rows=50_000, held_out_rows=50_000,
-                                  modes=("cold",), seed=0)
+    settings = CrossWorldSettings(n_train=2, n_held_out=2, train_rows=50_000, held_out_rows=50_000, modes=("cold",), seed=0)
     return run_crossworld(settings, load_train_config(), load_world_spec())
 
 

@@ -26,8 +26,7 @@ def _noise(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 def _best_iteration(min_rounds: int, max_rounds: int) -> int:
     X_train, y_train = _noise(2_000, 1)
     X_valid, y_valid = _noise(1_000, 2)
-    config = load_train_config(min_rounds=min_rounds, max_rounds=max_rounds, early_stopping_rounds=10,
-                               num_threads=1)
+    config = load_train_config(min_rounds=min_rounds, max_rounds=max_rounds, early_stopping_rounds=10, num_threads=1)
     booster = fit_risk_model(X_train, y_train, X_valid, y_valid, [], config)
     assert booster.num_trees() == booster.best_iteration  # the model is cut at its best iteration
     return booster.best_iteration

@@ -58,20 +58,27 @@ def document(tmp_path_factory, mlflow_template_db):
     return {**json.loads(result.stdout), "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}"}
 
 
-_INSPECTED_FAVOUR_RULES = pytest.mark.xfail(strict=True, reason=(
-    "on inspected lines the value rules are more precise at 5 %: the generator selects inspections by a "
-    "unit-value rule, so the inspected lines favour those rules (see the module docstring)"))
+_INSPECTED_FAVOUR_RULES = pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "on inspected lines the value rules are more precise at 5 %: the generator selects inspections by a "
+        "unit-value rule, so the inspected lines favour those rules (see the module docstring)"
+    ),
+)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("summary", "metric", "baselines"), [
-    ("summary", "average_precision", tuple(BASELINES)),
-    ("truth_summary", "average_precision", tuple(BASELINES)),
-    ("truth_summary", "precision_at_5pct", ("random", "declared_value")),
-    ("truth_summary", "precision_at_5pct", ("value_rule", "hub_value_rule")),
-    ("summary", "precision_at_5pct", ("random", "declared_value")),
-    pytest.param("summary", "precision_at_5pct", ("value_rule", "hub_value_rule"), marks=_INSPECTED_FAVOUR_RULES),
-])
+@pytest.mark.parametrize(
+    ("summary", "metric", "baselines"),
+    [
+        ("summary", "average_precision", tuple(BASELINES)),
+        ("truth_summary", "average_precision", tuple(BASELINES)),
+        ("truth_summary", "precision_at_5pct", ("random", "declared_value")),
+        ("truth_summary", "precision_at_5pct", ("value_rule", "hub_value_rule")),
+        ("summary", "precision_at_5pct", ("random", "declared_value")),
+        pytest.param("summary", "precision_at_5pct", ("value_rule", "hub_value_rule"), marks=_INSPECTED_FAVOUR_RULES),
+    ],
+)
 def test_model_beats_the_baselines_on_rolling_windows(document, summary, metric, baselines):
     assert document["mode"] == "rolling" and len(document["windows"]) == 4
     model = document[summary]["model"][metric]

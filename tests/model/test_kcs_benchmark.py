@@ -55,15 +55,23 @@ def test_quarantined_lines_count_in_the_denominator_ranked_last():
 
 
 def test_official_split_keeps_the_published_periods():
-    lines = pd.DataFrame({"declared_at": pd.to_datetime(["2020-01-01", "2020-12-31", "2021-01-01", "2021-03-31",
-                                                         "2021-04-01", "2021-06-30"])}, index=[10, 11, 12, 13, 14, 15])
+    lines = pd.DataFrame(
+        {"declared_at": pd.to_datetime(["2020-01-01", "2020-12-31", "2021-01-01", "2021-03-31", "2021-04-01", "2021-06-30"])},
+        index=[10, 11, 12, 13, 14, 15],
+    )
     periods = {"train": pd.Index([10, 11]), "valid": pd.Index([12, 13]), "test": pd.Index([14, 15])}
 
     split = official_split(lines, periods)
 
     assert (list(split.train.index), list(split.valid.index), list(split.test.index)) == ([10, 11], [12, 13], [14, 15])
-    assert split.boundaries == {"train_start": "2020-01-01", "train_end": "2021-01-01", "valid_start": "2021-01-01",
-                                "valid_end": "2021-04-01", "test_start": "2021-04-01", "test_end": "2021-06-30"}
+    assert split.boundaries == {
+        "train_start": "2020-01-01",
+        "train_end": "2021-01-01",
+        "valid_start": "2021-01-01",
+        "valid_end": "2021-04-01",
+        "test_start": "2021-04-01",
+        "test_end": "2021-06-30",
+    }
 
 
 def test_data_dir_comes_from_the_argument_then_the_environment(tmp_path, monkeypatch):
@@ -74,18 +82,34 @@ def test_data_dir_comes_from_the_argument_then_the_environment(tmp_path, monkeyp
     assert resolve_kcs_dir() == tmp_path
     with pytest.raises(FileNotFoundError) as error:
         resolve_kcs_dir(tmp_path / "missing")
-    assert str(error.value) == (f"KCS data not found: no folder among {tmp_path / 'missing'} holds "
-                                "df_syn_train_eng.csv, df_syn_valid_eng.csv, df_syn_test_eng.csv "
-                                f"(set --data-dir or {KCS_DIR_ENV})")
+    assert str(error.value) == (
+        f"KCS data not found: no folder among {tmp_path / 'missing'} holds "
+        "df_syn_train_eng.csv, df_syn_valid_eng.csv, df_syn_test_eng.csv "
+        f"(set --data-dir or {KCS_DIR_ENV})"
+    )
 
 
 CANNED = BenchmarkResult(
-    metrics={"lines": 8481.0, "positives": 1835.0, "precision_at_1pct": 1.0, "precision_at_5pct": 0.99,
-             "precision_at_10pct": 0.98, "average_precision": 0.9, "roc_auc": 0.95, "brier": float("nan")},
-    valid_metrics={"precision_at_5pct": 0.99}, lines={"train": 37100, "valid": 8079, "test": 8425},
+    metrics={
+        "lines": 8481.0,
+        "positives": 1835.0,
+        "precision_at_1pct": 1.0,
+        "precision_at_5pct": 0.99,
+        "precision_at_10pct": 0.98,
+        "average_precision": 0.9,
+        "roc_auc": 0.95,
+        "brier": float("nan"),
+    },
+    valid_metrics={"precision_at_5pct": 0.99},
+    lines={"train": 37100, "valid": 8079, "test": 8425},
     quarantined={"train": 285, "valid": 55, "test": 56},
-    quarantine_reasons={"gross_weight_kg must be > 0, got 0.0": 396}, best_iteration=93, settings={"seed": 42},
-    mapping="kcs.yaml", rate="divide by 1180.0 (KRW per USD)", seconds=12.34)
+    quarantine_reasons={"gross_weight_kg must be > 0, got 0.0": 396},
+    best_iteration=93,
+    settings={"seed": 42},
+    mapping="kcs.yaml",
+    rate="divide by 1180.0 (KRW per USD)",
+    seconds=12.34,
+)
 
 
 def test_cli_prints_ours_beside_the_paper(monkeypatch):

@@ -35,8 +35,10 @@ pytestmark = pytest.mark.slow
 NUMBER = r"\d[\d,]*(?:\.\d+)?"
 PRICE = re.compile(rf"declared ({NUMBER}) USD/kg, ({NUMBER})x (above|below) ")
 PRICE_BAND = re.compile(rf"{PRICE.pattern}the ({NUMBER})-({NUMBER}) USD/kg band of HS (\d+)(?:; in the price band of .+)?$")
-PRICE_TYPICAL = re.compile(rf"{PRICE.pattern}what HS (\d{{4}}) typically declares \(({NUMBER}) USD/kg\)"
-                           r"(?:; in the price band of .+)?$")
+PRICE_TYPICAL = re.compile(
+    rf"{PRICE.pattern}what HS (\d{{4}}) typically declares \(({NUMBER}) USD/kg\)"
+    r"(?:; in the price band of .+)?$"
+)
 PARTY = re.compile(r"^(shipper|consignee|importer|declarant) (\S+): (.+)$")
 RATE = re.compile(rf"({NUMBER}) of ({NUMBER}) inspected lines misdeclared \(all parties: ({NUMBER})%\)")
 FIRST_SEEN = re.compile(rf"first seen ({NUMBER}) days ago")
@@ -114,8 +116,9 @@ def test_no_price_inside_the_declared_codes_band_is_cited(scored):
         if band:
             kinds["band"] += 1
             low, high = number(band.group(4)), number(band.group(5))
-            assert (value > high * PRICE_BAND_MARGIN * 0.999) if direction == "above" else \
-                (value < low / PRICE_BAND_MARGIN * 1.001), phrase
+            assert (
+                (value > high * PRICE_BAND_MARGIN * 0.999) if direction == "above" else (value < low / PRICE_BAND_MARGIN * 1.001)
+            ), phrase
             assert abs(row["hs_band_log_distance"]) > math.log10(PRICE_BAND_MARGIN), phrase
         else:
             kinds["typical"] += 1
@@ -147,8 +150,7 @@ def test_an_honest_controlled_good_gets_no_price_or_party_volume_reason(trained)
     derived, X = transform_features(bundle.pipeline, antimony, result.split.train)
     contributions = bundle.booster.predict(X, pred_contrib=True)
     grouped = group_contributions(contributions, bundle.spec["model_features"], bundle.spec["feature_groups"])
-    reasons = write_reasons(derived.assign(suspected_commodity="antimony"), grouped,
-                            PhraseContext.from_pipeline(bundle.pipeline))
+    reasons = write_reasons(derived.assign(suspected_commodity="antimony"), grouped, PhraseContext.from_pipeline(bundle.pipeline))
     in_band = np.abs(derived["hs_band_log_distance"].to_numpy()) <= math.log10(PRICE_BAND_MARGIN)
     for reason, quiet in zip(reasons, in_band):
         assert "earlier lines" not in reason

@@ -21,8 +21,7 @@ from serve.triage.db import Base, make_engine
 from serve.triage.migrate import upgrade
 
 POSTGRES_ENV = "MISDECLARE_TEST_POSTGRES_URL"
-BACKENDS = [pytest.param("sqlite", id="sqlite"),
-            pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
+BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
 ORIGIN = audit.Origin(actor="storage-test", user_id=None, client="cli", via="cli")
 
 
@@ -41,7 +40,7 @@ def postgres_url() -> str:
     """URL of a fresh, migrated schema on the test PostgreSQL; skipped only when the variable is unset."""
     url = os.environ.get(POSTGRES_ENV)
     if not url:
-        pytest.skip(f"{POSTGRES_ENV} is not set (eval \"$(bash .ci/postgres.sh)\")")
+        pytest.skip(f'{POSTGRES_ENV} is not set (eval "$(bash .ci/postgres.sh)")')
     schema = f"misdeclare_storage_{secrets.token_hex(4)}"
     admin = create_engine(url)
     with admin.begin() as connection:
@@ -80,8 +79,9 @@ def engine(request, tmp_path):
 @pytest.fixture
 def principal():
     """``principal(role, *ports)``: an acting user (no row needed for queue reads)."""
-    return lambda role, *ports: accounts.Principal(user_id=None, username=f"{role}-test", role=role,
-                                                   ports=frozenset(ports), client="test", via="cli")
+    return lambda role, *ports: accounts.Principal(
+        user_id=None, username=f"{role}-test", role=role, ports=frozenset(ports), client="test", via="cli"
+    )
 
 
 @pytest.fixture

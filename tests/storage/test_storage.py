@@ -33,8 +33,9 @@ DAY = date(2025, 6, 3)
 def _load(engine, origin, frame, path, day=DAY, seed=0, chunk_rows=None):
     frame.to_csv(path, index=False)
     if chunk_rows:
-        return load_scored_frames(engine, iter_scored_chunks(path, chunk_rows), path.name, origin, day,
-                                  np.random.default_rng(seed))
+        return load_scored_frames(
+            engine, iter_scored_chunks(path, chunk_rows), path.name, origin, day, np.random.default_rng(seed)
+        )
     return load_scored_file(engine, path, origin, day, np.random.default_rng(seed))
 
 
@@ -44,6 +45,7 @@ def _count(engine, *where) -> int:
 
 
 # --- schema --------------------------------------------------------------------------------------
+
 
 def test_migrations_match_the_models(engine):
     with engine.connect() as connection:
@@ -76,8 +78,16 @@ def test_history_tables_are_append_only(engine, principal, origin, table, statem
 
 def _seed_outcome(engine, origin) -> None:
     with Session(engine) as db, db.begin():
-        db.add(User(username="u", password_hash="x", role="inspector", active=True, must_change_password=False,
-                    created_at=datetime.now(UTC)))
+        db.add(
+            User(
+                username="u",
+                password_hash="x",
+                role="inspector",
+                active=True,
+                must_change_password=False,
+                created_at=datetime.now(UTC),
+            )
+        )
     frame = synthetic_scored_batch(30, seed=1, red_share=0.5)
     load_scored_frames(engine, [frame], "seed.csv", origin, DAY, np.random.default_rng(0))
     with Session(engine) as db, db.begin():
@@ -96,6 +106,7 @@ def test_timestamps_come_back_as_the_same_utc_instant(engine):
 
 
 # --- loading -------------------------------------------------------------------------------------
+
 
 def test_load_is_idempotent_across_files_and_chunks(engine, origin, tmp_path):
     frame = synthetic_scored_batch(250, seed=4)
@@ -121,13 +132,19 @@ def test_loaded_values_round_trip(engine, origin, tmp_path):
         row = db.scalars(select(Case).where(Case.declaration_id == frame.loc[7, "declaration_id"])).one()
     source = frame.loc[7]
     assert (row.hs_code, row.description, row.port, row.channel, row.reasons) == (
-        source.hs_code, source.description, source.port_of_discharge, "red", source.reasons)
+        source.hs_code,
+        source.description,
+        source.port_of_discharge,
+        "red",
+        source.reasons,
+    )
     assert (row.declared_at, row.queue_date, row.packages, row.flagged) == (date(2025, 6, 2), DAY, int(source.packages), True)
     assert row.value_per_kg == pytest.approx(source.declared_value_usd / source.net_weight_kg)
     assert (row.selected_by, row.selection_probability, row.queue_state) == ("model", 1.0, "open")
 
 
 # --- exploration ---------------------------------------------------------------------------------
+
 
 def _pools(frame) -> dict[str, int]:
     return frame[frame["channel"] == "green"].groupby("port_of_discharge").size().to_dict()
@@ -140,18 +157,21 @@ def test_draw_picks_the_days_slots_with_known_probability(engine, origin, tmp_pa
     report = _load(engine, origin, frame, tmp_path / "a.csv")
     pools = _pools(frame)
     assert [(d.port, d.pool_size, d.picked, d.probability) for d in report.draws] == [
-        (port, pools[port], 5, 5 / pools[port]) for port in ("USHOU", "USLAX")]
+        (port, pools[port], 5, 5 / pools[port]) for port in ("USHOU", "USLAX")
+    ]
     with Session(engine) as db:
-        picked = db.execute(select(Case.port, Case.selection_probability, Case.queue_state, Case.channel)
-                            .where(Case.selected_by == "exploration")).all()
+        picked = db.execute(
+            select(Case.port, Case.selection_probability, Case.queue_state, Case.channel).where(Case.selected_by == "exploration")
+        ).all()
     assert sorted(picked) == sorted([(p, 5 / pools[p], "open", "green") for p in ("USHOU", "USLAX") for _ in range(5)])
 
 
 def test_later_batch_of_the_same_day_gets_only_the_remaining_slots(engine, origin, tmp_path):
     first = _load(engine, origin, synthetic_scored_batch(300, seed=9, ports=("USLAX",)), tmp_path / "a.csv")
     same_day = _load(engine, origin, synthetic_scored_batch(300, seed=10, ports=("USLAX",)), tmp_path / "b.csv")
-    next_day = _load(engine, origin, synthetic_scored_batch(300, seed=11, ports=("USLAX",)), tmp_path / "c.csv",
-                     day=DAY + timedelta(days=1))
+    next_day = _load(
+        engine, origin, synthetic_scored_batch(300, seed=11, ports=("USLAX",)), tmp_path / "c.csv", day=DAY + timedelta(days=1)
+    )
     assert [d.picked for d in first.draws + same_day.draws + next_day.draws] == [4, 0, 4]
     assert same_day.draws[0].probability == 0.0
     with Session(engine) as db:
@@ -177,6 +197,7 @@ def test_same_seed_same_draw(engine, origin, tmp_path):
 
 
 # --- queue and outcomes --------------------------------------------------------------------------
+
 
 def test_queue_order_filters_and_ports(engine, origin, tmp_path, principal):
     frame = synthetic_scored_batch(400, seed=14, ports=("USLAX", "USHOU"), red_share=0.1, yellow_share=0.2)
@@ -226,6 +247,7 @@ def test_labels_export_on_this_backend(engine, origin, principal):
 
 # --- scale ---------------------------------------------------------------------------------------
 
+
 def test_100k_open_cases_load_in_seconds_and_the_queue_stays_fast(engine, origin, tmp_path, principal):
     frame = synthetic_scored_batch(100_000, seed=15, ports=("USLAX", "USHOU"), red_share=0.3, yellow_share=0.7)
     frame.to_csv(tmp_path / "big.csv", index=False)
@@ -245,13 +267,16 @@ def test_100k_open_cases_load_in_seconds_and_the_queue_stays_fast(engine, origin
             page = cases.list_queue(db, who, filters)
             timings[name] = time.perf_counter() - started
             assert len(page.rows) == 50
-    print(f"\n{engine.dialect.name}: 100k load {load_seconds:.1f} s; queue " +
-          ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()))
+    print(
+        f"\n{engine.dialect.name}: 100k load {load_seconds:.1f} s; queue "
+        + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items())
+    )
     assert load_seconds < 60
     assert max(timings.values()) < 1.0
 
 
 # --- supervision and batch reports ---------------------------------------------------------------
+
 
 def test_supervision_counts_and_batch_report_on_this_backend(engine, origin):
     """Weekly hit rates, capacity use and the kept report counts, exact, the same on both backends."""
@@ -261,8 +286,9 @@ def test_supervision_counts_and_batch_report_on_this_backend(engine, origin):
     load_scored_frames(engine, [frame.iloc[20:]], "b.csv", origin, next_monday, np.random.default_rng(0))
     who = cases.Principal(None, "sup", "supervisor", frozenset(), "test", "cli")
     with Session(engine) as db, db.begin():
-        queued = list(db.scalars(select(Case).where(Case.batch_id == first.batch_id, Case.queue_state == "open")
-                                 .order_by(Case.id)))
+        queued = list(
+            db.scalars(select(Case).where(Case.batch_id == first.batch_id, Case.queue_state == "open").order_by(Case.id))
+        )
         red = [c for c in queued if c.channel == "red"]
         results = ["confirmed"] + ["clean"] * (len(red) - 2) + ["not_inspected"]  # not inspected: no hit, no trial
         for case, result in zip(red, results, strict=True):

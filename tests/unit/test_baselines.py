@@ -39,10 +39,21 @@ def state(valid_labelled):
 
 
 def _lines(make_frame, *rows):
-    frame = make_frame(*[{"hs_code": hs, "net_weight_kg": net, "gross_weight_kg": str(float(net) * 1.02),
-                          "declared_value_usd": value, "export_country": export, "port_of_loading": loading,
-                          "transshipment_ports": transship, "origin_country": "CN"}
-                         for hs, net, value, export, loading, transship in rows])
+    frame = make_frame(
+        *[
+            {
+                "hs_code": hs,
+                "net_weight_kg": net,
+                "gross_weight_kg": str(float(net) * 1.02),
+                "declared_value_usd": value,
+                "export_country": export,
+                "port_of_loading": loading,
+                "transshipment_ports": transship,
+                "origin_country": "CN",
+            }
+            for hs, net, value, export, loading, transship in rows
+        ]
+    )
     result = validate_manifest(frame)
     assert result.quarantine.empty
     return result.valid
@@ -57,31 +68,35 @@ def test_rule_scores_exact(make_frame, state, hs, net, value, export, loading, t
 
 def test_band_distance_is_absolute_log10_distance(make_frame, state):
     # 66 USD/kg is 20x the band top 3.3; 0.52 USD/kg is a fifth of the band bottom 2.6.
-    lines = _lines(make_frame, ("790111", "1000", "66000", "DE", "DEHAM", None),
-                   ("790111", "1000", "520", "DE", "DEHAM", None))
+    lines = _lines(make_frame, ("790111", "1000", "66000", "DE", "DEHAM", None), ("790111", "1000", "520", "DE", "DEHAM", None))
     np.testing.assert_allclose(band_distance(lines, state), [math.log10(20), math.log10(5)], rtol=1e-12)
 
 
 def test_rule_ranks_further_outside_first(make_frame, state):
-    lines = _lines(make_frame, ("790111", "1000", "6600", "TH", "THLCH", None),
-                   ("790111", "1000", "66000", "TH", "THLCH", None),
-                   ("790111", "1000", "3000", "TH", "THLCH", None))
+    lines = _lines(
+        make_frame,
+        ("790111", "1000", "6600", "TH", "THLCH", None),
+        ("790111", "1000", "66000", "TH", "THLCH", None),
+        ("790111", "1000", "3000", "TH", "THLCH", None),
+    )
     scores = value_rule_scores(lines, state)
     assert scores[1] > scores[0] > scores[2] == 0.0
     assert scores[0] == pytest.approx(1 + math.log10(2))
 
 
 def test_via_hub(make_frame, state):
-    lines = _lines(make_frame, ("790111", "1000", "3000", "TH", "DEHAM", None),
-                   ("790111", "1000", "3000", "DE", "MXZLO", None),
-                   ("790111", "1000", "3000", "DE", "DEHAM", "SGSIN;THLCH"),
-                   ("790111", "1000", "3000", "DE", "DEHAM", "SGSIN"))
+    lines = _lines(
+        make_frame,
+        ("790111", "1000", "3000", "TH", "DEHAM", None),
+        ("790111", "1000", "3000", "DE", "MXZLO", None),
+        ("790111", "1000", "3000", "DE", "DEHAM", "SGSIN;THLCH"),
+        ("790111", "1000", "3000", "DE", "DEHAM", "SGSIN"),
+    )
     assert via_hub(lines, state).tolist() == [True, True, True, False]
 
 
 def test_declared_value_scores(make_frame, state):
-    lines = _lines(make_frame, ("790111", "1000", "3000", "DE", "DEHAM", None),
-                   ("790111", "1000", "0", "DE", "DEHAM", None))
+    lines = _lines(make_frame, ("790111", "1000", "3000", "DE", "DEHAM", None), ("790111", "1000", "0", "DE", "DEHAM", None))
     lines.loc[lines.index[1], "declared_value_usd"] = np.nan
     assert declared_value_scores(lines, state).tolist() == [3000.0, -np.inf]
 

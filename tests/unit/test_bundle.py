@@ -38,8 +38,10 @@ def test_save_writes_data_files_and_a_manifest_pinning_each(bundle_dir, small_bu
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
 
     assert sorted(p.name for p in bundle_dir.iterdir()) == sorted([MANIFEST, MODEL_FILE, COMMODITY_MODEL_FILE, SPEC_FILE])
-    assert manifest == {"format_version": 1, "files": {
-        name: sha256(bundle_dir / name) for name in (COMMODITY_MODEL_FILE, SPEC_FILE, MODEL_FILE)}}
+    assert manifest == {
+        "format_version": 1,
+        "files": {name: sha256(bundle_dir / name) for name in (COMMODITY_MODEL_FILE, SPEC_FILE, MODEL_FILE)},
+    }
     assert json.loads((bundle_dir / SPEC_FILE).read_text()) == json.loads(json.dumps(small_bundle["spec"]))
 
 
@@ -54,8 +56,7 @@ def test_round_trip_gives_identical_predictions(bundle_dir, small_bundle, lines)
     bundle = load_bundle(bundle_dir)
 
     _, X = transform_features(bundle.pipeline, lines)
-    np.testing.assert_array_equal(bundle.booster.predict(X, raw_score=True),
-                                  small_bundle["booster"].predict(X, raw_score=True))
+    np.testing.assert_array_equal(bundle.booster.predict(X, raw_score=True), small_bundle["booster"].predict(X, raw_score=True))
     np.testing.assert_array_equal(bundle.commodity_booster.predict(X), small_bundle["commodity_booster"].predict(X))
     assert bundle.spec == json.loads(json.dumps(small_bundle["spec"]))
     assert bundle.version == f"local:{sha256(bundle_dir / MANIFEST)[:12]}"
@@ -93,18 +94,28 @@ def _edit_model(folder):
 
 TAMPERING = [
     pytest.param(_edit_model, "model.txt was modified (SHA-256 mismatch); refusing to load", id="modified-model"),
-    pytest.param(lambda f: (f / MODEL_FILE).write_bytes((f / MODEL_FILE).read_bytes() + b" "),
-                 "model.txt was modified", id="one-byte-appended"),
+    pytest.param(
+        lambda f: (f / MODEL_FILE).write_bytes((f / MODEL_FILE).read_bytes() + b" "),
+        "model.txt was modified",
+        id="one-byte-appended",
+    ),
     pytest.param(_flip_a_threshold, "feature_spec.json was modified", id="modified-spec"),
-    pytest.param(lambda f: (f / COMMODITY_MODEL_FILE).write_text("tree\n"), "commodity_model.txt was modified",
-                 id="modified-commodity-model"),
-    pytest.param(lambda f: (f / "model.pkl").write_bytes(pickle.dumps({"x": 1})), "unexpected file(s) ['model.pkl']",
-                 id="extra-file"),
+    pytest.param(
+        lambda f: (f / COMMODITY_MODEL_FILE).write_text("tree\n"),
+        "commodity_model.txt was modified",
+        id="modified-commodity-model",
+    ),
+    pytest.param(
+        lambda f: (f / "model.pkl").write_bytes(pickle.dumps({"x": 1})), "unexpected file(s) ['model.pkl']", id="extra-file"
+    ),
     pytest.param(lambda f: (f / MODEL_FILE).unlink(), "missing file model.txt", id="missing-model"),
     pytest.param(lambda f: (f / SPEC_FILE).unlink(), "missing file feature_spec.json", id="missing-spec"),
     pytest.param(lambda f: (f / MANIFEST).unlink(), "not a model bundle (no MANIFEST.json)", id="missing-manifest"),
-    pytest.param(lambda f: (f / MANIFEST).write_text(json.dumps({"format_version": 2, "files": {}})),
-                 "unknown bundle format_version 2", id="unknown-format"),
+    pytest.param(
+        lambda f: (f / MANIFEST).write_text(json.dumps({"format_version": 2, "files": {}})),
+        "unknown bundle format_version 2",
+        id="unknown-format",
+    ),
 ]
 
 
@@ -133,8 +144,7 @@ def test_manifest_hash_differing_from_the_registered_one_is_refused(bundle_dir):
 
 
 def test_matching_registered_hash_is_accepted(bundle_dir):
-    bundle = load_bundle_folder(bundle_dir, version="misdeclare/3",
-                                expected_manifest_sha256=sha256(bundle_dir / MANIFEST))
+    bundle = load_bundle_folder(bundle_dir, version="misdeclare/3", expected_manifest_sha256=sha256(bundle_dir / MANIFEST))
 
     assert bundle.version == "misdeclare/3"
 

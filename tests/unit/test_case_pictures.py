@@ -8,8 +8,15 @@ from serve.triage.pictures import PictureReference, price_bands, route_stops
 
 
 def case(**values) -> Case:
-    base = {"hs_code": "7901110000", "reasons": None, "origin_country": "CN", "export_country": "TH",
-            "port_of_loading": "THLCH", "transshipment_ports": "SGSIN;HKHKG", "port_of_discharge": "USLAX"}
+    base = {
+        "hs_code": "7901110000",
+        "reasons": None,
+        "origin_country": "CN",
+        "export_country": "TH",
+        "port_of_loading": "THLCH",
+        "transshipment_ports": "SGSIN;HKHKG",
+        "port_of_discharge": "USLAX",
+    }
     return Case(**{**base, **values})
 
 
@@ -30,7 +37,9 @@ def test_price_bands_start_with_the_declared_code_then_every_controlled_good():
     reference = load_reference()
     bands = price_bands(case(), PictureReference.from_tables(reference))
     assert [(b.name, b.low, b.high, b.kind) for b in bands[:2]] == [
-        ("HS 790111 (declared)", 2.6, 3.3, "declared"), ("antimony", 19.0, 62.0, "good")]
+        ("HS 790111 (declared)", 2.6, 3.3, "declared"),
+        ("antimony", 19.0, 62.0, "good"),
+    ]
     assert [b.name for b in bands[1:]] == [name.replace("_", " ") for name in reference.price_bands.index]
 
 
@@ -44,7 +53,12 @@ def test_a_code_without_a_band_is_drawn_at_the_typical_price_its_reason_quotes()
 def test_route_stops_in_order_with_hubs():
     stops = route_stops(case(), pictures())
     assert [(s.label, s.role, s.hub) for s in stops] == [
-        ("CN", "origin", False), ("TH", "export", True), ("THLCH", "loading", True),
-        ("SGSIN", "transshipment", False), ("HKHKG", "transshipment", False), ("USLAX", "discharge", False)]
+        ("CN", "origin", False),
+        ("TH", "export", True),
+        ("THLCH", "loading", True),
+        ("SGSIN", "transshipment", False),
+        ("HKHKG", "transshipment", False),
+        ("USLAX", "discharge", False),
+    ]
     direct = route_stops(case(export_country="CN", port_of_loading="CNSHA", transshipment_ports=None), pictures())
     assert [s.label for s in direct] == ["CN", "CNSHA", "USLAX"]

@@ -22,11 +22,13 @@ RATES = {"red": 0.02, "yellow": 0.05}
 def day_frame(sizes: dict[str, int], seed: int = 0) -> pd.DataFrame:
     """Validated-like lines: ``sizes`` maps an ISO day to its number of lines; random distinct risks."""
     days = [day for day, n in sizes.items() for _ in range(n)]
-    frame = pd.DataFrame({
-        "declaration_id": [f"D{i:06d}" for i in range(len(days))],
-        "line_no": np.ones(len(days), dtype="int64"),
-        "declared_at": pd.to_datetime(days),
-    })
+    frame = pd.DataFrame(
+        {
+            "declaration_id": [f"D{i:06d}" for i in range(len(days))],
+            "line_no": np.ones(len(days), dtype="int64"),
+            "declared_at": pd.to_datetime(days),
+        }
+    )
     frame["risk"] = np.random.default_rng(seed).permutation(len(days)) / len(days)
     return frame
 
@@ -36,10 +38,23 @@ def counts(frame: pd.DataFrame, channels: np.ndarray) -> dict[str, dict[str, int
     return {day: {c: int(row.get(c, 0)) for c in ("red", "yellow", "green")} for day, row in table.iterrows()}
 
 
-@pytest.mark.parametrize(("n", "red", "yellow"), [
-    (0, 0, 0), (1, 0, 0), (7, 0, 0), (8, 0, 1), (10, 0, 1), (24, 0, 2), (25, 1, 1), (40, 1, 2), (50, 1, 3),
-    (100, 2, 5), (1000, 20, 50), (1010, 20, 51),
-])
+@pytest.mark.parametrize(
+    ("n", "red", "yellow"),
+    [
+        (0, 0, 0),
+        (1, 0, 0),
+        (7, 0, 0),
+        (8, 0, 1),
+        (10, 0, 1),
+        (24, 0, 2),
+        (25, 1, 1),
+        (40, 1, 2),
+        (50, 1, 3),
+        (100, 2, 5),
+        (1000, 20, 50),
+        (1010, 20, 51),
+    ],
+)
 def test_day_quotas_round_half_up(n, red, yellow):
     assert day_quotas(n, RATES) == (red, yellow)
 
@@ -87,8 +102,7 @@ def test_ties_fill_the_quota_and_the_choice_ignores_row_order():
     assert set(channels[channels != "green"].index) <= set(frame["declaration_id"].head(90))
     for seed in range(5):
         shuffled = frame.sample(frac=1, random_state=seed)
-        again = pd.Series(channels_for_lines(shuffled, shuffled["risk"].to_numpy(), RATES),
-                          index=shuffled["declaration_id"])
+        again = pd.Series(channels_for_lines(shuffled, shuffled["risk"].to_numpy(), RATES), index=shuffled["declaration_id"])
         pd.testing.assert_series_equal(again.loc[channels.index], channels)
 
 
@@ -134,9 +148,10 @@ def test_line_no_defaults_to_one_when_absent():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(1, 3)), min_size=1, max_size=300,
-                unique_by=lambda t: t),
-       st.sampled_from([RATES, {"red": 0.1, "yellow": 0.2}, {"red": 0.0, "yellow": 0.5}]))
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(1, 3)), min_size=1, max_size=300, unique_by=lambda t: t),
+    st.sampled_from([RATES, {"red": 0.1, "yellow": 0.2}, {"red": 0.0, "yellow": 0.5}]),
+)
 def test_no_green_line_outranks_a_flagged_one_of_its_day(rows, rates):
     """Property: within a day, green <= yellow <= red in risk, and the counts are the day's quotas."""
     day, risk_level, line_no = (np.array(v) for v in zip(*rows))
@@ -152,8 +167,7 @@ def test_no_green_line_outranks_a_flagged_one_of_its_day(rows, rates):
         if len(by["yellow"]) and len(by["red"]):
             assert by["yellow"].max() <= by["red"].min()
     shuffled = np.random.default_rng(0).permutation(len(day))
-    again = quota_channels(day[shuffled], (risk_level / 6)[shuffled], [ids[i] for i in shuffled], line_no[shuffled],
-                           rates)
+    again = quota_channels(day[shuffled], (risk_level / 6)[shuffled], [ids[i] for i in shuffled], line_no[shuffled], rates)
     np.testing.assert_array_equal(again, channels[shuffled])
 
 

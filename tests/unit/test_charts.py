@@ -71,7 +71,10 @@ def test_price_chart_places_the_value_inside_exactly_the_bands_that_hold_it():
     assert root.get("data-value-per-kg") == "48.17" and root.get("role") == "img"
     rects = find(root, "rect", "band")
     assert [(r.get("data-name"), r.get("data-low"), r.get("data-high")) for r in rects] == [
-        ("HS 790111 (declared)", "2.6", "3.3"), ("antimony", "19", "62"), ("gallium", "220", "1450")]
+        ("HS 790111 (declared)", "2.6", "3.3"),
+        ("antimony", "19", "62"),
+        ("gallium", "220", "1450"),
+    ]
     line = float(find(root, "line", "declared-value")[0].get("x1"))
     inside = [float(r.get("x")) <= line <= float(r.get("x")) + float(r.get("width")) for r in rects]
     assert inside == [False, True, False]
@@ -80,12 +83,20 @@ def test_price_chart_places_the_value_inside_exactly_the_bands_that_hold_it():
 
 
 def test_route_diagram_marks_hubs_in_order():
-    stops = [Stop("CN", "origin", "CN"), Stop("TH", "export", "TH", hub=True), Stop("THLCH", "loading", "TH", hub=True),
-             Stop("USLAX", "discharge", "US")]
+    stops = [
+        Stop("CN", "origin", "CN"),
+        Stop("TH", "export", "TH", hub=True),
+        Stop("THLCH", "loading", "TH", hub=True),
+        Stop("USLAX", "discharge", "US"),
+    ]
     root = parse(route_diagram(stops))
     groups = find(root, "g", "route-stop")
     assert [(g.get("data-label"), g.get("data-hub")) for g in groups] == [
-        ("CN", "false"), ("TH", "true"), ("THLCH", "true"), ("USLAX", "false")]
+        ("CN", "false"),
+        ("TH", "true"),
+        ("THLCH", "true"),
+        ("USLAX", "false"),
+    ]
     assert len(find(root, "circle", "hub")) == 2 and len(find(root, "line", "leg")) == 3
     xs = [float(g.find(f"{SVG}circle").get("cx")) for g in groups]
     assert xs == sorted(xs)
@@ -93,20 +104,27 @@ def test_route_diagram_marks_hubs_in_order():
 
 
 def test_timeline_draws_outcomes_as_shapes_and_risk_as_height():
-    points = [TimelinePoint(date(2026, 1, 5), 0.9, "red", "confirmed", "A/1", "/cases/1"),
-              TimelinePoint(date(2026, 2, 5), 0.5, "yellow", "clean", "B/1"),
-              TimelinePoint(date(2026, 3, 5), 0.1, "green", "none", "C/1")]
+    points = [
+        TimelinePoint(date(2026, 1, 5), 0.9, "red", "confirmed", "A/1", "/cases/1"),
+        TimelinePoint(date(2026, 2, 5), 0.5, "yellow", "clean", "B/1"),
+        TimelinePoint(date(2026, 3, 5), 0.1, "green", "none", "C/1"),
+    ]
     root = parse(timeline(points, party="shipper S1"))
     marks = find(root, "g", "point")
     assert [(m.get("data-day"), m.get("data-result")) for m in marks] == [
-        ("2026-01-05", "confirmed"), ("2026-02-05", "clean"), ("2026-03-05", "none")]
+        ("2026-01-05", "confirmed"),
+        ("2026-02-05", "clean"),
+        ("2026-03-05", "none"),
+    ]
     assert marks[0].find(f"{SVG}path") is not None  # confirmed: a diamond
     assert [m.find(f"{SVG}circle").get("r") for m in marks[1:]] == ["4.5", "2.5"]
     heights = [float(marks[1].find(f"{SVG}circle").get("cy")), float(marks[2].find(f"{SVG}circle").get("cy"))]
     assert heights[0] < heights[1]  # riskier is higher on the page
     assert root.find(f"{SVG}a").get("href") == "/cases/1"
-    assert root.find(f"{SVG}desc").text == ("3 earlier lines of shipper S1 from 2026-01-05 to 2026-03-05: "
-                                            "1 confirmed misdeclared, 1 clean, 0 not inspected, 1 without outcome.")
+    assert root.find(f"{SVG}desc").text == (
+        "3 earlier lines of shipper S1 from 2026-01-05 to 2026-03-05: "
+        "1 confirmed misdeclared, 1 clean, 0 not inspected, 1 without outcome."
+    )
 
 
 def test_a_timeline_of_one_day_sits_mid_axis():
@@ -117,7 +135,10 @@ def test_a_timeline_of_one_day_sits_mid_axis():
 
 def test_bars_columns_histogram_and_heatmap_carry_their_numbers():
     bars = parse(hbar_chart(["new party", "flow surge"], [12, 3], "t", "topics"))
-    assert [(r.get("data-label"), r.get("data-value")) for r in find(bars, "rect", "bar")] == [("new party", "12"), ("flow surge", "3")]
+    assert [(r.get("data-label"), r.get("data-value")) for r in find(bars, "rect", "bar")] == [
+        ("new party", "12"),
+        ("flow surge", "3"),
+    ]
     widths = [float(r.get("width")) for r in find(bars, "rect", "bar")]
     assert widths[0] / widths[1] == pytest.approx(4.0)
 
@@ -129,8 +150,9 @@ def test_bars_columns_histogram_and_heatmap_carry_their_numbers():
     assert [r.get("data-share") for r in find(histogram, "rect", "bar")] == ["0.750000", "0.250000"]
     assert [r.get("data-share") for r in find(histogram, "line", "reference")] == ["0.500000", "0.500000"]
 
-    cells = parse(heatmap(["TH", "MX"], ["790111"], {("TH", "790111"): 4}, {("TH", "790111"): 10, ("MX", "790111"): 5},
-                          "m", "cells"))
+    cells = parse(
+        heatmap(["TH", "MX"], ["790111"], {("TH", "790111"): 4}, {("TH", "790111"): 10, ("MX", "790111"): 5}, "m", "cells")
+    )
     heat = find(cells, "g", "heat")
     assert [(g.get("data-row"), g.get("data-hits"), g.get("data-total")) for g in heat] == [("TH", "4", "10"), ("MX", "0", "5")]
     assert [g.find(f"{SVG}rect").get("fill-opacity") for g in heat] == ["1.000", "0.080"]
@@ -139,10 +161,15 @@ def test_bars_columns_histogram_and_heatmap_carry_their_numbers():
 def test_rate_and_capacity_charts():
     rates = {"red": [Rate("2026-W01", 8, 10), Rate("2026-W02", 0, 0)], "random checks": [Rate("2026-W01", 1, 20)]}
     root = parse(rate_chart(rates, "r", "hit rates"))
-    drawn = [(g.get("data-series"), g.get("data-period"), g.get("data-low"), g.get("data-high"))
-             for g in root.iter(f"{SVG}g") if g.get("data-series")]
-    assert drawn == [("red", "2026-W01", "0.4902", "0.9433"),
-                     ("random checks", "2026-W01", f"{wilson_interval(1, 20)[0]:.4f}", f"{wilson_interval(1, 20)[1]:.4f}")]
+    drawn = [
+        (g.get("data-series"), g.get("data-period"), g.get("data-low"), g.get("data-high"))
+        for g in root.iter(f"{SVG}g")
+        if g.get("data-series")
+    ]
+    assert drawn == [
+        ("red", "2026-W01", "0.4902", "0.9433"),
+        ("random checks", "2026-W01", f"{wilson_interval(1, 20)[0]:.4f}", f"{wilson_interval(1, 20)[1]:.4f}"),
+    ]
     capacity = parse(capacity_chart(["USLAX", "USHOU"], [30.0, 44.0], 40.0, "k", "capacity"))
     bars = find(capacity, "rect", "bar")
     assert [(b.get("data-port"), b.get("data-share")) for b in bars] == [("USLAX", "0.7500"), ("USHOU", "1.1000")]

@@ -10,13 +10,27 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("pandas", "numpy", "lightgbm", "sklearn", "mlflow", "matplotlib", "pyarrow", "duckdb", "sqlalchemy",
-         "pandera", "fastapi", "scipy")
+HEAVY = (
+    "pandas",
+    "numpy",
+    "lightgbm",
+    "sklearn",
+    "mlflow",
+    "matplotlib",
+    "pyarrow",
+    "duckdb",
+    "sqlalchemy",
+    "pandera",
+    "fastapi",
+    "scipy",
+)
 
 
 def test_the_cli_and_its_help_load_none_of_the_heavy_libraries():
-    code = ("import sys; from typer.testing import CliRunner; from serve.cli import app; "
-            "result = CliRunner().invoke(app, ['--help']); assert result.exit_code == 0, result.output; "
-            f"import json; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    code = (
+        "import sys; from typer.testing import CliRunner; from serve.cli import app; "
+        "result = CliRunner().invoke(app, ['--help']); assert result.exit_code == 0, result.output; "
+        f"import json; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(loaded.stdout.strip().splitlines()[-1]) == []

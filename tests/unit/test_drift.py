@@ -41,10 +41,13 @@ def test_identical_shares_have_zero_psi():
     assert psi_from_shares([0.2, 0.3, 0.5, 0.0], [0.2, 0.3, 0.5, 0.0]) == 0.0
 
 
-@pytest.mark.parametrize(("bins", "edges"), [
-    (2, [5.5]),
-    (4, [3.25, 5.5, 7.75]),  # numpy's linear quantiles of 1..10 at 0.25, 0.5, 0.75
-])
+@pytest.mark.parametrize(
+    ("bins", "edges"),
+    [
+        (2, [5.5]),
+        (4, [3.25, 5.5, 7.75]),  # numpy's linear quantiles of 1..10 at 0.25, 0.5, 0.75
+    ],
+)
 def test_edges_are_reference_quantiles(bins, edges):
     reference = np.r_[np.arange(1.0, 11.0), np.nan]  # missing values do not move the edges
     assert numeric_edges(reference, bins).tolist() == edges
@@ -81,19 +84,30 @@ def test_categorical_psi_reads_pandas_categories_as_labels():
     assert categorical_psi(reference, pd.Series(["x", "y", "y", "x"]), SETTINGS) == 0.0
 
 
-@pytest.mark.parametrize(("psi", "status"), [
-    (0.0, STABLE), (0.0999, STABLE), (0.1, WATCH), (0.2499, WATCH), (0.25, ALERT), (3.0, ALERT),
-])
+@pytest.mark.parametrize(
+    ("psi", "status"),
+    [
+        (0.0, STABLE),
+        (0.0999, STABLE),
+        (0.1, WATCH),
+        (0.2499, WATCH),
+        (0.25, ALERT),
+        (3.0, ALERT),
+    ],
+)
 def test_status_thresholds(psi, status):
     assert DriftSettings().status(psi) == status
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"bins": 1}, "bins must be >= 2"),
-    ({"watch": 0.3, "alert": 0.25}, "0 < watch < alert"),
-    ({"floor": 0.0}, "floor must be in"),
-    ({"top_movers": 0}, "top_movers must be >= 1"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"bins": 1}, "bins must be >= 2"),
+        ({"watch": 0.3, "alert": 0.25}, "0 < watch < alert"),
+        ({"floor": 0.0}, "floor must be in"),
+        ({"top_movers": 0}, "top_movers must be >= 1"),
+    ],
+)
 def test_settings_are_checked(values, message):
     with pytest.raises(ValueError, match=message):
         DriftSettings(**values)
@@ -147,4 +161,3 @@ def test_report_finds_the_feature_that_moved(loaded_bundle, small_bundle):
 def test_report_needs_lines_on_both_sides(loaded_bundle, small_bundle):
     with pytest.raises(ValueError, match="both sides"):
         drift_report(loaded_bundle, small_bundle["lines"].head(10), small_bundle["lines"].head(0), DriftSettings())
-

@@ -33,17 +33,21 @@ T = pd.Timestamp
 
 # ----------------------------------------------------------------------------- calibration error
 
-@pytest.mark.parametrize(("y", "scores", "bins", "expected"), [
-    # sorted by score: (0.1, 0), (0.35, 1) | (0.4, 0), (0.8, 1): |0.225 - 0.5| / 2 + |0.6 - 0.5| / 2
-    pytest.param([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 2, 0.1875, id="two bins"),
-    # one bin: |mean score 0.4125 - rate 0.5|
-    pytest.param([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 1, 0.0875, id="one bin"),
-    # bins of 3 and 2 lines: (3 * 0.2 + 2 * 0.1) / 5
-    pytest.param([0, 0, 0, 1, 1], [0.2, 0.2, 0.2, 0.9, 0.9], 2, 0.16, id="uneven bins"),
-    pytest.param([0, 1], [0.0, 1.0], 2, 0.0, id="perfect"),
-    # more bins than lines: empty bins are ignored, each line its own bin: (0.3 + 0.2) / 2
-    pytest.param([0, 1], [0.3, 0.8], 10, 0.25, id="more bins than lines"),
-])
+
+@pytest.mark.parametrize(
+    ("y", "scores", "bins", "expected"),
+    [
+        # sorted by score: (0.1, 0), (0.35, 1) | (0.4, 0), (0.8, 1): |0.225 - 0.5| / 2 + |0.6 - 0.5| / 2
+        pytest.param([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 2, 0.1875, id="two bins"),
+        # one bin: |mean score 0.4125 - rate 0.5|
+        pytest.param([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 1, 0.0875, id="one bin"),
+        # bins of 3 and 2 lines: (3 * 0.2 + 2 * 0.1) / 5
+        pytest.param([0, 0, 0, 1, 1], [0.2, 0.2, 0.2, 0.9, 0.9], 2, 0.16, id="uneven bins"),
+        pytest.param([0, 1], [0.0, 1.0], 2, 0.0, id="perfect"),
+        # more bins than lines: empty bins are ignored, each line its own bin: (0.3 + 0.2) / 2
+        pytest.param([0, 1], [0.3, 0.8], 10, 0.25, id="more bins than lines"),
+    ],
+)
 def test_expected_calibration_error_exact(y, scores, bins, expected):
     assert expected_calibration_error(np.array(y), np.array(scores), bins) == pytest.approx(expected, abs=1e-12)
 
@@ -54,20 +58,37 @@ def test_expected_calibration_error_of_no_lines_is_nan():
 
 # ----------------------------------------------------------------------------- windows
 
+
 def _dates(windows):
     return [(w.index, *(x.strftime("%Y-%m-%d") for x in (w.train_end, w.start, w.end))) for w in windows]
 
 
-@pytest.mark.parametrize(("n", "fraction", "delay", "expected"), [
-    # 365 days, windows of floor(365 / 8) = 45 days ending on 2024-01-01 (exclusive), 30 days of delay
-    pytest.param(4, 0.125, 30, [(0, "2023-06-05", "2023-07-05", "2023-08-19"),
-                                (1, "2023-07-20", "2023-08-19", "2023-10-03"),
-                                (2, "2023-09-03", "2023-10-03", "2023-11-17"),
-                                (3, "2023-10-18", "2023-11-17", "2024-01-01")], id="4 x 1/8"),
-    # floor(365 * 0.3) = 109 days; no delay: a window's model learns from every earlier line
-    pytest.param(2, 0.3, 0, [(0, "2023-05-28", "2023-05-28", "2023-09-14"),
-                             (1, "2023-09-14", "2023-09-14", "2024-01-01")], id="2 x 0.3, no delay"),
-])
+@pytest.mark.parametrize(
+    ("n", "fraction", "delay", "expected"),
+    [
+        # 365 days, windows of floor(365 / 8) = 45 days ending on 2024-01-01 (exclusive), 30 days of delay
+        pytest.param(
+            4,
+            0.125,
+            30,
+            [
+                (0, "2023-06-05", "2023-07-05", "2023-08-19"),
+                (1, "2023-07-20", "2023-08-19", "2023-10-03"),
+                (2, "2023-09-03", "2023-10-03", "2023-11-17"),
+                (3, "2023-10-18", "2023-11-17", "2024-01-01"),
+            ],
+            id="4 x 1/8",
+        ),
+        # floor(365 * 0.3) = 109 days; no delay: a window's model learns from every earlier line
+        pytest.param(
+            2,
+            0.3,
+            0,
+            [(0, "2023-05-28", "2023-05-28", "2023-09-14"), (1, "2023-09-14", "2023-09-14", "2024-01-01")],
+            id="2 x 0.3, no delay",
+        ),
+    ],
+)
 def test_prequential_windows_exact(n, fraction, delay, expected):
     windows = prequential_windows(T("2023-01-01"), T("2023-12-31 17:00"), n, fraction, delay)
     assert _dates(windows) == expected
@@ -84,27 +105,40 @@ def test_prequential_windows_need_a_day():
         prequential_windows(T("2023-01-01"), T("2023-01-05"), 2, 0.1, 0)
 
 
-@pytest.mark.parametrize(("periods", "expected"), [
-    # 184 days from the test start to 2026-01-01: 4 windows of 46 days; outcomes known to valid_end
-    pytest.param({"valid_end": "2025-06-01", "test_start": "2025-07-01"},
-                 [(0, "2025-06-01", "2025-07-01", "2025-08-16"), (1, "2025-06-01", "2025-08-16", "2025-10-01"),
-                  (2, "2025-06-01", "2025-10-01", "2025-11-16"), (3, "2025-06-01", "2025-11-16", "2026-01-01")],
-                 id="after the test start"),
-    # no label delay: the last validation day is left out, 183 days -> 45 each, 3 leftover days dropped
-    pytest.param({"valid_end": "2025-07-01", "test_start": "2025-07-01"},
-                 [(0, "2025-07-01", "2025-07-05", "2025-08-19"), (1, "2025-07-01", "2025-08-19", "2025-10-03"),
-                  (2, "2025-07-01", "2025-10-03", "2025-11-17"), (3, "2025-07-01", "2025-11-17", "2026-01-01")],
-                 id="no gap"),
-])
+@pytest.mark.parametrize(
+    ("periods", "expected"),
+    [
+        # 184 days from the test start to 2026-01-01: 4 windows of 46 days; outcomes known to valid_end
+        pytest.param(
+            {"valid_end": "2025-06-01", "test_start": "2025-07-01"},
+            [
+                (0, "2025-06-01", "2025-07-01", "2025-08-16"),
+                (1, "2025-06-01", "2025-08-16", "2025-10-01"),
+                (2, "2025-06-01", "2025-10-01", "2025-11-16"),
+                (3, "2025-06-01", "2025-11-16", "2026-01-01"),
+            ],
+            id="after the test start",
+        ),
+        # no label delay: the last validation day is left out, 183 days -> 45 each, 3 leftover days dropped
+        pytest.param(
+            {"valid_end": "2025-07-01", "test_start": "2025-07-01"},
+            [
+                (0, "2025-07-01", "2025-07-05", "2025-08-19"),
+                (1, "2025-07-01", "2025-08-19", "2025-10-03"),
+                (2, "2025-07-01", "2025-10-03", "2025-11-17"),
+                (3, "2025-07-01", "2025-11-17", "2026-01-01"),
+            ],
+            id="no gap",
+        ),
+    ],
+)
 def test_fixed_model_windows_exact(periods, expected):
     assert _dates(fixed_model_windows(T("2023-01-01"), T("2025-12-31"), periods, 4)) == expected
 
 
 def test_fixed_model_windows_start_with_the_data_when_it_is_later():
-    windows = fixed_model_windows(T("2026-01-01"), T("2026-01-08"), {"valid_end": "2025-06-01",
-                                                                   "test_start": "2025-07-01"}, 2)
-    assert _dates(windows) == [(0, "2025-06-01", "2026-01-01", "2026-01-05"),
-                               (1, "2025-06-01", "2026-01-05", "2026-01-09")]
+    windows = fixed_model_windows(T("2026-01-01"), T("2026-01-08"), {"valid_end": "2025-06-01", "test_start": "2025-07-01"}, 2)
+    assert _dates(windows) == [(0, "2025-06-01", "2026-01-01", "2026-01-05"), (1, "2025-06-01", "2026-01-05", "2026-01-09")]
 
 
 def test_fixed_model_windows_need_later_data():
@@ -112,12 +146,15 @@ def test_fixed_model_windows_need_later_data():
         fixed_model_windows(T("2023-01-01"), T("2025-05-01"), {"valid_end": "2025-06-01", "test_start": "2025-07-01"}, 4)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"n_windows": 0}, "number of windows"),
-    ({"n_windows": 8, "window_fraction": 0.125}, "leaves no earlier lines"),
-    ({"min_positives": 0}, "min_positives"),
-    ({"calibration_bins": 0}, "calibration_bins"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_windows": 0}, "number of windows"),
+        ({"n_windows": 8, "window_fraction": 0.125}, "leaves no earlier lines"),
+        ({"min_positives": 0}, "min_positives"),
+        ({"calibration_bins": 0}, "calibration_bins"),
+    ],
+)
 def test_settings_are_checked(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EvaluationSettings(**kwargs)
@@ -125,22 +162,31 @@ def test_settings_are_checked(kwargs, message):
 
 # ----------------------------------------------------------------------------- slices and groups
 
+
 def _labelled_lines() -> pd.DataFrame:
-    return pd.DataFrame({
-        "shipper_id": pd.array(["S1", "S2", None, "S1", "S3"], dtype="string"),
-        "export_country": pd.array(["TH", "DE", "TH", "MX", "DE"], dtype="string"),
-        "misdeclared": pd.array([1, 0, 1, 0, 1], dtype="Int64"),
-        "found_commodity": pd.array(["antimony", "none", "gallium", "none", "antimony"], dtype="string"),
-        "sim_commodity": pd.array(["antimony", "none", "gallium", "none", "gallium"], dtype="string"),
-        "sim_disguise": pd.array(["undervalued", "none", "true_value", "none", "undervalued"], dtype="string"),
-    })
+    return pd.DataFrame(
+        {
+            "shipper_id": pd.array(["S1", "S2", None, "S1", "S3"], dtype="string"),
+            "export_country": pd.array(["TH", "DE", "TH", "MX", "DE"], dtype="string"),
+            "misdeclared": pd.array([1, 0, 1, 0, 1], dtype="Int64"),
+            "found_commodity": pd.array(["antimony", "none", "gallium", "none", "antimony"], dtype="string"),
+            "sim_commodity": pd.array(["antimony", "none", "gallium", "none", "gallium"], dtype="string"),
+            "sim_disguise": pd.array(["undervalued", "none", "true_value", "none", "undervalued"], dtype="string"),
+        }
+    )
 
 
 def test_slice_masks_exact():
     lines = _labelled_lines()
     cover = pd.Series(["metal_ingot", "none", "ceramic", "metal_ingot", "none"])
-    masks = slice_masks(lines, lines["misdeclared"].to_numpy() == 1, {"S1", "S9"}, cover,
-                        np.array([True, False, True, True, False]), ["antimony", "gallium"])
+    masks = slice_masks(
+        lines,
+        lines["misdeclared"].to_numpy() == 1,
+        {"S1", "S9"},
+        cover,
+        np.array([True, False, True, True, False]),
+        ["antimony", "gallium"],
+    )
     got = {key: mask.tolist() for key, mask in masks.items()}
     assert got == {
         (ALL, ALL): [True] * 5,
@@ -163,21 +209,31 @@ def test_slice_masks_exact():
 
 
 def test_slice_masks_without_truth_or_shippers_use_found_commodity_and_skip():
-    lines = _labelled_lines().drop(columns=["sim_commodity", "sim_disguise"]).assign(
-        shipper_id=pd.array([None] * 5, dtype="string"))
-    masks = slice_masks(lines, lines["misdeclared"].to_numpy() == 1, set(), pd.Series(["none"] * 5),
-                        np.zeros(5, dtype=bool), ["antimony", "gallium"])
+    lines = (
+        _labelled_lines().drop(columns=["sim_commodity", "sim_disguise"]).assign(shipper_id=pd.array([None] * 5, dtype="string"))
+    )
+    masks = slice_masks(
+        lines,
+        lines["misdeclared"].to_numpy() == 1,
+        set(),
+        pd.Series(["none"] * 5),
+        np.zeros(5, dtype=bool),
+        ["antimony", "gallium"],
+    )
     assert not any(key[0] in ("shipper", "disguise") for key in masks)
     assert masks[("commodity", "antimony")].tolist() == [True, True, False, True, True]
 
 
 def test_measured_populations_exact():
-    lines = pd.DataFrame({"inspected": pd.array([1, 0, 1, 1], dtype="Int64"),
-                          "misdeclared": pd.array([1, None, 0, None], dtype="Int64"),
-                          "sim_fraud": [1, 1, 0, 0]})
+    lines = pd.DataFrame(
+        {
+            "inspected": pd.array([1, 0, 1, 1], dtype="Int64"),
+            "misdeclared": pd.array([1, None, 0, None], dtype="Int64"),
+            "sim_fraud": [1, 1, 0, 0],
+        }
+    )
     got = {name: (mask.tolist(), y.tolist()) for name, (mask, y) in measured_populations(lines).items()}
-    assert got == {"inspected": ([True, False, True, False], [1, 0]),
-                   "truth": ([True, True, True, True], [1, 1, 0, 0])}
+    assert got == {"inspected": ([True, False, True, False], [1, 0]), "truth": ([True, True, True, True], [1, 1, 0, 0])}
     assert list(measured_populations(lines.drop(columns="sim_fraud"))) == ["inspected"]
 
 
@@ -186,10 +242,20 @@ def test_groups_with_too_few_positives_are_not_measured():
     y = np.array([1, 0, 1, 0, 0, 1])
     scores = {MODEL: np.array([0.9, 0.1, 0.8, 0.2, 0.3, 0.7]), "random": np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])}
     masks = {(ALL, ALL): np.ones(6, dtype=bool), ("route", "via_hub"): np.array([1, 1, 0, 0, 0, 0], dtype=bool)}
-    groups, rows = measure_groups(Window(0, T("2025-01-01"), T("2025-02-01"), T("2025-03-01")), "inspected", masks,
-                                  y, scores, np.ones(6), config, EvaluationSettings(min_positives=2))
+    groups, rows = measure_groups(
+        Window(0, T("2025-01-01"), T("2025-02-01"), T("2025-03-01")),
+        "inspected",
+        masks,
+        y,
+        scores,
+        np.ones(6),
+        config,
+        EvaluationSettings(min_positives=2),
+    )
     assert [(g["slice"], g["lines"], g["positives"], g["measured"]) for g in groups] == [
-        (ALL, 6, 3, True), ("route", 2, 1, False)]
+        (ALL, 6, 3, True),
+        ("route", 2, 1, False),
+    ]
     table = {(r["scorer"], r["metric"]): r["value"] for r in rows}
     assert {r["slice"] for r in rows} == {ALL}
     assert table[(MODEL, "precision_at_50pct")] == 1.0
@@ -200,25 +266,44 @@ def test_groups_with_too_few_positives_are_not_measured():
 
 
 def _evaluation(values: list[float]) -> Evaluation:
-    rows = [{"window": k, "population": population, "slice": ALL, "group": ALL, "scorer": scorer,
-             "metric": "average_precision", "value": v + shift}
-            for k, v in enumerate(values) for scorer in (MODEL, "random")
-            for population, shift in (("inspected", 0.0), ("truth", 0.25))]
-    groups = [{"window": k, "population": population, "slice": s, "group": g, "lines": 10, "positives": p,
-               "measured": p >= 5}
-              for k in range(len(values)) for s, g, p in ((ALL, ALL, 5), ("route", "via_hub", 1))
-              for population in ("inspected", "truth")]
+    rows = [
+        {
+            "window": k,
+            "population": population,
+            "slice": ALL,
+            "group": ALL,
+            "scorer": scorer,
+            "metric": "average_precision",
+            "value": v + shift,
+        }
+        for k, v in enumerate(values)
+        for scorer in (MODEL, "random")
+        for population, shift in (("inspected", 0.0), ("truth", 0.25))
+    ]
+    groups = [
+        {"window": k, "population": population, "slice": s, "group": g, "lines": 10, "positives": p, "measured": p >= 5}
+        for k in range(len(values))
+        for s, g, p in ((ALL, ALL, 5), ("route", "via_hub", 1))
+        for population in ("inspected", "truth")
+    ]
     windows = [Window(k, T("2025-01-01"), T("2025-02-01"), T("2025-03-01")) for k in range(len(values))]
-    return Evaluation(mode="rolling", windows=windows, window_info=[{**w.as_dict(), "lines": 10} for w in windows],
-                      groups=pd.DataFrame(groups), window_metrics=pd.DataFrame(rows),
-                      settings=EvaluationSettings(), config=load_train_config(), scorers=(MODEL, "random"))
+    return Evaluation(
+        mode="rolling",
+        windows=windows,
+        window_info=[{**w.as_dict(), "lines": 10} for w in windows],
+        groups=pd.DataFrame(groups),
+        window_metrics=pd.DataFrame(rows),
+        settings=EvaluationSettings(),
+        config=load_train_config(),
+        scorers=(MODEL, "random"),
+    )
 
 
 def test_aggregation_is_mean_and_sample_sd_over_windows():
     evaluation = _evaluation([0.2, 0.4, float("nan"), 0.9])
     summary = evaluation.summary().set_index("scorer").loc[MODEL]
     assert summary["mean"] == pytest.approx(0.5)
-    assert summary["sd"] == pytest.approx(math.sqrt(((0.3 ** 2) + (0.1 ** 2) + (0.4 ** 2)) / 2))
+    assert summary["sd"] == pytest.approx(math.sqrt(((0.3**2) + (0.1**2) + (0.4**2)) / 2))
     assert summary["windows"] == 3
     assert evaluation.summary("truth").set_index("scorer").loc[MODEL, "mean"] == pytest.approx(0.75)
 
@@ -229,22 +314,32 @@ def test_document_and_mlflow_names():
     json.dumps(document, allow_nan=False)  # NaN (sd of one window) became null
     assert document["summary"][MODEL]["average_precision"] == {"mean": 0.5, "sd": None, "windows": 1}
     assert document["truth_summary"][MODEL]["average_precision"] == {"mean": 0.75, "sd": None, "windows": 1}
-    assert document["windows"][0]["metrics"] == {"inspected": {MODEL: {"average_precision": 0.5},
-                                                               "random": {"average_precision": 0.5}},
-                                                 "truth": {MODEL: {"average_precision": 0.75},
-                                                           "random": {"average_precision": 0.75}}}
+    assert document["windows"][0]["metrics"] == {
+        "inspected": {MODEL: {"average_precision": 0.5}, "random": {"average_precision": 0.5}},
+        "truth": {MODEL: {"average_precision": 0.75}, "random": {"average_precision": 0.75}},
+    }
     via_hub = next(s for s in document["slices"] if s["slice"] == "route")
-    assert via_hub == {"population": "inspected", "slice": "route", "group": "via_hub", "lines": 10, "positives": 1,
-                       "windows_measured": 0, "metrics": None}
-    assert flat_metrics(evaluation) == {"eval_model_average_precision_mean": 0.5,
-                                        "eval_baseline_random_average_precision_mean": 0.5,
-                                        "eval_truth_model_average_precision_mean": 0.75,
-                                        "eval_truth_baseline_random_average_precision_mean": 0.75}
+    assert via_hub == {
+        "population": "inspected",
+        "slice": "route",
+        "group": "via_hub",
+        "lines": 10,
+        "positives": 1,
+        "windows_measured": 0,
+        "metrics": None,
+    }
+    assert flat_metrics(evaluation) == {
+        "eval_model_average_precision_mean": 0.5,
+        "eval_baseline_random_average_precision_mean": 0.5,
+        "eval_truth_model_average_precision_mean": 0.75,
+        "eval_truth_baseline_random_average_precision_mean": 0.75,
+    }
     assert metric_name("value_rule", "precision_at_5pct", "sd") == "eval_baseline_value_rule_precision_at_5pct_sd"
     assert metric_name(MODEL, "roc_auc", "mean", "truth") == "eval_truth_model_roc_auc_mean"
 
 
 # ----------------------------------------------------------------------------- a fixed model end to end
+
 
 @pytest.fixture(scope="module")
 def fixed_bundle(valid_labelled, tmp_path_factory):
@@ -302,7 +397,8 @@ def test_evaluate_command_prints_json_and_logs_to_mlflow(valid_labelled, fixed_b
     model_ap = document["summary"][MODEL]["average_precision"]
     assert run.data.metrics["eval_model_average_precision_mean"] == pytest.approx(model_ap["mean"])
     assert run.data.metrics["eval_baseline_value_rule_precision_at_5pct_mean"] == pytest.approx(
-        document["summary"]["value_rule"]["precision_at_5pct"]["mean"])
+        document["summary"]["value_rule"]["precision_at_5pct"]["mean"]
+    )
     history = client.get_metric_history(run.info.run_id, "eval_model_average_precision")
     assert sorted(m.step for m in history) == [0, 1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
@@ -328,7 +424,6 @@ def test_evaluate_command_reports_a_bad_setting_in_one_line(valid_labelled, mlfl
 
 def test_stored_history_drops_lines_of_the_data_whatever_the_key_dtypes(valid_labelled, tmp_path):
     from features.history_store import HistoryStore
-
     from training.evaluate import stored_history
 
     store = HistoryStore(tmp_path / "history")
@@ -338,8 +433,7 @@ def test_stored_history_drops_lines_of_the_data_whatever_the_key_dtypes(valid_la
     assert stored_history(stored.iloc[:0], valid_labelled) is None
 
 
-def test_a_fixed_model_scores_a_later_file_with_the_history_store_as_with_the_full_data(
-        valid_labelled, fixed_bundle, tmp_path):
+def test_a_fixed_model_scores_a_later_file_with_the_history_store_as_with_the_full_data(valid_labelled, fixed_bundle, tmp_path):
     from features.history_store import HistoryStore
 
     config = load_train_config()

@@ -25,10 +25,19 @@ LINES = [
 
 
 def make_lines(rows=LINES) -> pd.DataFrame:
-    columns = ["declaration_id", "declared_at", "shipper_id", "consignee_id", "hs_code", "origin_country",
-               "export_country", "port_of_discharge", "inspected", "misdeclared"]
-    raw = pd.DataFrame(rows, columns=columns, dtype="string").assign(
-        gross_weight_kg="1000", declared_value_usd="3000")
+    columns = [
+        "declaration_id",
+        "declared_at",
+        "shipper_id",
+        "consignee_id",
+        "hs_code",
+        "origin_country",
+        "export_country",
+        "port_of_discharge",
+        "inspected",
+        "misdeclared",
+    ]
+    raw = pd.DataFrame(rows, columns=columns, dtype="string").assign(gross_weight_kg="1000", declared_value_usd="3000")
     result = validate_manifest(raw)
     assert result.quarantine.empty, result.quarantine
     return result.valid.set_index("declaration_id", drop=False)
@@ -48,32 +57,35 @@ def test_global_rate_is_the_inspected_misdeclaration_rate():
     assert fitted(make_lines()).global_rate_ == pytest.approx(1 / 4)
 
 
-@pytest.mark.parametrize("line, column, expected", [
-    # Same-day lines do not see each other.
-    ("A", "shipper_id_lines_before", 0.0),
-    ("B", "shipper_id_lines_before", 0.0),
-    ("C", "shipper_id_lines_before", 2.0),
-    ("D", "shipper_id_lines_before", 4.0),
-    ("E", "shipper_id_lines_before", 0.0),
-    ("C", "shipper_id_days_since_first", 19.0),
-    ("D", "shipper_id_days_since_first", 59.0),
-    ("A", "shipper_id_days_since_first", np.nan),
-    ("D", "shipper_id_distinct_hs_before", 2.0),
-    ("D", "shipper_id_distinct_routes_before", 2.0),
-    # Outcomes count once known: A (known 01-31) and C (known 02-19) before D; H (known 03-17) not.
-    ("C", "shipper_id_outcomes_known", 0.0),
-    ("D", "shipper_id_outcomes_known", 2.0),
-    ("D", "shipper_id_misdeclared_rate", (1 + 5 * 0.25) / (2 + 5)),
-    ("C", "shipper_id_misdeclared_rate", 0.25),
-    ("D", "consignee_id_lines_before", 3.0),
-    # E has no consignee: its consignee features are missing, not zero.
-    ("E", "consignee_id_lines_before", np.nan),
-    ("E", "consignee_id_misdeclared_rate", np.nan),
-    # Flow TH|7901|USLAX: H in the 28 days before D; A and B in the 182 days before those.
-    ("D", "flow_lines_trailing", 1.0),
-    ("D", "flow_surge_ratio", (1 / 28) / ((2 + 1) / 182)),
-    ("A", "flow_lines_trailing", 0.0),
-])
+@pytest.mark.parametrize(
+    "line, column, expected",
+    [
+        # Same-day lines do not see each other.
+        ("A", "shipper_id_lines_before", 0.0),
+        ("B", "shipper_id_lines_before", 0.0),
+        ("C", "shipper_id_lines_before", 2.0),
+        ("D", "shipper_id_lines_before", 4.0),
+        ("E", "shipper_id_lines_before", 0.0),
+        ("C", "shipper_id_days_since_first", 19.0),
+        ("D", "shipper_id_days_since_first", 59.0),
+        ("A", "shipper_id_days_since_first", np.nan),
+        ("D", "shipper_id_distinct_hs_before", 2.0),
+        ("D", "shipper_id_distinct_routes_before", 2.0),
+        # Outcomes count once known: A (known 01-31) and C (known 02-19) before D; H (known 03-17) not.
+        ("C", "shipper_id_outcomes_known", 0.0),
+        ("D", "shipper_id_outcomes_known", 2.0),
+        ("D", "shipper_id_misdeclared_rate", (1 + 5 * 0.25) / (2 + 5)),
+        ("C", "shipper_id_misdeclared_rate", 0.25),
+        ("D", "consignee_id_lines_before", 3.0),
+        # E has no consignee: its consignee features are missing, not zero.
+        ("E", "consignee_id_lines_before", np.nan),
+        ("E", "consignee_id_misdeclared_rate", np.nan),
+        # Flow TH|7901|USLAX: H in the 28 days before D; A and B in the 182 days before those.
+        ("D", "flow_lines_trailing", 1.0),
+        ("D", "flow_surge_ratio", (1 / 28) / ((2 + 1) / 182)),
+        ("A", "flow_lines_trailing", 0.0),
+    ],
+)
 def test_history_feature_values(features, line, column, expected):
     value = features.loc[line, column]
     if np.isnan(expected):
@@ -84,10 +96,10 @@ def test_history_feature_values(features, line, column, expected):
 
 def test_switch_needs_direct_imports_from_china_before_the_ban():
     rows = [
-        ("P", "2024-06-01", "S9", "K1", "811010", "CN", "CN", "USHOU", "0", ""),   # antimony, direct
-        ("Q", "2025-02-01", "S8", "K1", "790111", "CN", "TH", "USLAX", "0", ""),   # zinc via hub
-        ("R", "2025-02-01", "S8", "K2", "790111", "CN", "TH", "USLAX", "0", ""),   # never imported direct
-        ("T", "2025-01-10", "S9", "K3", "811010", "CN", "CN", "USHOU", "0", ""),   # direct, after the ban
+        ("P", "2024-06-01", "S9", "K1", "811010", "CN", "CN", "USHOU", "0", ""),  # antimony, direct
+        ("Q", "2025-02-01", "S8", "K1", "790111", "CN", "TH", "USLAX", "0", ""),  # zinc via hub
+        ("R", "2025-02-01", "S8", "K2", "790111", "CN", "TH", "USLAX", "0", ""),  # never imported direct
+        ("T", "2025-01-10", "S9", "K3", "811010", "CN", "CN", "USHOU", "0", ""),  # direct, after the ban
         ("U", "2025-02-01", "S8", "K3", "790111", "CN", "TH", "USLAX", "0", ""),
     ]
     lines = make_lines(rows)
@@ -133,9 +145,12 @@ def test_rescoring_does_not_count_lines_twice():
     pd.testing.assert_frame_equal(once[history.numeric_features_], again[history.numeric_features_])
 
 
-@pytest.mark.parametrize("groups, days, queries, expected", [
-    ([0, 0, 0, 1], [1, 2, 2, 1], [(0, 2), (0, 3), (1, 1), (1, 5), (2, 9), (-1, 9)], [1, 3, 0, 1, 0, np.nan]),
-])
+@pytest.mark.parametrize(
+    "groups, days, queries, expected",
+    [
+        ([0, 0, 0, 1], [1, 2, 2, 1], [(0, 2), (0, 3), (1, 1), (1, 5), (2, 9), (-1, 9)], [1, 3, 0, 1, 0, np.nan]),
+    ],
+)
 def test_count_before(groups, days, queries, expected):
     qg, qd = (np.array(v) for v in zip(*queries))
     result = count_before(np.array(groups), np.array(days), qg, qd)
@@ -153,26 +168,44 @@ def history_transformer() -> HistoryFeatures:
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 60), st.sampled_from(["S1", "S2", "S3"]), st.sampled_from(["0", "1", ""])),
-                min_size=2, max_size=30),
-       st.integers(10, 50))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 60), st.sampled_from(["S1", "S2", "S3"]), st.sampled_from(["0", "1", ""])),
+        min_size=2,
+        max_size=30,
+    ),
+    st.integers(10, 50),
+)
 def test_property_no_feature_depends_on_later_lines_or_late_labels(history_transformer, rows, cutoff):
     """Random histories: features of lines before ``cutoff`` ignore everything after it."""
     base = pd.Timestamp("2025-01-01")
-    data = [(f"L{i}", (base + pd.Timedelta(days=d)).strftime("%Y-%m-%d"), s, "C1", "790111", "CN", "TH", "USLAX",
-             "1" if label else "0", label) for i, (d, s, label) in enumerate(rows)]
+    data = [
+        (
+            f"L{i}",
+            (base + pd.Timedelta(days=d)).strftime("%Y-%m-%d"),
+            s,
+            "C1",
+            "790111",
+            "CN",
+            "TH",
+            "USLAX",
+            "1" if label else "0",
+            label,
+        )
+        for i, (d, s, label) in enumerate(rows)
+    ]
     lines = make_lines(data)
     history = history_transformer
     early = lines.index[lines["declared_at"] < base + pd.Timedelta(days=cutoff)]
     mutated = lines.copy()
     late = lines["declared_at"] >= base + pd.Timedelta(days=cutoff - history.label_delay_days)
-    mutated.loc[late & mutated["misdeclared"].notna(), "misdeclared"] = 1 - mutated.loc[
-        late & mutated["misdeclared"].notna(), "misdeclared"]
+    mutated.loc[late & mutated["misdeclared"].notna(), "misdeclared"] = (
+        1 - mutated.loc[late & mutated["misdeclared"].notna(), "misdeclared"]
+    )
     after_cutoff = lines["declared_at"] >= base + pd.Timedelta(days=cutoff)
     mutated.loc[after_cutoff, "shipper_id"] = "S1"
     columns = history.numeric_features_
-    pd.testing.assert_frame_equal(history.transform(lines).loc[early, columns],
-                                  history.transform(mutated).loc[early, columns])
+    pd.testing.assert_frame_equal(history.transform(lines).loc[early, columns], history.transform(mutated).loc[early, columns])
 
 
 def test_rescoring_a_stored_file_does_not_count_it_twice(tmp_path):

@@ -63,8 +63,7 @@ def test_a_batch_reads_only_the_events_of_its_parties_and_flows(manifest, tmp_pa
     store.append(manifest.iloc[:5_000])
     batch = manifest.iloc[5_000:5_010]
     events = store.events_for(batch, flow_days=210)
-    assert set(events.parties["key"]) <= set(batch[["shipper_id", "consignee_id", "importer_id",
-                                                     "declarant_id"]].stack())
+    assert set(events.parties["key"]) <= set(batch[["shipper_id", "consignee_id", "importer_id", "declarant_id"]].stack())
     stored = manifest.iloc[:5_000]
     for entity, got in events.parties.groupby("entity", observed=True):
         # Exactly the stored lines of the batch's parties, summed per party and day.
@@ -75,10 +74,23 @@ def test_a_batch_reads_only_the_events_of_its_parties_and_flows(manifest, tmp_pa
 
 
 def _line(key: str, day: int, inspected: float, misdeclared: float, hs: str = "811010") -> dict:
-    return {"declaration_id": key, "line_no": 1.0, "declared_at": pd.Timestamp("2025-01-01") + pd.Timedelta(days=day),
-            "hs_code": hs, "origin_country": "TH", "export_country": "TH", "port_of_loading": "THBKK",
-            "port_of_discharge": "USLAX", "transshipment_ports": None, "shipper_id": "S1", "consignee_id": "C1",
-            "importer_id": "I1", "declarant_id": "D1", "inspected": inspected, "misdeclared": misdeclared}
+    return {
+        "declaration_id": key,
+        "line_no": 1.0,
+        "declared_at": pd.Timestamp("2025-01-01") + pd.Timedelta(days=day),
+        "hs_code": hs,
+        "origin_country": "TH",
+        "export_country": "TH",
+        "port_of_loading": "THBKK",
+        "port_of_discharge": "USLAX",
+        "transshipment_ports": None,
+        "shipper_id": "S1",
+        "consignee_id": "C1",
+        "importer_id": "I1",
+        "declarant_id": "D1",
+        "inspected": inspected,
+        "misdeclared": misdeclared,
+    }
 
 
 def _frame(*rows: dict) -> pd.DataFrame:
@@ -137,27 +149,42 @@ def test_a_store_of_parquet_parts_is_imported_once_and_its_parts_kept(tmp_path):
     lines.to_parquet(tmp_path / "part-0002-b.parquet", index=False)
     store = HistoryStore(tmp_path)
     assert len(store) == 2
-    assert sorted(p.name for p in (tmp_path / "imported-parts").iterdir()) == ["part-0001-a.parquet",
-                                                                                "part-0002-b.parquet"]
+    assert sorted(p.name for p in (tmp_path / "imported-parts").iterdir()) == ["part-0001-a.parquet", "part-0002-b.parquet"]
     assert len(HistoryStore(tmp_path)) == 2
 
 
-ROWS = st.lists(st.tuples(st.sampled_from("ABCDEFGH"), st.integers(0, 90), st.sampled_from(["S1", "S2"]),
-                          st.sampled_from(["790111", "811010"]), st.sampled_from(["", "0", "1"])),
-                min_size=1, max_size=12)
+ROWS = st.lists(
+    st.tuples(
+        st.sampled_from("ABCDEFGH"),
+        st.integers(0, 90),
+        st.sampled_from(["S1", "S2"]),
+        st.sampled_from(["790111", "811010"]),
+        st.sampled_from(["", "0", "1"]),
+    ),
+    min_size=1,
+    max_size=12,
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(ROWS, min_size=1, max_size=4), st.integers(0, 160), st.sampled_from([365, 10]))
-def test_property_any_sequence_of_batches_gives_the_features_of_the_winning_copies(tmp_path_factory, batches,
-                                                                                   query_day, recent_days):
+def test_property_any_sequence_of_batches_gives_the_features_of_the_winning_copies(
+    tmp_path_factory, batches, query_day, recent_days
+):
     """Batches with repeated, corrected and (un)labelled copies, checkpoints moving (``recent_days``
     10) and lines scored before, around and after them: the store equals its lines' past."""
     store = HistoryStore(tmp_path_factory.mktemp("store"), recent_days=recent_days)
     stored = []
     for rows in batches:
-        frame = _frame(*[{**_line(key, day, np.nan if label == "" else 1.0, np.nan if label == "" else float(label),
-                                  hs=hs), "shipper_id": shipper} for key, day, shipper, hs, label in rows])
+        frame = _frame(
+            *[
+                {
+                    **_line(key, day, np.nan if label == "" else 1.0, np.nan if label == "" else float(label), hs=hs),
+                    "shipper_id": shipper,
+                }
+                for key, day, shipper, hs, label in rows
+            ]
+        )
         store.append(frame)
         stored.append(history_frame(frame))
     # What the store must hold: per line, the last labelled copy, else the last copy.
@@ -165,9 +192,11 @@ def test_property_any_sequence_of_batches_gives_the_features_of_the_winning_copi
     assert sorted(line_keys(store.read())) == sorted(line_keys(everything))
     history = fitted(everything)
     # Two new lines, and a corrected copy of a stored line (another code, day and shipper).
-    query = _frame(_line("Q", query_day, np.nan, np.nan), {**_line("R", query_day, np.nan, np.nan),
-                                                            "shipper_id": "S2"},
-                   {**_line("A", query_day, np.nan, np.nan, hs="740311"), "shipper_id": "S2"})
+    query = _frame(
+        _line("Q", query_day, np.nan, np.nan),
+        {**_line("R", query_day, np.nan, np.nan), "shipper_id": "S2"},
+        {**_line("A", query_day, np.nan, np.nan, hs="740311"), "shipper_id": "S2"},
+    )
     pd.testing.assert_frame_equal(_features(history, query, store), _features(history, query, everything))
     assert list(store.read().columns) == list(HISTORY_COLUMNS)
 
@@ -187,28 +216,53 @@ def test_the_key_filter_never_misses_a_stored_line_and_is_rebuilt_when_lost(mani
     assert len(store) == 3_000 and store.key_filter.path.exists()
 
 
-FILE_ROWS = st.lists(st.tuples(st.sampled_from(["A", "B", "C", "D", "X1", "X2", "X3"]), st.integers(0, 160),
-                               st.sampled_from(["S1", "S2"]), st.sampled_from(["790111", "811010"]),
-                               st.sampled_from(["", "0", "1"])),
-                     min_size=1, max_size=10, unique_by=lambda row: row[0])
+FILE_ROWS = st.lists(
+    st.tuples(
+        st.sampled_from(["A", "B", "C", "D", "X1", "X2", "X3"]),
+        st.integers(0, 160),
+        st.sampled_from(["S1", "S2"]),
+        st.sampled_from(["790111", "811010"]),
+        st.sampled_from(["", "0", "1"]),
+    ),
+    min_size=1,
+    max_size=10,
+    unique_by=lambda row: row[0],
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(ROWS, min_size=1, max_size=3), FILE_ROWS, st.sampled_from([365, 10]))
 def test_property_a_file_scored_in_parts_sees_the_store_without_its_copies_and_its_other_lines(
-        tmp_path_factory, batches, file_rows, recent_days):
+    tmp_path_factory, batches, file_rows, recent_days
+):
     """A file whose lines the store may hold already (identical, corrected, (un)labelled), scored in
     two parts through :class:`FileHistory`: exactly the features of the store's other lines plus the
     file's lines, whatever the part."""
     note(f"batches={batches!r} file_rows={file_rows!r} recent_days={recent_days}")
     store = HistoryStore(tmp_path_factory.mktemp("store"), recent_days=recent_days)
     for rows in batches:
-        store.append(_frame(*[{**_line(key, day, np.nan if label == "" else 1.0,
-                                       np.nan if label == "" else float(label), hs=hs), "shipper_id": shipper}
-                              for key, day, shipper, hs, label in rows]))
-    file = history_frame(_frame(*[{**_line(key, day, np.nan if label == "" else 1.0,
-                                           np.nan if label == "" else float(label), hs=hs), "shipper_id": shipper}
-                                  for key, day, shipper, hs, label in file_rows]))
+        store.append(
+            _frame(
+                *[
+                    {
+                        **_line(key, day, np.nan if label == "" else 1.0, np.nan if label == "" else float(label), hs=hs),
+                        "shipper_id": shipper,
+                    }
+                    for key, day, shipper, hs, label in rows
+                ]
+            )
+        )
+    file = history_frame(
+        _frame(
+            *[
+                {
+                    **_line(key, day, np.nan if label == "" else 1.0, np.nan if label == "" else float(label), hs=hs),
+                    "shipper_id": shipper,
+                }
+                for key, day, shipper, hs, label in file_rows
+            ]
+        )
+    )
     stored = store.read()
     past = pd.concat([stored[~line_keys(stored).isin(line_keys(file))], file], ignore_index=True)
     history = fitted(past)

@@ -21,27 +21,45 @@ def write_text(path, text: str, encoding: str = "utf-8"):
     return path
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    pytest.param("absent.csv", None, "file not found", id="missing-csv"),
-    pytest.param("absent.parquet", None, "file not found", id="missing-parquet"),
-    pytest.param("manifest.xlsx", b"PK\x03\x04", "unknown format (use .csv, .csv.gz or .parquet)", id="unknown-extension"),
-    pytest.param("manifest", b"x", "unknown format (use .csv, .csv.gz or .parquet)", id="no-extension"),
-    pytest.param("corrupt.parquet", b"PAR1 this is not a parquet file", "cannot read parquet:", id="corrupt-parquet"),
-    pytest.param("corrupt.csv.gz", b"not gzip at all", "cannot read csv:", id="corrupt-gzip"),
-    pytest.param("truncated.csv.gz", gzip.compress(f"{HEADER}\n{ROW}\n".encode())[:2],
-                 "cannot read csv: Compressed file ended before the end-of-stream marker was reached",
-                 id="truncated-gzip"),  # an EOFError, which the CLI took for "Aborted."
-    pytest.param("latin1.csv", (HEADER + "\nD1,2025-01-15,790111,1000,2940,CN,TH,\n").encode()[:-1] + b"\xe9\n",
-                 "cannot read csv:", id="invalid-utf8"),
-    pytest.param("ragged.csv", f"{HEADER}\n{ROW}\n{ROW},extra\n".encode(), "cannot read csv:", id="ragged-row"),
-    pytest.param("no_hs.csv", f"{HEADER.replace(',hs_code', '')}\nD1,2025-01-15,1000,2940,CN,TH\n".encode(),
-                 "missing required column 'hs_code'", id="csv-missing-column"),
-    pytest.param("header_only.csv", f"{HEADER}\n".encode(), "no rows", id="header-only-csv"),
-    pytest.param("header_only.csv.gz", gzip.compress(f"{HEADER}\n".encode()), "no rows", id="header-only-gzip"),
-    pytest.param("empty.csv", b"", "missing required column 'declaration_id'", id="zero-byte-csv"),
-    pytest.param("twice.csv", f"{HEADER},hs_code\n{ROW},790112\n".encode(), "the header names column 'hs_code' twice",
-                 id="csv-column-twice"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        pytest.param("absent.csv", None, "file not found", id="missing-csv"),
+        pytest.param("absent.parquet", None, "file not found", id="missing-parquet"),
+        pytest.param("manifest.xlsx", b"PK\x03\x04", "unknown format (use .csv, .csv.gz or .parquet)", id="unknown-extension"),
+        pytest.param("manifest", b"x", "unknown format (use .csv, .csv.gz or .parquet)", id="no-extension"),
+        pytest.param("corrupt.parquet", b"PAR1 this is not a parquet file", "cannot read parquet:", id="corrupt-parquet"),
+        pytest.param("corrupt.csv.gz", b"not gzip at all", "cannot read csv:", id="corrupt-gzip"),
+        pytest.param(
+            "truncated.csv.gz",
+            gzip.compress(f"{HEADER}\n{ROW}\n".encode())[:2],
+            "cannot read csv: Compressed file ended before the end-of-stream marker was reached",
+            id="truncated-gzip",
+        ),  # an EOFError, which the CLI took for "Aborted."
+        pytest.param(
+            "latin1.csv",
+            (HEADER + "\nD1,2025-01-15,790111,1000,2940,CN,TH,\n").encode()[:-1] + b"\xe9\n",
+            "cannot read csv:",
+            id="invalid-utf8",
+        ),
+        pytest.param("ragged.csv", f"{HEADER}\n{ROW}\n{ROW},extra\n".encode(), "cannot read csv:", id="ragged-row"),
+        pytest.param(
+            "no_hs.csv",
+            f"{HEADER.replace(',hs_code', '')}\nD1,2025-01-15,1000,2940,CN,TH\n".encode(),
+            "missing required column 'hs_code'",
+            id="csv-missing-column",
+        ),
+        pytest.param("header_only.csv", f"{HEADER}\n".encode(), "no rows", id="header-only-csv"),
+        pytest.param("header_only.csv.gz", gzip.compress(f"{HEADER}\n".encode()), "no rows", id="header-only-gzip"),
+        pytest.param("empty.csv", b"", "missing required column 'declaration_id'", id="zero-byte-csv"),
+        pytest.param(
+            "twice.csv",
+            f"{HEADER},hs_code\n{ROW},790112\n".encode(),
+            "the header names column 'hs_code' twice",
+            id="csv-column-twice",
+        ),
+    ],
+)
 def test_file_level_errors_name_the_file(tmp_path, name, content, message):
     path = tmp_path / name
     if content is not None:
@@ -65,12 +83,24 @@ def test_parquet_missing_a_required_column_names_file_and_column(tmp_path):
 
 
 def test_parquet_with_a_nested_column_is_a_file_error_naming_it(tmp_path):
-    table = pa.table({"declaration_id": ["D1"], "declared_at": ["2025-01-15"], "hs_code": ["790111"],
-                      "gross_weight_kg": ["1000"], "declared_value_usd": ["2940"], "origin_country": ["CN"],
-                      "export_country": ["TH"], "containers_list": pa.array([[1, 2]], type=pa.list_(pa.int64()))})
+    table = pa.table(
+        {
+            "declaration_id": ["D1"],
+            "declared_at": ["2025-01-15"],
+            "hs_code": ["790111"],
+            "gross_weight_kg": ["1000"],
+            "declared_value_usd": ["2940"],
+            "origin_country": ["CN"],
+            "export_country": ["TH"],
+            "containers_list": pa.array([[1, 2]], type=pa.list_(pa.int64())),
+        }
+    )
     pq.write_table(table, tmp_path / "nested.parquet")
-    with pytest.raises(ManifestFileError, match=r"nested\.parquet: column 'containers_list' holds nested values "
-                                                 r"\(list<element: int64>\); manifest columns are flat$"):
+    with pytest.raises(
+        ManifestFileError,
+        match=r"nested\.parquet: column 'containers_list' holds nested values "
+        r"\(list<element: int64>\); manifest columns are flat$",
+    ):
         list(iter_manifest_chunks(tmp_path / "nested.parquet"))
 
 
@@ -90,8 +120,9 @@ def test_chunk_rows_must_be_positive(tmp_path, chunk_rows):
         list(iter_manifest_chunks(path, chunk_rows))
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("a.csv", "csv"), ("A.CSV", "csv"), ("a.csv.gz", "csv"), ("a.parquet", "parquet"), ("a.pq", "parquet")])
+@pytest.mark.parametrize(
+    ("name", "expected"), [("a.csv", "csv"), ("A.CSV", "csv"), ("a.csv.gz", "csv"), ("a.parquet", "parquet"), ("a.pq", "parquet")]
+)
 def test_file_format_follows_the_extension(name, expected):
     assert file_format(name) == expected
 
@@ -123,16 +154,18 @@ def test_gzipped_csv_is_read(tmp_path):
 
 
 def _numbered_frame(n_rows: int, description_width: int = 1) -> pd.DataFrame:
-    return pd.DataFrame({
-        "declaration_id": [f"D{i:06d}" for i in range(n_rows)],
-        "declared_at": "2025-01-15",
-        "hs_code": "790111",
-        "gross_weight_kg": [float(i + 1) for i in range(n_rows)],
-        "declared_value_usd": 10.0,
-        "origin_country": "CN",
-        "export_country": "TH",
-        "description": "x" * description_width,
-    })
+    return pd.DataFrame(
+        {
+            "declaration_id": [f"D{i:06d}" for i in range(n_rows)],
+            "declared_at": "2025-01-15",
+            "hs_code": "790111",
+            "gross_weight_kg": [float(i + 1) for i in range(n_rows)],
+            "declared_value_usd": 10.0,
+            "origin_country": "CN",
+            "export_country": "TH",
+            "description": "x" * description_width,
+        }
+    )
 
 
 def test_parquet_is_read_in_chunks_with_a_continuous_index(tmp_path):
@@ -168,12 +201,14 @@ def test_csv_is_read_in_chunks_with_a_continuous_index(tmp_path):
 
 
 def _dated_frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "declaration_id": pd.array(["A", "B"], dtype="string"),
-        "declared_at": pd.to_datetime(["2025-01-15", "2025-02-01"]),
-        "packages": pd.array([20, None], dtype="Int64"),
-        "value": [1.5, 2.0],
-    })
+    return pd.DataFrame(
+        {
+            "declaration_id": pd.array(["A", "B"], dtype="string"),
+            "declared_at": pd.to_datetime(["2025-01-15", "2025-02-01"]),
+            "packages": pd.array([20, None], dtype="Int64"),
+            "value": [1.5, 2.0],
+        }
+    )
 
 
 @pytest.mark.parametrize("name", ["out.csv", "out.parquet"])

@@ -21,15 +21,18 @@ SCORES = np.array([0.95, 0.40, 0.90, 0.70, 0.70, 0.30, 0.20, 0.10, 0.05, 0.01])
 VALUES = np.array([100.0, 5.0, 50.0, 1.0, 30.0, 1.0, 1.0, 20.0, 1.0, 1.0])  # fraud value 200
 
 
-@pytest.mark.parametrize(("scores", "rate", "mask"), [
-    pytest.param([0.9, 0.5, 0.5, 0.1], 0.5, [1, 1, 0, 0], id="tie-earlier-position-wins"),
-    pytest.param([0.1, 0.5, 0.5, 0.9], 0.5, [0, 1, 0, 1], id="tie-earlier-position-wins-2"),
-    pytest.param([0.9, 0.5, 0.5, 0.1], 0.26, [1, 1, 0, 0], id="ceil-1.04-is-2"),
-    pytest.param([0.9, 0.5, 0.5, 0.1], 0.25, [1, 0, 0, 0], id="exactly-1"),
-    pytest.param([0.9, 0.5, 0.5, 0.1], 1.0, [1, 1, 1, 1], id="everything"),
-    pytest.param([0.2], 0.01, [1], id="at-least-one-line"),
-    pytest.param([0.3, np.nan, 0.1], 0.5, [1, 0, 1], id="missing-score-ranks-last"),
-])
+@pytest.mark.parametrize(
+    ("scores", "rate", "mask"),
+    [
+        pytest.param([0.9, 0.5, 0.5, 0.1], 0.5, [1, 1, 0, 0], id="tie-earlier-position-wins"),
+        pytest.param([0.1, 0.5, 0.5, 0.9], 0.5, [0, 1, 0, 1], id="tie-earlier-position-wins-2"),
+        pytest.param([0.9, 0.5, 0.5, 0.1], 0.26, [1, 1, 0, 0], id="ceil-1.04-is-2"),
+        pytest.param([0.9, 0.5, 0.5, 0.1], 0.25, [1, 0, 0, 0], id="exactly-1"),
+        pytest.param([0.9, 0.5, 0.5, 0.1], 1.0, [1, 1, 1, 1], id="everything"),
+        pytest.param([0.2], 0.01, [1], id="at-least-one-line"),
+        pytest.param([0.3, np.nan, 0.1], 0.5, [1, 0, 1], id="missing-score-ranks-last"),
+    ],
+)
 def test_top_k_mask(scores, rate, mask):
     assert top_k_mask(np.array(scores), rate).astype(int).tolist() == mask
 
@@ -40,14 +43,17 @@ def test_top_k_is_ceil_of_rate_times_n_without_floating_point_excess(rate, k):
     assert top_k_mask(np.linspace(1, 0, 100), rate).sum() == k
 
 
-@pytest.mark.parametrize(("rate", "precision", "recall", "value_recall"), [
-    pytest.param(0.1, 1.0, 1 / 4, 100 / 200, id="top-1"),
-    pytest.param(0.2, 1.0, 2 / 4, 150 / 200, id="top-2"),
-    pytest.param(0.3, 2 / 3, 2 / 4, 150 / 200, id="top-3-tie-takes-line-3"),
-    pytest.param(0.4, 3 / 4, 3 / 4, 180 / 200, id="top-4-both-tied-lines"),
-    pytest.param(0.35, 3 / 4, 3 / 4, 180 / 200, id="ceil-3.5-is-4"),
-    pytest.param(1.0, 4 / 10, 1.0, 1.0, id="all"),
-])
+@pytest.mark.parametrize(
+    ("rate", "precision", "recall", "value_recall"),
+    [
+        pytest.param(0.1, 1.0, 1 / 4, 100 / 200, id="top-1"),
+        pytest.param(0.2, 1.0, 2 / 4, 150 / 200, id="top-2"),
+        pytest.param(0.3, 2 / 3, 2 / 4, 150 / 200, id="top-3-tie-takes-line-3"),
+        pytest.param(0.4, 3 / 4, 3 / 4, 180 / 200, id="top-4-both-tied-lines"),
+        pytest.param(0.35, 3 / 4, 3 / 4, 180 / 200, id="ceil-3.5-is-4"),
+        pytest.param(1.0, 4 / 10, 1.0, 1.0, id="all"),
+    ],
+)
 def test_precision_and_recall_at_rate(rate, precision, recall, value_recall):
     assert precision_at_rate(Y, SCORES, rate) == pytest.approx(precision)
     assert recall_at_rate(Y, SCORES, rate) == pytest.approx(recall)
@@ -78,9 +84,17 @@ def test_ranking_metrics_keys_and_values():
     metrics = ranking_metrics(Y, SCORES, rates=(0.1, 0.4), values=VALUES)
 
     assert set(metrics) == {
-        "lines", "positives", "average_precision", "roc_auc", "brier",
-        "precision_at_10pct", "recall_at_10pct", "value_recall_at_10pct",
-        "precision_at_40pct", "recall_at_40pct", "value_recall_at_40pct",
+        "lines",
+        "positives",
+        "average_precision",
+        "roc_auc",
+        "brier",
+        "precision_at_10pct",
+        "recall_at_10pct",
+        "value_recall_at_10pct",
+        "precision_at_40pct",
+        "recall_at_40pct",
+        "value_recall_at_40pct",
     }
     assert (metrics["lines"], metrics["positives"]) == (10.0, 4.0)
     assert metrics["precision_at_40pct"] == pytest.approx(0.75)

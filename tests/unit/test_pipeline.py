@@ -95,7 +95,7 @@ def test_category_codes_come_last_and_are_integers(fitted, sample):
     features, categorical = model_features(fitted), categorical_features(fitted)
     _, X = transform_features(fitted, sample)
 
-    assert features[-len(categorical):] == categorical
+    assert features[-len(categorical) :] == categorical
     assert all(name.endswith("_code") for name in categorical)
     assert {"origin_country_code", "export_country_code", "hs_subheading_code", "cover_family_code"} <= set(categorical)
     assert all(pd.api.types.is_integer_dtype(X[name]) for name in categorical)
@@ -113,10 +113,13 @@ def test_every_feature_has_a_reason_group(fitted):
     assert groups["days_since_us_ban"] == "timing"
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    pytest.param({"min_count": 0}, "min_count must be >= 1, got 0", id="min-count"),
-    pytest.param({"min_category_count": 0}, "min_count must be >= 1, got 0", id="min-category-count"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        pytest.param({"min_count": 0}, "min_count must be >= 1, got 0", id="min-count"),
+        pytest.param({"min_category_count": 0}, "min_count must be >= 1, got 0", id="min-category-count"),
+    ],
+)
 def test_invalid_pipeline_parameters_are_refused_at_fit(valid_labelled, arguments, message):
     with pytest.raises(ValueError, match=message):
         build_feature_pipeline(**arguments).fit(valid_labelled.iloc[:200])

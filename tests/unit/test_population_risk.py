@@ -17,15 +17,18 @@ from training.train import (
 
 
 def checks(selected_by: list, misdeclared: list) -> pd.DataFrame:
-    return pd.DataFrame({"selected_by": pd.array(selected_by, dtype="string"),
-                         "inspected": [0 if s is None else 1 for s in selected_by],
-                         "misdeclared": pd.array(misdeclared, dtype="Int64")})
+    return pd.DataFrame(
+        {
+            "selected_by": pd.array(selected_by, dtype="string"),
+            "inspected": [0 if s is None else 1 for s in selected_by],
+            "misdeclared": pd.array(misdeclared, dtype="Int64"),
+        }
+    )
 
 
 def test_the_exploration_hit_rate_counts_only_random_checks():
     hits = MIN_EXPLORATION_POSITIVES
-    frame = checks(["exploration"] * 20 + ["targeted"] * 10 + [None] * 5,
-                   [1] * hits + [0] * (20 - hits) + [1] * 10 + [None] * 5)
+    frame = checks(["exploration"] * 20 + ["targeted"] * 10 + [None] * 5, [1] * hits + [0] * (20 - hits) + [1] * 10 + [None] * 5)
     assert exploration_prevalence(frame) == (hits / 20, 20, hits)
 
 
@@ -53,14 +56,14 @@ def test_the_calibration_says_on_what_basis_it_was_fitted():
     assert population_calibration(platt, raw, none, none)["basis"] == "inspected"
     explored = checks(["exploration"] * 50, [1] * 5 + [0] * 45)
     calibration = population_calibration(platt, raw, explored, none)
-    assert (calibration["basis"], calibration["exploration_checks"], calibration["exploration_hits"]) == (
-        "exploration", 50, 5)
+    assert (calibration["basis"], calibration["exploration_checks"], calibration["exploration_hits"]) == ("exploration", 50, 5)
     assert apply_calibration(raw, calibration) == pytest.approx(np.full(4, 0.1))
 
 
 def test_history_dropout_hides_party_history_on_the_drawn_rows_only():
-    X = pd.DataFrame({"shipper_id_lines_before": np.arange(10.0), "flow_surge_ratio": np.ones(10),
-                      "value_per_kg": np.arange(10.0)})
+    X = pd.DataFrame(
+        {"shipper_id_lines_before": np.arange(10.0), "flow_surge_ratio": np.ones(10), "value_per_kg": np.arange(10.0)}
+    )
     groups = {"shipper_id_lines_before": "shipper_history", "flow_surge_ratio": "flow", "value_per_kg": "price"}
     dropped = drop_party_history(X, groups, 0.5, seed=1)
     expected = np.random.default_rng(1).random(10) < 0.5

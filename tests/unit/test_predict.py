@@ -22,12 +22,15 @@ from models.predict import (
 )
 
 
-@pytest.mark.parametrize(("raw", "a", "b", "expected"), [
-    pytest.param([0.0], 1.0, 0.0, [0.5], id="identity-at-zero"),
-    pytest.param([0.0, 0.5, -1.0], 2.0, -1.0, [1 / (1 + np.e), 0.5, 1 / (1 + np.e ** 3)], id="scaled-and-shifted"),
-    pytest.param([3.0], -1.0, 0.0, [1 / (1 + np.e ** 3)], id="negative-slope"),
-    pytest.param([800.0, -800.0], 1.0, 0.0, [1.0, 0.0], id="extreme-scores-saturate"),
-])
+@pytest.mark.parametrize(
+    ("raw", "a", "b", "expected"),
+    [
+        pytest.param([0.0], 1.0, 0.0, [0.5], id="identity-at-zero"),
+        pytest.param([0.0, 0.5, -1.0], 2.0, -1.0, [1 / (1 + np.e), 0.5, 1 / (1 + np.e**3)], id="scaled-and-shifted"),
+        pytest.param([3.0], -1.0, 0.0, [1 / (1 + np.e**3)], id="negative-slope"),
+        pytest.param([800.0, -800.0], 1.0, 0.0, [1.0, 0.0], id="extreme-scores-saturate"),
+    ],
+)
 def test_apply_calibration(raw, a, b, expected):
     with np.errstate(over="ignore"):
         result = apply_calibration(np.array(raw), {"method": "platt", "a": a, "b": b})
@@ -44,9 +47,15 @@ def test_unknown_calibration_method_is_refused(calibration):
 CHANNELS = np.array(["red", "yellow", "green", "yellow", "red"], dtype=object)
 
 
-@pytest.mark.parametrize(("explain", "mask"), [
-    ("flagged", [1, 1, 0, 1, 1]), ("red", [1, 0, 0, 0, 1]), ("all", [1, 1, 1, 1, 1]), ("none", [0, 0, 0, 0, 0]),
-])
+@pytest.mark.parametrize(
+    ("explain", "mask"),
+    [
+        ("flagged", [1, 1, 0, 1, 1]),
+        ("red", [1, 0, 0, 0, 1]),
+        ("all", [1, 1, 1, 1, 1]),
+        ("none", [0, 0, 0, 0, 0]),
+    ],
+)
 def test_explain_mask(explain, mask):
     assert explain_mask(CHANNELS, explain).astype(int).tolist() == mask
 
@@ -72,8 +81,14 @@ def bundle(small_bundle, lines) -> ModelBundle:
     spec = copy.deepcopy(small_bundle["spec"])
     pipeline = pipeline_from_spec(spec["pipeline"])
     spec["channel_rates"] = {"red": 0.1, "yellow": 0.2}
-    return ModelBundle(booster=small_bundle["booster"], commodity_booster=small_bundle["commodity_booster"],
-                       spec=spec, pipeline=pipeline, version="misdeclare/7", manifest_sha256="0" * 64)
+    return ModelBundle(
+        booster=small_bundle["booster"],
+        commodity_booster=small_bundle["commodity_booster"],
+        spec=spec,
+        pipeline=pipeline,
+        version="misdeclare/7",
+        manifest_sha256="0" * 64,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +159,14 @@ def test_laundered_origin_lines_are_yellow_with_the_origin_phrase_and_their_decl
 
     origin = rescored[controlled]
     assert (origin["channel"] == "yellow").all() and (origin["risk_score"] == 0.0).all()
-    assert origin["reasons"].str.match(r"declared as [a-z ]+ \(HS \d{6}\) with origin TH, which does not produce "
-                                       r"[a-z ]+: check the certificate of origin$").all()
+    assert (
+        origin["reasons"]
+        .str.match(
+            r"declared as [a-z ]+ \(HS \d{6}\) with origin TH, which does not produce "
+            r"[a-z ]+: check the certificate of origin$"
+        )
+        .all()
+    )
     assert (origin["suspected_commodity"] != "none").all()
     # origin lines take no place in the quotas: the disguise lines' channels are unchanged
     pd.testing.assert_series_equal(rescored.loc[~controlled, "channel"], scored.loc[~controlled, "channel"])

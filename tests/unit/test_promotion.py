@@ -43,8 +43,9 @@ def versions(mlflow_workdir, bundle_dir):
         for _ in range(n):
             with mlflow.start_run() as run:
                 mlflow.log_artifacts(str(bundle_dir), artifact_path="bundle")
-            registered.append(registry.register_bundle(run.info.run_id, "bundle", NAME,
-                                                       sha256_file(bundle_dir / "MANIFEST.json")))
+            registered.append(
+                registry.register_bundle(run.info.run_id, "bundle", NAME, sha256_file(bundle_dir / "MANIFEST.json"))
+            )
         return registered
 
     return register
@@ -150,8 +151,14 @@ from models import promotion, registry
 
 
 def _python(code: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", SCRIPT_HEADER + textwrap.dedent(code)], cwd=cwd,
-                            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT_HEADER + textwrap.dedent(code)],
+        cwd=cwd,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_process_killed_between_the_two_moves_leaves_champion_unchanged(versions, mlflow_workdir):
@@ -159,7 +166,8 @@ def test_a_process_killed_between_the_two_moves_leaves_champion_unchanged(versio
     promote(NAME, v1, None)
     promote(NAME, v2, v1)
     # The child dies (no exception handler, no cleanup) right before moving champion.
-    child = _python(f"""
+    child = _python(
+        f"""
         real = registry.set_alias
         def set_alias(name, alias, version, tracking_uri=None):
             if alias == registry.CHAMPION:
@@ -167,7 +175,9 @@ def test_a_process_killed_between_the_two_moves_leaves_champion_unchanged(versio
             real(name, alias, version, tracking_uri)
         registry.set_alias = set_alias
         promotion.promote({NAME!r}, {v3!r}, {v2!r})
-    """, mlflow_workdir)
+    """,
+        mlflow_workdir,
+    )
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 9, stderr
     # champion unchanged; previous already names it, so the state is consistent and usable.
@@ -180,7 +190,9 @@ def test_two_concurrent_promotions_from_the_same_champion_promote_once(versions,
     v1, v2, v3 = versions(3)
     promote(NAME, v1, None)
     go = mlflow_workdir / "go"
-    children = {version: _python(f"""
+    children = {
+        version: _python(
+            f"""
         Path("ready-{version}").touch()
         while not Path({str(go)!r}).exists():
             time.sleep(0.01)
@@ -189,7 +201,11 @@ def test_two_concurrent_promotions_from_the_same_champion_promote_once(versions,
             print("promoted", move.champion_after)
         except promotion.ChampionMoved as exc:
             print("refused", exc)
-    """, mlflow_workdir) for version in (v2, v3)}
+    """,
+            mlflow_workdir,
+        )
+        for version in (v2, v3)
+    }
     deadline = time.monotonic() + 120
     while not all((mlflow_workdir / f"ready-{v}").exists() for v in children) and time.monotonic() < deadline:
         time.sleep(0.05)

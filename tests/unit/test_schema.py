@@ -25,36 +25,40 @@ from features.schema import (
 # (overrides of one valid line, the exact quarantine reason)
 RULES = [
     pytest.param({"gross_weight_kg": "abc"}, "gross_weight_kg: unparseable number 'abc'", id="unparseable-number"),
-    pytest.param({"declared_value_usd": "1,000"}, "declared_value_usd: unparseable number '1,000'",
-                 id="thousands-separator"),
-    pytest.param({"gross_weight_kg": "inf", "net_weight_kg": None}, "gross_weight_kg: unparseable number 'inf'",
-                 id="infinite-number"),
+    pytest.param({"declared_value_usd": "1,000"}, "declared_value_usd: unparseable number '1,000'", id="thousands-separator"),
+    pytest.param(
+        {"gross_weight_kg": "inf", "net_weight_kg": None}, "gross_weight_kg: unparseable number 'inf'", id="infinite-number"
+    ),
     pytest.param({"packages": "NaN"}, "packages: unparseable number 'NaN'", id="nan-text"),
     pytest.param({"declared_at": "2025-13-40"}, "declared_at: unparseable date '2025-13-40'", id="unparseable-date"),
     pytest.param({"declared_at": "15/01/2025"}, "declared_at: unparseable date '15/01/2025'", id="non-iso-date"),
-    pytest.param({"gross_weight_kg": "0", "net_weight_kg": None}, "gross_weight_kg must be > 0, got 0.0",
-                 id="zero-gross"),
-    pytest.param({"gross_weight_kg": "-5", "net_weight_kg": None}, "gross_weight_kg must be > 0, got -5.0",
-                 id="negative-gross"),
+    pytest.param({"gross_weight_kg": "0", "net_weight_kg": None}, "gross_weight_kg must be > 0, got 0.0", id="zero-gross"),
+    pytest.param({"gross_weight_kg": "-5", "net_weight_kg": None}, "gross_weight_kg must be > 0, got -5.0", id="negative-gross"),
     pytest.param({"net_weight_kg": "0"}, "net_weight_kg must be > 0, got 0.0", id="zero-net"),
     pytest.param({"net_weight_kg": "1000.5"}, "net_weight_kg <= gross_weight_kg does not hold", id="net-above-gross"),
     pytest.param({"quantity": "0"}, "quantity must be > 0, got 0.0", id="zero-quantity"),
     pytest.param({"declared_value_usd": "-1"}, "declared_value_usd must be >= 0, got -1.0", id="negative-value"),
-    pytest.param({"origin_country": "CHN"}, "origin_country must be a two-letter country code, got 'CHN'",
-                 id="origin-alpha3"),
-    pytest.param({"export_country": "T1"}, "export_country must be a two-letter country code, got 'T1'",
-                 id="export-digit"),
+    pytest.param({"origin_country": "CHN"}, "origin_country must be a two-letter country code, got 'CHN'", id="origin-alpha3"),
+    pytest.param({"export_country": "T1"}, "export_country must be a two-letter country code, got 'T1'", id="export-digit"),
     pytest.param({"hs_code": "7901"}, "hs_code must be 6-10 digits, got '7901'", id="hs-too-short"),
     pytest.param({"hs_code": "79011A"}, "hs_code must be 6-10 digits, got '79011A'", id="hs-letter"),
     pytest.param({"hs_code": "79011100001"}, "hs_code must be 6-10 digits, got '79011100001'", id="hs-too-long"),
-    pytest.param({"port_of_loading": "TH-LCH"}, "port_of_loading must be UN/LOCODEs (5 characters), got 'TH-LCH'",
-                 id="bad-loading-port"),
-    pytest.param({"port_of_discharge": "USLA"}, "port_of_discharge must be UN/LOCODEs (5 characters), got 'USLA'",
-                 id="bad-discharge-port"),
-    pytest.param({"transshipment_ports": "CNSHA,THLCH"},
-                 "transshipment_ports must be UN/LOCODEs (5 characters), got 'CNSHA,THLCH'", id="comma-list"),
-    pytest.param({"transshipment_ports": "CNSHA;"},
-                 "transshipment_ports must be UN/LOCODEs (5 characters), got 'CNSHA;'", id="trailing-semicolon"),
+    pytest.param(
+        {"port_of_loading": "TH-LCH"}, "port_of_loading must be UN/LOCODEs (5 characters), got 'TH-LCH'", id="bad-loading-port"
+    ),
+    pytest.param(
+        {"port_of_discharge": "USLA"}, "port_of_discharge must be UN/LOCODEs (5 characters), got 'USLA'", id="bad-discharge-port"
+    ),
+    pytest.param(
+        {"transshipment_ports": "CNSHA,THLCH"},
+        "transshipment_ports must be UN/LOCODEs (5 characters), got 'CNSHA,THLCH'",
+        id="comma-list",
+    ),
+    pytest.param(
+        {"transshipment_ports": "CNSHA;"},
+        "transshipment_ports must be UN/LOCODEs (5 characters), got 'CNSHA;'",
+        id="trailing-semicolon",
+    ),
     pytest.param({"transport_mode": "boat"}, "transport_mode has an unknown value 'boat'", id="unknown-mode"),
     pytest.param({"found_commodity": "gold"}, "found_commodity has an unknown value 'gold'", id="unknown-commodity"),
     pytest.param({"packages": "0"}, "packages must be >= 1, got 0.0", id="zero-packages"),
@@ -63,14 +67,23 @@ RULES = [
     pytest.param({"containers": "1.5"}, "containers must be a whole number, got 1.5", id="fractional-containers"),
     pytest.param({"line_no": "0"}, "line_no must be >= 1, got 0.0", id="zero-line-no"),
     # A "count" beyond float64's exact integers: quarantined, not a failed cast to int64 (a traceback before).
-    pytest.param({"packages": "123456789012345678901234567890"},
-                 "packages must be at most 9,007,199,254,740,992, got 1.2345678901234568e+29", id="huge-packages"),
+    pytest.param(
+        {"packages": "123456789012345678901234567890"},
+        "packages must be at most 9,007,199,254,740,992, got 1.2345678901234568e+29",
+        id="huge-packages",
+    ),
     pytest.param({"line_no": "1e300"}, "line_no must be at most 9,007,199,254,740,992, got 1e+300", id="huge-line-no"),
     pytest.param({"inspected": "2", "misdeclared": None}, "inspected has an unknown value '2.0'", id="inspected-2"),
-    pytest.param({"inspected": "0", "misdeclared": "1"}, "misdeclared is known only for inspected lines does not hold",
-                 id="misdeclared-not-inspected"),
-    pytest.param({"inspected": None, "misdeclared": "0"},
-                 "misdeclared is known only for inspected lines does not hold", id="misdeclared-inspection-unknown"),
+    pytest.param(
+        {"inspected": "0", "misdeclared": "1"},
+        "misdeclared is known only for inspected lines does not hold",
+        id="misdeclared-not-inspected",
+    ),
+    pytest.param(
+        {"inspected": None, "misdeclared": "0"},
+        "misdeclared is known only for inspected lines does not hold",
+        id="misdeclared-inspection-unknown",
+    ),
     pytest.param({"declaration_id": "  "}, "declaration_id is missing", id="blank-declaration-id"),
     pytest.param({"hs_code": None}, "hs_code is missing", id="missing-hs"),
     pytest.param({"declared_at": None}, "declared_at is missing", id="missing-date"),
@@ -87,8 +100,9 @@ def rule_results(make_frame):
     return raw, validate_manifest(raw, source="in.csv")
 
 
-@pytest.mark.parametrize(("position", "reason"), [
-    pytest.param(i + 1, param.values[1], id=param.id) for i, param in enumerate(RULES)])
+@pytest.mark.parametrize(
+    ("position", "reason"), [pytest.param(i + 1, param.values[1], id=param.id) for i, param in enumerate(RULES)]
+)
 def test_each_rule_quarantines_the_row_with_a_readable_reason(rule_results, position, reason):
     raw, result = rule_results
 
@@ -130,22 +144,42 @@ def test_quarantine_keeps_the_original_values_and_extra_columns(make_frame):
 
     row = quarantine.iloc[0]
     assert (row["hs_code"], row["origin_country"], row["gross_weight_kg"], row["office"]) == (
-        " 7901.11 ", " cn", "12 kg", "LAX-2")
+        " 7901.11 ",
+        " cn",
+        "12 kg",
+        "LAX-2",
+    )
     assert list(quarantine.columns) == list(raw.columns) + [REASON_COLUMN]
 
 
 def test_valid_rows_are_normalised_and_typed(make_frame):
-    raw = make_frame({"hs_code": "7901.11", "origin_country": " cn ", "export_country": "th",
-                      "port_of_loading": "th lch", "transshipment_ports": " cnsha; mxzlo ",
-                      "transport_mode": "Sea", "found_commodity": "NONE", "description": "  zinc  "})
+    raw = make_frame(
+        {
+            "hs_code": "7901.11",
+            "origin_country": " cn ",
+            "export_country": "th",
+            "port_of_loading": "th lch",
+            "transshipment_ports": " cnsha; mxzlo ",
+            "transport_mode": "Sea",
+            "found_commodity": "NONE",
+            "description": "  zinc  ",
+        }
+    )
     raw["office"] = "LAX-2"
 
     valid = validate_manifest(raw).valid
 
     row = valid.iloc[0]
-    assert (row["hs_code"], row["origin_country"], row["export_country"], row["port_of_loading"],
-            row["transshipment_ports"], row["transport_mode"], row["found_commodity"], row["description"]) == (
-        "790111", "CN", "TH", "THLCH", "CNSHA;MXZLO", "sea", "none", "zinc")
+    assert (
+        row["hs_code"],
+        row["origin_country"],
+        row["export_country"],
+        row["port_of_loading"],
+        row["transshipment_ports"],
+        row["transport_mode"],
+        row["found_commodity"],
+        row["description"],
+    ) == ("790111", "CN", "TH", "THLCH", "CNSHA;MXZLO", "sea", "none", "zinc")
     assert row["declared_at"] == pd.Timestamp("2025-01-15")
     assert (row["gross_weight_kg"], row["net_weight_kg"], row["declared_value_usd"]) == (1000.0, 980.0, 2940.0)
     assert (row["line_no"], row["packages"], row["containers"], row["inspected"], row["misdeclared"]) == (1, 20, 1, 1, 0)
@@ -172,13 +206,22 @@ def test_optional_columns_may_be_absent(make_frame):
 
 
 def test_typed_input_as_from_parquet_is_accepted(make_frame):
-    typed = pd.DataFrame({
-        "declaration_id": ["A", "B"], "line_no": [1, 2], "declared_at": pd.to_datetime(["2025-01-15", "2025-02-01"]),
-        "hs_code": ["790111", "811292"], "gross_weight_kg": [1000, 20], "net_weight_kg": [980.0, np.nan],
-        "declared_value_usd": [2940.0, 0.0], "origin_country": ["CN", "JP"], "export_country": ["TH", "JP"],
-        "packages": pd.array([20, None], dtype="Int64"), "inspected": pd.array([1, 0], dtype="Int64"),
-        "misdeclared": pd.array([1, None], dtype="Int64"),
-    })
+    typed = pd.DataFrame(
+        {
+            "declaration_id": ["A", "B"],
+            "line_no": [1, 2],
+            "declared_at": pd.to_datetime(["2025-01-15", "2025-02-01"]),
+            "hs_code": ["790111", "811292"],
+            "gross_weight_kg": [1000, 20],
+            "net_weight_kg": [980.0, np.nan],
+            "declared_value_usd": [2940.0, 0.0],
+            "origin_country": ["CN", "JP"],
+            "export_country": ["TH", "JP"],
+            "packages": pd.array([20, None], dtype="Int64"),
+            "inspected": pd.array([1, 0], dtype="Int64"),
+            "misdeclared": pd.array([1, None], dtype="Int64"),
+        }
+    )
 
     result = validate_manifest(typed)
 
@@ -189,14 +232,21 @@ def test_typed_input_as_from_parquet_is_accepted(make_frame):
 
 
 def test_dates_with_different_utc_offsets_keep_their_local_date_and_time(make_frame):
-    raw = make_frame({"declared_at": "2025-01-15T23:30:00+07:00"}, {"declared_at": "2025-01-15T01:00-05:00"},
-                     {"declared_at": "2025-01-16"}, {"declared_at": "2025-01-16T08:00:00Z"})
+    raw = make_frame(
+        {"declared_at": "2025-01-15T23:30:00+07:00"},
+        {"declared_at": "2025-01-15T01:00-05:00"},
+        {"declared_at": "2025-01-16"},
+        {"declared_at": "2025-01-16T08:00:00Z"},
+    )
 
     result = validate_manifest(raw)
 
     assert result.valid["declared_at"].tolist() == [
-        pd.Timestamp("2025-01-15 23:30"), pd.Timestamp("2025-01-15 01:00"),
-        pd.Timestamp("2025-01-16"), pd.Timestamp("2025-01-16 08:00")]
+        pd.Timestamp("2025-01-15 23:30"),
+        pd.Timestamp("2025-01-15 01:00"),
+        pd.Timestamp("2025-01-16"),
+        pd.Timestamp("2025-01-16 08:00"),
+    ]
 
 
 @pytest.mark.parametrize("column", REQUIRED_COLUMNS)
@@ -217,8 +267,12 @@ def test_several_missing_columns_are_all_named(make_frame):
 
 
 def test_duplicate_key_within_a_frame_quarantines_the_later_line(make_frame):
-    raw = make_frame({"declaration_id": "A", "line_no": "1"}, {"declaration_id": "A", "line_no": "2"},
-                     {"declaration_id": "A", "line_no": "1.0"}, {"declaration_id": "B", "line_no": "1"})
+    raw = make_frame(
+        {"declaration_id": "A", "line_no": "1"},
+        {"declaration_id": "A", "line_no": "2"},
+        {"declaration_id": "A", "line_no": "1.0"},
+        {"declaration_id": "B", "line_no": "1"},
+    )
 
     result = validate_manifest(raw)
 
@@ -260,8 +314,7 @@ def test_without_seen_keys_chunks_are_checked_alone(make_frame):
 
 
 def test_duplicate_key_mask_flags_later_occurrences_and_updates_seen():
-    frame = pd.DataFrame({"declaration_id": pd.array(["A", "B", "A", "C"], dtype="string"),
-                          "line_no": [1.0, 1.0, 1.0, 2.0]})
+    frame = pd.DataFrame({"declaration_id": pd.array(["A", "B", "A", "C"], dtype="string"), "line_no": [1.0, 1.0, 1.0, 2.0]})
     seen = KeyHashes()
 
     assert duplicate_key_mask(frame, seen).tolist() == [False, False, True, False]
@@ -278,15 +331,31 @@ def test_empty_frame_gives_two_empty_results(make_frame):
 # ----------------------------------------------------------------------------- property
 
 BAD_CHANGES = [
-    {"gross_weight_kg": "?"}, {"declared_at": "2025-02-30"}, {"gross_weight_kg": "0", "net_weight_kg": None},
-    {"net_weight_kg": "5000"}, {"origin_country": "XXX"}, {"hs_code": "12"}, {"port_of_loading": "TH"},
-    {"transshipment_ports": "A;B"}, {"transport_mode": "ship"}, {"packages": "0"}, {"packages": "1.5"},
-    {"inspected": "0", "misdeclared": "1"}, {"declared_value_usd": "-3"}, {"hs_code": None},
+    {"gross_weight_kg": "?"},
+    {"declared_at": "2025-02-30"},
+    {"gross_weight_kg": "0", "net_weight_kg": None},
+    {"net_weight_kg": "5000"},
+    {"origin_country": "XXX"},
+    {"hs_code": "12"},
+    {"port_of_loading": "TH"},
+    {"transshipment_ports": "A;B"},
+    {"transport_mode": "ship"},
+    {"packages": "0"},
+    {"packages": "1.5"},
+    {"inspected": "0", "misdeclared": "1"},
+    {"declared_value_usd": "-3"},
+    {"hs_code": None},
 ]
 GOOD_CHANGES = [
-    {}, {"net_weight_kg": None}, {"transshipment_ports": None}, {"hs_code": "8112.92.1000"},
-    {"inspected": "0", "misdeclared": None, "found_commodity": None}, {"packages": "3.0"}, {"declared_value_usd": "0"},
-    {"origin_country": "de", "export_country": "de", "port_of_loading": "DEHAM"}, {"declared_at": "2024-02-29"},
+    {},
+    {"net_weight_kg": None},
+    {"transshipment_ports": None},
+    {"hs_code": "8112.92.1000"},
+    {"inspected": "0", "misdeclared": None, "found_commodity": None},
+    {"packages": "3.0"},
+    {"declared_value_usd": "0"},
+    {"origin_country": "de", "export_country": "de", "port_of_loading": "DEHAM"},
+    {"declared_at": "2024-02-29"},
 ]
 KINDS = st.one_of(
     st.tuples(st.just("good"), st.integers(0, len(GOOD_CHANGES) - 1)),
@@ -335,19 +404,31 @@ def test_key_hashes_remember_every_hash_through_merges():
     assert KeyHashes().contains(every).sum() == 0
 
 
-@pytest.mark.parametrize(("value", "written"), [
-    ("=HYPERLINK(\"http://x\",\"open\")", "'=HYPERLINK(\"http://x\",\"open\")"),
-    ("+cmd", "'+cmd"), ("-abc", "'-abc"), ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\rx"),
-    ("-3.5", "-3.5"), ("+7", "+7"), ("1e-3", "1e-3"),  # plain numbers stay numbers
-    ("'=x", "''=x"), ("'abc", "'abc"), ("zinc ingots", "zinc ingots"), ("", ""),
-])
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ('=HYPERLINK("http://x","open")', '\'=HYPERLINK("http://x","open")'),
+        ("+cmd", "'+cmd"),
+        ("-abc", "'-abc"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("-3.5", "-3.5"),
+        ("+7", "+7"),
+        ("1e-3", "1e-3"),  # plain numbers stay numbers
+        ("'=x", "''=x"),
+        ("'abc", "'abc"),
+        ("zinc ingots", "zinc ingots"),
+        ("", ""),
+    ],
+)
 def test_formula_cells_are_neutralised_and_read_back_exactly(value, written):
     assert neutralise_cell(value) == written
     assert restore_cell(written) == value
 
 
 def test_a_neutralised_manifest_validates_to_the_same_lines(make_frame):
-    raw = make_frame({"description": "=HYPERLINK(\"http://x\")", "shipper_id": "@S1"}, {"description": "-"})
+    raw = make_frame({"description": '=HYPERLINK("http://x")', "shipper_id": "@S1"}, {"description": "-"})
     written = neutralise_frame(raw)
     assert written.loc[0, "description"].startswith("'=") and written.loc[1, "description"] == "'-"
     before, after = validate_manifest(raw), validate_manifest(written)

@@ -15,29 +15,49 @@ from models.bundle import ModelBundle
 from models.predict import score_frame
 from models.scope import OriginCheck
 
-ANTIMONY = {"hs_code": "811010", "description": "antimony ingots", "gross_weight_kg": "1000", "net_weight_kg": "980",
-            "declared_value_usd": "55000"}
+ANTIMONY = {
+    "hs_code": "811010",
+    "description": "antimony ingots",
+    "gross_weight_kg": "1000",
+    "net_weight_kg": "980",
+    "declared_value_usd": "55000",
+}
 ROUTES = {
-    "bolivian": {"origin_country": "BO", "export_country": "BO", "port_of_loading": "CLARI",
-                 "transshipment_ports": None},
+    "bolivian": {"origin_country": "BO", "export_country": "BO", "port_of_loading": "CLARI", "transshipment_ports": None},
     "thai": {"origin_country": "TH", "export_country": "TH", "port_of_loading": "THLCH", "transshipment_ports": None},
-    "bolivian-via-thailand": {"origin_country": "BO", "export_country": "TH", "port_of_loading": "THLCH",
-                              "transshipment_ports": None},
-    "bolivian-transshipped-in-mexico": {"origin_country": "BO", "export_country": "BO", "port_of_loading": "CLARI",
-                                        "transshipment_ports": "PECLL;MXZLO"},
-    "chinese-via-thailand": {"origin_country": "CN", "export_country": "TH", "port_of_loading": "THLCH",
-                             "transshipment_ports": "CNSHA"},
-    "thai-via-mexico": {"origin_country": "TH", "export_country": "MX", "port_of_loading": "MXZLO",
-                        "transshipment_ports": None},
+    "bolivian-via-thailand": {
+        "origin_country": "BO",
+        "export_country": "TH",
+        "port_of_loading": "THLCH",
+        "transshipment_ports": None,
+    },
+    "bolivian-transshipped-in-mexico": {
+        "origin_country": "BO",
+        "export_country": "BO",
+        "port_of_loading": "CLARI",
+        "transshipment_ports": "PECLL;MXZLO",
+    },
+    "chinese-via-thailand": {
+        "origin_country": "CN",
+        "export_country": "TH",
+        "port_of_loading": "THLCH",
+        "transshipment_ports": "CNSHA",
+    },
+    "thai-via-mexico": {"origin_country": "TH", "export_country": "MX", "port_of_loading": "MXZLO", "transshipment_ports": None},
 }
 
 
 @pytest.fixture(scope="module")
 def bundle(small_bundle) -> ModelBundle:
     spec = small_bundle["spec"]
-    return ModelBundle(booster=small_bundle["booster"], commodity_booster=small_bundle["commodity_booster"],
-                       spec=spec, pipeline=pipeline_from_spec(spec["pipeline"]), version="misdeclare/7",
-                       manifest_sha256="0" * 64)
+    return ModelBundle(
+        booster=small_bundle["booster"],
+        commodity_booster=small_bundle["commodity_booster"],
+        spec=spec,
+        pipeline=pipeline_from_spec(spec["pipeline"]),
+        version="misdeclare/7",
+        manifest_sha256="0" * 64,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +76,28 @@ def test_a_correctly_declared_bolivian_antimony_line_is_an_origin_check_at_zero_
     assert line["suspected_commodity"] == "none"
 
 
-@pytest.mark.parametrize(("route", "phrase"), [
-    ("thai", "declared as antimony (HS 811010) with origin TH, which does not produce antimony: "
-             "check the certificate of origin"),
-    ("bolivian-via-thailand", "declared as antimony (HS 811010) with origin BO, routed via TH (diversion hub): "
-                              "check the certificate of origin"),
-    ("bolivian-transshipped-in-mexico", "declared as antimony (HS 811010) with origin BO, routed via MX "
-                                        "(diversion hub): check the certificate of origin"),
-    ("thai-via-mexico", "declared as antimony (HS 811010) with origin TH, which does not produce antimony, "
-                        "routed via MX (diversion hub): check the certificate of origin"),
-])
+@pytest.mark.parametrize(
+    ("route", "phrase"),
+    [
+        (
+            "thai",
+            "declared as antimony (HS 811010) with origin TH, which does not produce antimony: check the certificate of origin",
+        ),
+        (
+            "bolivian-via-thailand",
+            "declared as antimony (HS 811010) with origin BO, routed via TH (diversion hub): check the certificate of origin",
+        ),
+        (
+            "bolivian-transshipped-in-mexico",
+            "declared as antimony (HS 811010) with origin BO, routed via MX (diversion hub): check the certificate of origin",
+        ),
+        (
+            "thai-via-mexico",
+            "declared as antimony (HS 811010) with origin TH, which does not produce antimony, "
+            "routed via MX (diversion hub): check the certificate of origin",
+        ),
+    ],
+)
 def test_a_laundered_origin_is_yellow_with_its_phrase(routed, route, phrase):
     line = routed.loc[route]
 
@@ -88,16 +120,23 @@ def test_the_phrase_is_only_written_for_explained_lines(bundle, make_frame):
 
 
 def test_a_shared_code_accepts_a_producer_of_either_good(bundle, make_frame):
-    canadian_germanium = {"hs_code": "8112926000", "description": "germanium", "gross_weight_kg": "100",
-                          "net_weight_kg": "100", "declared_value_usd": "300000", "origin_country": "CA",
-                          "export_country": "CA", "port_of_loading": "CAVAN", "transshipment_ports": None}
+    canadian_germanium = {
+        "hs_code": "8112926000",
+        "description": "germanium",
+        "gross_weight_kg": "100",
+        "net_weight_kg": "100",
+        "declared_value_usd": "300000",
+        "origin_country": "CA",
+        "export_country": "CA",
+        "port_of_loading": "CAVAN",
+        "transshipment_ports": None,
+    }
     lines = validate_manifest(make_frame(canadian_germanium)).valid
 
     scored = score_frame(bundle, lines, explain="all", num_threads=1)
 
     assert scored[["check", "channel"]].values.tolist() == [["origin", "green"]]
-    assert scored["reasons"].tolist() == ["declared as gallium or germanium (HS 811292) with origin CA: "
-                                          "no origin check needed"]
+    assert scored["reasons"].tolist() == ["declared as gallium or germanium (HS 811292) with origin CA: no origin check needed"]
 
 
 def test_cover_codes_keep_the_disguise_check(bundle, make_frame):
@@ -109,8 +148,7 @@ def test_cover_codes_keep_the_disguise_check(bundle, make_frame):
     assert (scored["risk_score"] > 0).all()
 
 
-def test_producers_come_from_the_reference_tables_the_pipeline_was_fitted_with(tmp_path, bundle, make_frame,
-                                                                              valid_labelled):
+def test_producers_come_from_the_reference_tables_the_pipeline_was_fitted_with(tmp_path, bundle, make_frame, valid_labelled):
     folder = tmp_path / "reference"
     shutil.copytree(resources.files("features") / "data", folder)
     countries = pd.read_csv(folder / "countries.csv", dtype=str, keep_default_na=False)

@@ -21,33 +21,55 @@ def _lines(fraud, route):
 
 
 def test_week_metrics_count_against_the_truth_and_weigh_random_checks_by_their_probability(settings):
-    lines = _lines([1, 1, 1, 0, 0, 0, 0, 0, 1, 0],
-                   ["vn_sea", "vn_sea", "th_sea", "lane", "lane", "lane", "lane", "lane", "th_sea", "lane"])
+    lines = _lines(
+        [1, 1, 1, 0, 0, 0, 0, 0, 1, 0], ["vn_sea", "vn_sea", "th_sea", "lane", "lane", "lane", "lane", "lane", "th_sea", "lane"]
+    )
     inspected = np.array([1, 0, 1, 1, 0, 0, 0, 0, 1, 0], dtype=bool)
     explored = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 0], dtype=bool)
     probability = np.array([1, np.nan, 1, 1, np.nan, np.nan, np.nan, np.nan, 0.25, np.nan])
     metrics = week_metrics(4, lines, inspected, explored, probability, settings)
     assert metrics == {
-        "week": 4, "lines": 10, "fraud": 4, "inspected": 4, "random_checks": 1,
-        "recall_at_capacity": 0.75, "hit_rate": 0.75, "new_fraud": 2, "new_fraud_found": 1,
-        "new_fraud_recall": 0.5, "true_prevalence": 0.4,
+        "week": 4,
+        "lines": 10,
+        "fraud": 4,
+        "inspected": 4,
+        "random_checks": 1,
+        "recall_at_capacity": 0.75,
+        "hit_rate": 0.75,
+        "new_fraud": 2,
+        "new_fraud_found": 1,
+        "new_fraud_recall": 0.5,
+        "true_prevalence": 0.4,
         # two model hits count once each, the random hit for the 4 lines of its pool: 6 of 10
-        "estimated_prevalence": 0.6, "estimated_fraud": 6.0,
+        "estimated_prevalence": 0.6,
+        "estimated_fraud": 6.0,
     }
     without = week_metrics(4, lines, inspected & ~explored, np.zeros(10, dtype=bool), probability, settings)
     assert without["estimated_prevalence"] is None and without["random_checks"] == 0
 
 
 def _week(week, found=0, retrained=True, lines=100, fraud=10, estimated=None, recall=None):
-    return {"week": week, "new_fraud_found": found, "retrained": retrained, "lines": lines, "fraud": fraud,
-            "estimated_fraud": estimated, "new_fraud_recall": recall}
+    return {
+        "week": week,
+        "new_fraud_found": found,
+        "retrained": retrained,
+        "lines": lines,
+        "fraud": fraud,
+        "estimated_fraud": estimated,
+        "new_fraud_recall": recall,
+    }
 
 
 def test_policy_summary_reads_the_week_after_the_third_retrain_since_the_new_fraud_was_caught(settings):
-    weekly = [_week(0, estimated=8.0), _week(1, found=0, estimated=9.0), _week(2, found=1, retrained=False,
-                                                                                estimated=10.0),
-              _week(3, estimated=11.0, recall=0.4), _week(4, retrained=False, estimated=12.0, recall=0.5),
-              _week(5, estimated=13.0, recall=0.6), _week(6, estimated=14.0, recall=0.9)]
+    weekly = [
+        _week(0, estimated=8.0),
+        _week(1, found=0, estimated=9.0),
+        _week(2, found=1, retrained=False, estimated=10.0),
+        _week(3, estimated=11.0, recall=0.4),
+        _week(4, retrained=False, estimated=12.0, recall=0.5),
+        _week(5, estimated=13.0, recall=0.6),
+        _week(6, estimated=14.0, recall=0.9),
+    ]
     summary = policy_summary(weekly, settings)
     assert summary["first_caught_week"] == 2
     # retrains in weeks 3, 5, 6 after the catch in week 2: the third is week 6, the next week is missing
@@ -73,10 +95,13 @@ def test_the_world_opens_the_new_route_in_the_shift_week(settings):
     assert settings.shift_day == pd.Timestamp("2025-01-06") + pd.Timedelta(weeks=4)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"weeks": 0}, "weeks must be >= 1, got 0"),
-    ({"new_route.week": 60}, "new_route.week must be in [0, weeks=52), got 60"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"weeks": 0}, "weeks must be >= 1, got 0"),
+        ({"new_route.week": 60}, "new_route.week must be in [0, weeks=52), got 60"),
+    ],
+)
 def test_settings_refuse_bad_values(overrides, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         load_simulation_settings(**overrides)

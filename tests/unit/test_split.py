@@ -22,8 +22,14 @@ def test_boundaries_and_gaps(year):
     # 20 % of 365 days is 73 days: test from 12-31 minus 73 days; 10-day gaps before valid and test
     split = time_split(year, valid_fraction=0.2, test_fraction=0.2, label_delay_days=10)
 
-    assert split.boundaries == {"train_start": "2024-01-01", "train_end": "2024-07-18", "valid_start": "2024-07-28",
-                                "valid_end": "2024-10-09", "test_start": "2024-10-19", "test_end": "2024-12-31"}
+    assert split.boundaries == {
+        "train_start": "2024-01-01",
+        "train_end": "2024-07-18",
+        "valid_start": "2024-07-28",
+        "valid_end": "2024-10-09",
+        "test_start": "2024-10-19",
+        "test_end": "2024-12-31",
+    }
     periods = {name: getattr(split, name)["declared_at"] for name in ("train", "valid", "test")}
     assert (periods["train"].min(), periods["train"].max()) == (pd.Timestamp("2024-01-01"), pd.Timestamp("2024-07-17"))
     assert (periods["valid"].min(), periods["valid"].max()) == (pd.Timestamp("2024-07-28"), pd.Timestamp("2024-10-08"))
@@ -61,10 +67,13 @@ def test_reported_boundaries_match_the_periods_when_fractions_cut_inside_a_day()
     assert split.train["declared_at"].max() == pd.Timestamp(b["train_end"]) - pd.Timedelta(days=1)
 
 
-@pytest.mark.parametrize(("dates", "delay", "empty"), [
-    pytest.param(["2024-01-01"] * 3, 0, "train", id="single-day"),
-    pytest.param(pd.date_range("2024-01-01", "2024-01-31"), 30, "train", id="gap-longer-than-data"),
-])
+@pytest.mark.parametrize(
+    ("dates", "delay", "empty"),
+    [
+        pytest.param(["2024-01-01"] * 3, 0, "train", id="single-day"),
+        pytest.param(pd.date_range("2024-01-01", "2024-01-31"), 30, "train", id="gap-longer-than-data"),
+    ],
+)
 def test_an_empty_period_is_an_error_naming_it(dates, delay, empty):
     lines = pd.DataFrame({"declared_at": pd.to_datetime(dates)})
 
@@ -73,8 +82,12 @@ def test_an_empty_period_is_an_error_naming_it(dates, delay, empty):
 
 
 def test_labelled_keeps_inspected_lines_with_a_known_outcome():
-    lines = pd.DataFrame({"inspected": pd.array([1, 1, 0, None, 1], dtype="Int64"),
-                          "misdeclared": pd.array([1, 0, None, None, None], dtype="Int64")})
+    lines = pd.DataFrame(
+        {
+            "inspected": pd.array([1, 1, 0, None, 1], dtype="Int64"),
+            "misdeclared": pd.array([1, 0, None, None, None], dtype="Int64"),
+        }
+    )
 
     assert labelled(lines).index.tolist() == [0, 1]
 

@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from features.reference import ReferenceTables, load_reference
-
 from features.schema import SELECTION_COLUMNS
 from training.synthetic.codes import DISGUISES, SCENARIOS, SELECTIONS, SIM_COLUMNS
 from training.synthetic.config import _check_int, _check_window, _deep_merge, _default_config, load_generator_config
@@ -44,14 +43,21 @@ from training.synthetic.output import _assemble, arriving_lines
 from training.synthetic.world import _build_world
 
 __all__ = [
-    "DISGUISES", "SCENARIOS", "SELECTION_COLUMNS", "SELECTIONS", "SIM_COLUMNS", "arriving_lines",
-    "generate_manifest", "load_generator_config",
+    "DISGUISES",
+    "SCENARIOS",
+    "SELECTION_COLUMNS",
+    "SELECTIONS",
+    "SIM_COLUMNS",
+    "arriving_lines",
+    "generate_manifest",
+    "load_generator_config",
 ]
 
 
 # --------------------------------------------------------------------------------------------
 # Public entry point
 # --------------------------------------------------------------------------------------------
+
 
 def generate_manifest(
     n_rows: int,

@@ -1,5 +1,4 @@
-"""Codes shared by the generator's stages: scenarios, disguises, selection channels, columns.
-"""
+"""Codes shared by the generator's stages: scenarios, disguises, selection channels, columns."""
 
 from __future__ import annotations
 
@@ -9,8 +8,15 @@ SCENARIOS = ("background_cover", "background_other", "legit_target", "switcher",
 DISGUISES = ("none", "true_value", "undervalued")
 SELECTIONS = ("none", "random", "targeted")
 SIM_COLUMNS = (
-    "sim_scenario", "sim_fraud", "sim_commodity", "sim_form", "sim_disguise", "sim_cover_family",
-    "sim_route", "sim_network", "sim_selection",
+    "sim_scenario",
+    "sim_fraud",
+    "sim_commodity",
+    "sim_form",
+    "sim_disguise",
+    "sim_cover_family",
+    "sim_route",
+    "sim_network",
+    "sim_selection",
 )
 # What customs knows about why it inspected a line (features.schema.SELECTION_COLUMNS): the channel
 # (exploration for random inspections, "targeted" for rule-targeted ones) and its probability.

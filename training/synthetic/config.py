@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-
 # --------------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------------
+
 
 def load_generator_config(path: str | Path | None = None) -> dict:
     """Read the generator configuration.
@@ -119,12 +119,12 @@ def _pair(config: Mapping, dotted: str) -> tuple[float, float]:
 # Parameters
 # --------------------------------------------------------------------------------------------
 
+
 def _check_int(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}" if minimum != 1
-                         else f"{name} must be > 0, got {value}")
+        raise ValueError(f"{name} must be >= {minimum}, got {value}" if minimum != 1 else f"{name} must be > 0, got {value}")
     return int(value)
 
 

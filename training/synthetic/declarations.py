@@ -11,22 +11,44 @@ import numpy as np
 import pandas as pd
 
 from training.synthetic.codes import (
-    SCENARIOS, _BG_COVER, _BG_OTHER, _ESTABLISHED, _FORWARDER, _FRAUD, _LEGIT, _NETWORK, _NO_DISGUISE,
-    _ONE_OFF, _PER_100K, _POOL, _POST, _SWITCH, _SWITCH_BUYER, _SWITCH_CN, _SWITCH_HUB, _TRUE_VALUE,
+    _BG_COVER,
+    _BG_OTHER,
+    _ESTABLISHED,
+    _FORWARDER,
+    _FRAUD,
+    _LEGIT,
+    _NETWORK,
+    _NO_DISGUISE,
+    _ONE_OFF,
+    _PER_100K,
+    _POOL,
+    _POST,
+    _SWITCH,
+    _SWITCH_BUYER,
+    _SWITCH_CN,
+    _SWITCH_HUB,
+    _TRUE_VALUE,
     _UNDERVALUED,
+    SCENARIOS,
 )
 from training.synthetic.config import _as_day, _cfg, _number, _pair, _share
 from training.synthetic.helpers import _cum_rows, _draw, _pick_active, _position, _vector
 from training.synthetic.world import _Lanes, _World
-
 
 # --------------------------------------------------------------------------------------------
 # Declarations per scenario
 # --------------------------------------------------------------------------------------------
 
 _DECL_DEFAULTS = {
-    "commodity": -1, "form": -1, "hidden": False, "disguise": _NO_DISGUISE, "network": -1,
-    "shipper_kind": _POOL, "shipper_key": 0, "consignee_kind": _POOL, "consignee_key": 0,
+    "commodity": -1,
+    "form": -1,
+    "hidden": False,
+    "disguise": _NO_DISGUISE,
+    "network": -1,
+    "shipper_kind": _POOL,
+    "shipper_key": 0,
+    "consignee_kind": _POOL,
+    "consignee_key": 0,
 }
 
 
@@ -127,8 +149,9 @@ def _networks(world: _World, rng, n_rows: int) -> _Networks:
     preferred = _draw(rng, _cum_rows((world.routes.weight * always).T), commodity)
     captured = _captured(world, rng, commodity)
     order = np.lexsort((start, commodity))
-    return _Networks(commodity[order], start[order], shippers[order], consignees[order], rotation[order],
-                     preferred[order], captured[order])
+    return _Networks(
+        commodity[order], start[order], shippers[order], consignees[order], rotation[order], preferred[order], captured[order]
+    )
 
 
 def _captured(world: _World, rng, commodity: np.ndarray) -> np.ndarray:
@@ -144,15 +167,14 @@ def _route_period_cum(world: _World) -> tuple[np.ndarray, np.ndarray]:
     """Route weights per (commodity, period) where periods split at the routes' start days."""
     bounds = np.unique(world.routes.start[world.routes.start >= world.start])
     period_days = np.concatenate([[world.start - 1], bounds])
-    active = world.routes.start[None, :] <= period_days[:, None]          # (periods, R)
-    weights = world.routes.weight.T[:, None, :] * active[None, :, :]       # (C, periods, R)
+    active = world.routes.start[None, :] <= period_days[:, None]  # (periods, R)
+    weights = world.routes.weight.T[:, None, :] * active[None, :, :]  # (C, periods, R)
     if (weights.sum(axis=2) == 0).any():
         raise ValueError("config 'fraud.routes' leaves a commodity without an active route")
     return bounds, _cum_rows(weights.reshape(-1, len(world.routes.ids)))
 
 
-def _pick_routes(world: _World, rng, nets: _Networks, network: np.ndarray, commodity: np.ndarray,
-                 day: np.ndarray) -> np.ndarray:
+def _pick_routes(world: _World, rng, nets: _Networks, network: np.ndarray, commodity: np.ndarray, day: np.ndarray) -> np.ndarray:
     """Route of each consignment: mostly the network's usual one, the newly opened one once moved."""
     bounds, cum = _route_period_cum(world)
     period = np.searchsorted(bounds, day, side="right")
@@ -199,14 +221,20 @@ def _borrow_established(world: _World, rng, parties: dict) -> dict:
     if share == 0:
         return parties
     through = rng.random(len(parties["shipper_kind"])) < share
-    return {**parties, "shipper_kind": np.where(through, _ESTABLISHED, parties["shipper_kind"]),
-            "consignee_kind": np.where(through, _ESTABLISHED, parties["consignee_kind"])}
+    return {
+        **parties,
+        "shipper_kind": np.where(through, _ESTABLISHED, parties["shipper_kind"]),
+        "consignee_kind": np.where(through, _ESTABLISHED, parties["consignee_kind"]),
+    }
 
 
 def _disguise(world: _World, rng, commodity: np.ndarray, export: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Disguise (true value or undervalued) and declared origin (CN or the export country)."""
-    shares = _vector({**{c: 0.0 for c in world.commodities}, **_cfg(world.cfg, "fraud.undervalued_share")},
-                     world.commodities, "fraud.undervalued_share")
+    shares = _vector(
+        {**{c: 0.0 for c in world.commodities}, **_cfg(world.cfg, "fraud.undervalued_share")},
+        world.commodities,
+        "fraud.undervalued_share",
+    )
     undervalued = rng.random(len(commodity)) < shares[commodity]
     false_origin = rng.random(len(commodity)) < _share(world.cfg, "fraud.false_origin_share")
     return np.where(undervalued, _UNDERVALUED, _TRUE_VALUE), np.where(false_origin, export, world.china)
@@ -221,8 +249,19 @@ def _fraud(world: _World, rng, day: np.ndarray, commodity: np.ndarray, n_rows: i
     group = _draw(rng, world.fraud_cover_cum, commodity)
     disguise, origin = _disguise(world, rng, commodity, fields["export"])
     parties = _borrow_established(world, rng, _network_parties(world, rng, nets, network, day))
-    return _frame(_FRAUD, day, group=group, form=form, commodity=commodity, hidden=np.ones(len(day), bool),
-                  disguise=disguise, origin=origin, network=network, **fields, **parties)
+    return _frame(
+        _FRAUD,
+        day,
+        group=group,
+        form=form,
+        commodity=commodity,
+        hidden=np.ones(len(day), bool),
+        disguise=disguise,
+        origin=origin,
+        network=network,
+        **fields,
+        **parties,
+    )
 
 
 def _switch_buyers(world: _World, rng, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -252,10 +291,19 @@ def _switcher(world: _World, rng, day: np.ndarray, n_rows: int) -> pd.DataFrame:
     origin = np.where(after, declared, np.where(hub, fields["export"], world.china))
     group = np.where(hub, _draw(rng, world.fraud_cover_cum, commodity), world.forms.group[form])
     return _frame(
-        _SWITCH, day, group=group, form=np.where(hub & ~after, -1, form), commodity=np.where(after, commodity, -1),
-        hidden=after, disguise=np.where(after, disguise, _NO_DISGUISE), origin=origin,
-        shipper_kind=np.where(hub, _SWITCH_HUB, _SWITCH_CN), shipper_key=buyer,
-        consignee_kind=np.full(n, _SWITCH_BUYER), consignee_key=buyer, **fields,
+        _SWITCH,
+        day,
+        group=group,
+        form=np.where(hub & ~after, -1, form),
+        commodity=np.where(after, commodity, -1),
+        hidden=after,
+        disguise=np.where(after, disguise, _NO_DISGUISE),
+        origin=origin,
+        shipper_kind=np.where(hub, _SWITCH_HUB, _SWITCH_CN),
+        shipper_key=buyer,
+        consignee_kind=np.full(n, _SWITCH_BUYER),
+        consignee_key=buyer,
+        **fields,
     )
 
 

@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 
 from training.synthetic.codes import (
-    _BG_COVER, _BG_OTHER, _ESTABLISHED, _FORWARDER, _LEGIT, _NEWCOMER, _PER_100K, _POOL,
+    _BG_COVER,
+    _BG_OTHER,
+    _ESTABLISHED,
+    _FORWARDER,
+    _LEGIT,
+    _NEWCOMER,
+    _PER_100K,
+    _POOL,
 )
 from training.synthetic.config import _at_least, _number, _share
 from training.synthetic.helpers import _pick_active
@@ -27,6 +34,7 @@ _LEGITIMATE = (_BG_COVER, _BG_OTHER, _LEGIT)
 # --------------------------------------------------------------------------------------------
 # Entities
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Pool:
@@ -64,8 +72,13 @@ def _pool(world: _World, rng, group_key: np.ndarray, day: np.ndarray, per_entity
     first[np.cumsum(sizes) - sizes] = world.start  # each pool has one member from the start
     order = np.lexsort((first, owner))
     concentration = _number(cfg, "entities.concentration")
-    pool = _Pool(keys=keys, offsets=np.cumsum(sizes) - sizes, members=sizes,
-                 established=np.bincount(owner[first == world.start], minlength=len(keys)), total=int(sizes.sum()))
+    pool = _Pool(
+        keys=keys,
+        offsets=np.cumsum(sizes) - sizes,
+        members=sizes,
+        established=np.bincount(owner[first == world.start], minlength=len(keys)),
+        total=int(sizes.sum()),
+    )
     return _pick_active(rng, owner[order], first[order], group, day, concentration), pool
 
 
@@ -80,7 +93,7 @@ def _stand_in_pools(pool: _Pool, wanted: np.ndarray, related: np.ndarray | None)
     owner = np.where(found, position, int(np.argmax(pool.members)))
     if related is None or found.all():
         return owner
-    related_pool, related_wanted = related[:len(pool.keys)], related[len(pool.keys):]
+    related_pool, related_wanted = related[: len(pool.keys)], related[len(pool.keys) :]
     for value in np.unique(related_wanted[~found]):
         candidates = np.flatnonzero(related_pool == value)
         if len(candidates):
@@ -88,8 +101,7 @@ def _stand_in_pools(pool: _Pool, wanted: np.ndarray, related: np.ndarray | None)
     return owner
 
 
-def _borrowed_members(world: _World, rng, pool: _Pool, wanted: np.ndarray,
-                      related: np.ndarray | None = None) -> np.ndarray:
+def _borrowed_members(world: _World, rng, pool: _Pool, wanted: np.ndarray, related: np.ndarray | None = None) -> np.ndarray:
     """Established member of the pool each borrowing declaration wants (see :func:`_stand_in_pools`).
 
     The member is ``floor(k * u ** concentration)`` among the pool's ``k`` established members,
@@ -102,8 +114,9 @@ def _borrowed_members(world: _World, rng, pool: _Pool, wanted: np.ndarray,
     return pool.offsets[owner] + chosen
 
 
-def _entity_numbers(rng, legit: np.ndarray, legit_member: np.ndarray, legit_total: int, kind: np.ndarray,
-                    key: np.ndarray) -> np.ndarray:
+def _entity_numbers(
+    rng, legit: np.ndarray, legit_member: np.ndarray, legit_total: int, kind: np.ndarray, key: np.ndarray
+) -> np.ndarray:
     """Shuffled entity numbers: pool members first, then one per distinct (kind, key)."""
     number = np.zeros(len(kind), dtype=np.int64)
     number[legit] = legit_member
@@ -140,8 +153,7 @@ def _newcomer_of(rng, origin: np.ndarray, day: np.ndarray, size: float, days: fl
     return newcomer
 
 
-def _heavy_newcomers(world: _World, rng, decls: pd.DataFrame, kind: np.ndarray,
-                     key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _heavy_newcomers(world: _World, rng, decls: pd.DataFrame, kind: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shipper kinds and keys with a share of legitimate declarations moved to heavy newcomers.
 
     Draws nothing when ``entities.heavy_newcomer_share`` is 0, so the default world is unchanged.
@@ -169,8 +181,7 @@ def _shippers(world: _World, rng, decls: pd.DataFrame) -> np.ndarray:
     country and declared goods group (else the country's largest pool, else the largest pool).
     """
     n_groups = len(world.goods.group_names)
-    kind, key = _heavy_newcomers(world, rng, decls, decls["shipper_kind"].to_numpy(),
-                                 decls["shipper_key"].to_numpy())
+    kind, key = _heavy_newcomers(world, rng, decls, decls["shipper_kind"].to_numpy(), decls["shipper_key"].to_numpy())
     legit, borrowed = kind == _POOL, kind == _ESTABLISHED
     pool_key = decls["origin"].to_numpy() * n_groups + decls["group"].to_numpy()
     per = _number(world.cfg, "entities.declarations_per_shipper")
@@ -201,8 +212,14 @@ def _parties(world: _World, rng, decls: pd.DataFrame, n_rows: int) -> tuple[np.n
         member[borrowed] = _borrowed_members(world, rng, pool, group[borrowed])
     known = legit | borrowed
     # Consignees and importers of record are numbered together: a forwarder is the same party in both.
-    numbers = _entity_numbers(rng, np.concatenate([known, np.zeros(n, bool)]), member[known], pool.total,
-                              np.concatenate([kind, np.full(n, _FORWARDER)]), np.concatenate([key, forwarder[1]]))
+    numbers = _entity_numbers(
+        rng,
+        np.concatenate([known, np.zeros(n, bool)]),
+        member[known],
+        pool.total,
+        np.concatenate([kind, np.full(n, _FORWARDER)]),
+        np.concatenate([key, forwarder[1]]),
+    )
     as_forwarder = rng.random(n) < _share(cfg, "entities.importer_forwarder_share")
     return numbers[:n], np.where(as_forwarder, numbers[n:], numbers[:n])
 

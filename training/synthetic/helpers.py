@@ -1,5 +1,4 @@
-"""Small vectorised helpers: categorical draws, uniform draws, weight vectors, string columns.
-"""
+"""Small vectorised helpers: categorical draws, uniform draws, weight vectors, string columns."""
 
 from __future__ import annotations
 
@@ -8,10 +7,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-
 # --------------------------------------------------------------------------------------------
 # Small vectorised helpers
 # --------------------------------------------------------------------------------------------
+
 
 def _cum_rows(weights: np.ndarray) -> np.ndarray:
     """Row-wise cumulative probabilities of a weight matrix (rows of zeros stay zero)."""

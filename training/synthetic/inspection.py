@@ -1,5 +1,4 @@
-"""Customs selection (targeted by a noisy rule of thumb, or random) and the labels it yields.
-"""
+"""Customs selection (targeted by a noisy rule of thumb, or random) and the labels it yields."""
 
 from __future__ import annotations
 
@@ -11,10 +10,10 @@ from training.synthetic.config import _cfg, _number, _share
 from training.synthetic.helpers import _cum_rows, _draw, _text, _vector
 from training.synthetic.world import _World
 
-
 # --------------------------------------------------------------------------------------------
 # Inspection and labels
 # --------------------------------------------------------------------------------------------
+
 
 def _first_seen(numbers: np.ndarray, day: np.ndarray) -> np.ndarray:
     first = np.full(int(numbers.max()) + 1, np.iinfo(np.int64).max)
@@ -36,8 +35,7 @@ def _rule_features(world: _World, lines: pd.DataFrame) -> dict[str, np.ndarray]:
     onset = world.onset[world.forms.commodity[np.maximum(lines["form"].to_numpy(), 0)]]
     origin = lines["origin"].to_numpy()
     return {
-        "unit_value_outside_band": (unit_value < goods.price[good, 0] / factor)
-        | (unit_value > goods.price[good, 1] * factor),
+        "unit_value_outside_band": (unit_value < goods.price[good, 0] / factor) | (unit_value > goods.price[good, 1] * factor),
         "hub_export_cover": world.hubs[lines["export"].to_numpy()] & (kind == _COVER),
         "origin_differs_from_export": origin != lines["export"].to_numpy(),
         "transshipped": lines["ts"].to_numpy() > 0,

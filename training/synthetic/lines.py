@@ -12,10 +12,10 @@ from training.synthetic.config import _cfg, _number, _pair, _share
 from training.synthetic.helpers import _draw, _text, _uniform
 from training.synthetic.world import _World
 
-
 # --------------------------------------------------------------------------------------------
 # Lines: goods, physics, values, text
 # --------------------------------------------------------------------------------------------
+
 
 def _expand_lines(world: _World, rng, decls: pd.DataFrame) -> pd.DataFrame:
     """One row per line: its declared good and, in fraud declarations, whether it hides the good."""
@@ -45,8 +45,9 @@ def _line_kg(world: _World, rng, profile: np.ndarray, mode: np.ndarray) -> np.nd
     line = world.profiles.line_kg[profile]
     net = line[:, 0] * np.exp(line[:, 1] * rng.standard_normal(n))
     air = _lognormal(rng, cfg, "mode_line_kg.air", n)
-    post = np.clip(_lognormal(rng, cfg, "mode_line_kg.post", n),
-                   _number(cfg, "mode_line_kg.post.min"), _number(cfg, "mode_line_kg.post.max"))
+    post = np.clip(
+        _lognormal(rng, cfg, "mode_line_kg.post", n), _number(cfg, "mode_line_kg.post.min"), _number(cfg, "mode_line_kg.post.max")
+    )
     return np.where(mode == _AIR, np.minimum(net, air), np.where(mode == _POST, post, net))
 
 
@@ -60,8 +61,7 @@ def _packing(world: _World, rng, lines: pd.DataFrame) -> dict:
     repacked = fraud & (rng.random(len(lines)) < _share(world.cfg, "fraud.repack_share"))
     low, high = _pair(world.cfg, "fraud.repack_weight_factor")
     factor = np.where(repacked, low + rng.random(len(lines)) * (high - low), 1.0)
-    return {"declared": declared, "physical": physical, "package": np.where(repacked, declared, physical),
-            "factor": factor}
+    return {"declared": declared, "physical": physical, "package": np.where(repacked, declared, physical), "factor": factor}
 
 
 def _add_physics(world: _World, rng, lines: pd.DataFrame) -> pd.DataFrame:
@@ -80,9 +80,12 @@ def _add_physics(world: _World, rng, lines: pd.DataFrame) -> pd.DataFrame:
     quantity = np.where(unit == "kg", net, np.maximum(np.round(net / unit_kg, 2), 0.01))
     quantity = np.where(unit == "pcs", np.maximum(np.rint(quantity), 1), quantity)
     lines = lines.assign(
-        net_weight_kg=net, gross_weight_kg=gross, packages=packages,
+        net_weight_kg=net,
+        gross_weight_kg=gross,
+        packages=packages,
         containers=np.where(boxed, np.ceil(gross / payload), 0).astype(np.int64),
-        quantity=quantity, quantity_unit=_text(prof.unit, packing["declared"]),
+        quantity=quantity,
+        quantity_unit=_text(prof.unit, packing["declared"]),
         package_type=_text(prof.package_types, _draw(rng, prof.package_cum, packing["package"])),
     )
     return lines
@@ -97,7 +100,8 @@ def _price_band(world: _World, lines: pd.DataFrame) -> np.ndarray:
     target_band = forms.price[form, year_index]
     declared_band = world.goods.price[lines["good"].to_numpy()]
     at_target = (lines["disguise"].to_numpy() == _TRUE_VALUE) | (
-        (world.goods.group_kind[lines["group"].to_numpy()] == _TARGET) & ~lines["fraud"].to_numpy())
+        (world.goods.group_kind[lines["group"].to_numpy()] == _TARGET) & ~lines["fraud"].to_numpy()
+    )
     return np.where(at_target[:, None], target_band, declared_band)
 
 
@@ -138,8 +142,9 @@ def _add_text(world: _World, rng, lines: pd.DataFrame) -> pd.DataFrame:
     good = lines["good"].to_numpy()
     n = len(lines)
     six = rng.random(n) < _share(cfg, "hs_code.six_digit_share")
-    vague_share = np.where(lines["fraud"].to_numpy(), _share(cfg, "fraud.vague_description_share"),
-                           _share(cfg, "descriptions.vague_share"))
+    vague_share = np.where(
+        lines["fraud"].to_numpy(), _share(cfg, "fraud.vague_description_share"), _share(cfg, "descriptions.vague_share")
+    )
     vague = rng.random(n) < vague_share
     start = np.where(vague, goods.vague_start[good], goods.phrase_start[good])
     length = np.where(vague, goods.vague_len[good], goods.phrase_len[good])
@@ -147,5 +152,6 @@ def _add_text(world: _World, rng, lines: pd.DataFrame) -> pd.DataFrame:
     upper = rng.random(n) < _share(cfg, "descriptions.upper_share")
     phrase = phrase + np.where(upper, len(goods.phrases) // 2, 0)
     hs_table = np.concatenate([goods.hts10, goods.hs6])
-    return lines.assign(hs_code=_text(hs_table, good + np.where(six, len(goods.hs6), 0)),
-                        description=_text(goods.phrases, phrase))
+    return lines.assign(
+        hs_code=_text(hs_table, good + np.where(six, len(goods.hs6), 0)), description=_text(goods.phrases, phrase)
+    )

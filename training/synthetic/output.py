@@ -13,10 +13,10 @@ from training.synthetic.config import _share
 from training.synthetic.helpers import _labels, _text, _text_or_none
 from training.synthetic.world import _World
 
-
 # --------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------
+
 
 def _codes(lines: pd.DataFrame, name: str) -> np.ndarray:
     return lines[name].to_numpy()

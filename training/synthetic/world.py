@@ -1,5 +1,4 @@
-"""Compiled world: the configuration and reference tables as arrays, built once per call.
-"""
+"""Compiled world: the configuration and reference tables as arrays, built once per call."""
 
 from __future__ import annotations
 
@@ -11,30 +10,29 @@ import pandas as pd
 
 from features.reference import ReferenceTables
 from features.schema import TRANSPORT_MODES
-
-from training.synthetic.codes import SCENARIOS, _COVER, _OTHER, _TARGET
+from training.synthetic.codes import _COVER, _OTHER, _TARGET, SCENARIOS
 from training.synthetic.config import _as_day, _cfg, _number, _pair, _share
 from training.synthetic.helpers import _cum_rows, _position, _vector
-
 
 # --------------------------------------------------------------------------------------------
 # Compiled world: the configuration and reference tables as arrays
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Profiles:
     """Packing profiles (rows) with their parameters as arrays."""
 
     names: list[str]
-    line_kg: np.ndarray        # (P, 2) lognormal median, sigma
-    package_kg: np.ndarray     # (P, 2) low, high
-    tare: np.ndarray           # (P, 2)
-    container_kg: np.ndarray   # (P, 2)
-    unit_kg: np.ndarray        # (P, 2)
-    unit: np.ndarray           # (P,) quantity unit
+    line_kg: np.ndarray  # (P, 2) lognormal median, sigma
+    package_kg: np.ndarray  # (P, 2) low, high
+    tare: np.ndarray  # (P, 2)
+    container_kg: np.ndarray  # (P, 2)
+    unit_kg: np.ndarray  # (P, 2)
+    unit: np.ndarray  # (P,) quantity unit
     package_types: np.ndarray  # (T,) names
-    package_cum: np.ndarray    # (P, T)
-    mode_factor: np.ndarray    # (P, M)
+    package_cum: np.ndarray  # (P, T)
+    mode_factor: np.ndarray  # (P, M)
 
 
 @dataclass(frozen=True)
@@ -48,14 +46,14 @@ class _Goods:
     group_len: np.ndarray
     hs6: np.ndarray
     hts10: np.ndarray
-    price: np.ndarray          # (N, 2) USD/kg band
+    price: np.ndarray  # (N, 2) USD/kg band
     profile: np.ndarray
-    family: np.ndarray         # cover family name or "none"
-    phrase_start: np.ndarray   # specific descriptions
+    family: np.ndarray  # cover family name or "none"
+    phrase_start: np.ndarray  # specific descriptions
     phrase_len: np.ndarray
     vague_start: np.ndarray
     vague_len: np.ndarray
-    phrases: np.ndarray        # all phrases, then the same in upper case
+    phrases: np.ndarray  # all phrases, then the same in upper case
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ class _Forms:
     group: np.ndarray
     profile: np.ndarray
     first_year: int
-    price: np.ndarray          # (F, Y, 2)
+    price: np.ndarray  # (F, Y, 2)
     cum_by_commodity: np.ndarray
 
 
@@ -78,13 +76,13 @@ class _Lanes:
     ids: list[str]
     origin: np.ndarray
     export: np.ndarray
-    loading: np.ndarray        # (L, ports) cumulative
+    loading: np.ndarray  # (L, ports) cumulative
     discharge: np.ndarray
-    transship: np.ndarray      # (L, options) cumulative
-    mode_cum: np.ndarray       # (L * n_profiles, M) cumulative
+    transship: np.ndarray  # (L, options) cumulative
+    mode_cum: np.ndarray  # (L * n_profiles, M) cumulative
     n_profiles: int
-    weight: np.ndarray         # (L,) or (L, C) for routes
-    start: np.ndarray          # first active day
+    weight: np.ndarray  # (L,) or (L, C) for routes
+    start: np.ndarray  # first active day
     capture: np.ndarray
 
 
@@ -132,10 +130,21 @@ def _build_world(cfg: dict, ref: ReferenceTables, start: int, end: int) -> _Worl
     onset = _onset_days(cfg, ref, commodities)
     _require_lanes(cfg, ref, lanes, goods, countries)
     return _World(
-        cfg=cfg, start=start, end=end, countries=countries, ports=ports, transship=transship,
-        commodities=commodities, china=_position(countries, "CN", "countries"),
-        hubs=np.isin(countries, sorted(ref.diversion_hubs)), onset=onset, profiles=profiles,
-        goods=goods, forms=forms, lanes=lanes, routes=routes,
+        cfg=cfg,
+        start=start,
+        end=end,
+        countries=countries,
+        ports=ports,
+        transship=transship,
+        commodities=commodities,
+        china=_position(countries, "CN", "countries"),
+        hubs=np.isin(countries, sorted(ref.diversion_hubs)),
+        onset=onset,
+        profiles=profiles,
+        goods=goods,
+        forms=forms,
+        lanes=lanes,
+        routes=routes,
         lane_by_origin=_lane_by_origin(lanes, len(countries)),
         origin_cum=_origin_cum(cfg, goods, countries),
         producer_cum=_producer_cum(cfg, ref, countries, commodities),
@@ -207,15 +216,17 @@ def _profiles_from_rows(rows: dict[str, dict]) -> _Profiles:
     names = list(rows)
     types = sorted({t for row in rows.values() for t in row["package_types"]})
     modes = {m: 1.0 for m in TRANSPORT_MODES}
-    stack = {field: np.array([rows[n][field] for n in names], dtype=float)
-             for field in ("line_kg", "package_kg", "tare", "container_kg", "unit_kg")}
+    stack = {
+        field: np.array([rows[n][field] for n in names], dtype=float)
+        for field in ("line_kg", "package_kg", "tare", "container_kg", "unit_kg")
+    }
     return _Profiles(
-        names=names, **stack,
+        names=names,
+        **stack,
         unit=np.array([rows[n]["unit"] for n in names], dtype=object),
         package_types=np.array(types, dtype=object),
         package_cum=_cum_rows([_vector(rows[n]["package_types"], types, rows[n]["where"]) for n in names]),
-        mode_factor=np.array([_vector({**modes, **rows[n]["mode_factors"]}, TRANSPORT_MODES, rows[n]["where"])
-                              for n in names]),
+        mode_factor=np.array([_vector({**modes, **rows[n]["mode_factors"]}, TRANSPORT_MODES, rows[n]["where"]) for n in names]),
     )
 
 
@@ -234,8 +245,10 @@ def _cover_goods(cfg: dict, ref: ReferenceTables) -> dict[str, list[dict]]:
         profile = cfg["cover"].get("profile_by_hs", {}).get(prefix, _cfg(cfg, f"cover.families.{family}.profile"))
         phrases = list(_cfg(cfg, f"cover.descriptions.{prefix}"))
         vague = list(_cfg(cfg, f"cover.families.{family}.vague"))
-        families[family] += [dict(hs6=h, hts10=None, price=band, profile=f"{profile}", phrases=phrases,
-                                  vague=vague, family=family) for h in hs6_list]
+        families[family] += [
+            dict(hs6=h, hts10=None, price=band, profile=f"{profile}", phrases=phrases, vague=vague, family=family)
+            for h in hs6_list
+        ]
     return families
 
 
@@ -245,9 +258,18 @@ def _other_goods(cfg: dict) -> dict[str, list[dict]]:
     for name in sorted(_cfg(cfg, "other_goods")):
         where = f"other_goods.{name}"
         band = _pair(cfg, f"{where}.usd_per_kg")
-        groups[name] = [dict(hs6=str(h), hts10=None, price=band, profile=str(_cfg(cfg, f"{where}.profile")),
-                             phrases=list(_cfg(cfg, f"{where}.descriptions")), vague=vague, family="none")
-                        for h in _cfg(cfg, f"{where}.hs6")]
+        groups[name] = [
+            dict(
+                hs6=str(h),
+                hts10=None,
+                price=band,
+                profile=str(_cfg(cfg, f"{where}.profile")),
+                phrases=list(_cfg(cfg, f"{where}.descriptions")),
+                vague=vague,
+                family="none",
+            )
+            for h in _cfg(cfg, f"{where}.hs6")
+        ]
     return groups
 
 
@@ -260,9 +282,17 @@ def _form_goods(cfg: dict, ref: ReferenceTables) -> dict[str, list[dict]]:
         if key not in _cfg(cfg, "target_forms"):
             raise ValueError(f"config 'target_forms' lacks the reference form '{key}'")
         band = (float(rows["usd_per_kg_low"].min()), float(rows["usd_per_kg_high"].max()))
-        groups[key] = [dict(hs6=str(rows["hs6"].iloc[0]), hts10=_hts(rows["us_hts10"].iloc[0]), price=band,
-                            profile=f"form:{key}", phrases=list(_cfg(cfg, f"target_forms.{key}.descriptions")),
-                            vague=vague, family="none")]
+        groups[key] = [
+            dict(
+                hs6=str(rows["hs6"].iloc[0]),
+                hts10=_hts(rows["us_hts10"].iloc[0]),
+                price=band,
+                profile=f"form:{key}",
+                phrases=list(_cfg(cfg, f"target_forms.{key}.descriptions")),
+                vague=vague,
+                family="none",
+            )
+        ]
     return groups
 
 
@@ -291,14 +321,21 @@ def _goods_arrays(cfg, names, kind, starts, lengths, rows, profiles: _Profiles) 
     profile = np.array([_position(profiles.names, r["profile"], "packing profile") for r in rows])
     starts = np.array(starts)
     return _Goods(
-        group_names=names, group_kind=np.array(kind), group_profile=profile[starts],
-        group_start=starts, group_len=np.array(lengths),
+        group_names=names,
+        group_kind=np.array(kind),
+        group_profile=profile[starts],
+        group_start=starts,
+        group_len=np.array(lengths),
         hs6=np.array([r["hs6"] for r in rows], dtype=object),
         hts10=np.array([r["hts10"] or r["hs6"] + suffix for r in rows], dtype=object),
-        price=np.array([r["price"] for r in rows], dtype=float), profile=profile,
+        price=np.array([r["price"] for r in rows], dtype=float),
+        profile=profile,
         family=np.array([r["family"] for r in rows], dtype=object),
-        phrase_start=phrase_at[:, 0], phrase_len=phrase_at[:, 1],
-        vague_start=vague_at[:, 0], vague_len=vague_at[:, 1], phrases=phrases,
+        phrase_start=phrase_at[:, 0],
+        phrase_len=phrase_at[:, 1],
+        vague_start=vague_at[:, 0],
+        vague_len=vague_at[:, 1],
+        phrases=phrases,
     )
 
 
@@ -323,12 +360,20 @@ def _build_forms(cfg: dict, ref: ReferenceTables, goods: _Goods, commodities: li
     years = ref.target_goods["price_year"].astype(int)
     first, last = int(years.min()), int(years.max())
     price = np.array([[_form_band(ref, key, year) for year in range(first, last + 1)] for key in keys])
-    weights = np.array([[float(_cfg(cfg, f"target_forms.{k}.weight")) if commodity[i] == c else 0.0
-                         for i, k in enumerate(keys)] for c in range(len(commodities))])
+    weights = np.array(
+        [
+            [float(_cfg(cfg, f"target_forms.{k}.weight")) if commodity[i] == c else 0.0 for i, k in enumerate(keys)]
+            for c in range(len(commodities))
+        ]
+    )
     return _Forms(
-        keys=keys, commodity=commodity, group=np.array([goods.group_names.index(k) for k in keys]),
+        keys=keys,
+        commodity=commodity,
+        group=np.array([goods.group_names.index(k) for k in keys]),
         profile=goods.profile[goods.group_start[[goods.group_names.index(k) for k in keys]]],
-        first_year=first, price=price, cum_by_commodity=_cum_rows(weights),
+        first_year=first,
+        price=price,
+        cum_by_commodity=_cum_rows(weights),
     )
 
 
@@ -345,8 +390,9 @@ def _lane_row(cfg: dict, where: str, names: tuple, is_route: bool) -> dict:
     """One lane (true origin given) or diversion route (true origin China) as arrays."""
     countries, ports, transship, commodities = names
     spec = _cfg(cfg, where)
-    weights = (_vector(_cfg(cfg, f"{where}.weights"), commodities, f"{where}.weights") if is_route
-               else _number(cfg, f"{where}.weight"))
+    weights = (
+        _vector(_cfg(cfg, f"{where}.weights"), commodities, f"{where}.weights") if is_route else _number(cfg, f"{where}.weight")
+    )
     return {
         "origin": -1 if is_route else _position(countries, _cfg(cfg, f"{where}.origin"), f"{where}.origin"),
         "export": _position(countries, _cfg(cfg, f"{where}.export"), f"{where}.export"),
@@ -366,12 +412,16 @@ def _build_lanes(cfg: dict, block: str, names: tuple, profiles: _Profiles | None
     rows = [_lane_row(cfg, f"{block}.{lane}", names, profiles is None) for lane in ids]
     field = {key: np.array([row[key] for row in rows]) for key in ("origin", "export", "modes", "weight", "capture")}
     return _Lanes(
-        ids=ids, origin=field["origin"], export=field["export"],
+        ids=ids,
+        origin=field["origin"],
+        export=field["export"],
         loading=_cum_rows([row["loading"] for row in rows]),
         discharge=_cum_rows([row["discharge"] for row in rows]),
         transship=_cum_rows([row["transship"] for row in rows]),
-        mode_cum=_mode_cum(field["modes"], profiles), n_profiles=1 if profiles is None else len(profiles.names),
-        weight=field["weight"], capture=field["capture"],
+        mode_cum=_mode_cum(field["modes"], profiles),
+        n_profiles=1 if profiles is None else len(profiles.names),
+        weight=field["weight"],
+        capture=field["capture"],
         # Lanes without a start date exist from before the window.
         start=np.array([start - 1 if row["start"] is None else row["start"] for row in rows]),
     )
@@ -447,16 +497,14 @@ def _onset_days(cfg: dict, ref: ReferenceTables, commodities: list[str]) -> np.n
     return np.array(onset, dtype=np.int64)
 
 
-def _fraud_intensity(cfg: dict, ref: ReferenceTables, commodities: list[str], days: np.ndarray,
-                     onset: np.ndarray) -> np.ndarray:
+def _fraud_intensity(cfg: dict, ref: ReferenceTables, commodities: list[str], days: np.ndarray, onset: np.ndarray) -> np.ndarray:
     """Relative fraud intensity per day and commodity: a small level before the onset."""
     phase = _phase_values(ref, commodities, days, {"none": 0.0, **_cfg(cfg, "fraud.phase_intensity")})
     pre = float(_cfg(cfg, "fraud.pre_onset_intensity"))
     return np.where(days[:, None] < onset[None, :], pre, phase)
 
 
-def _scenario_cum(cfg: dict, ref: ReferenceTables, commodities: list[str], days: np.ndarray,
-                  onset: np.ndarray) -> np.ndarray:
+def _scenario_cum(cfg: dict, ref: ReferenceTables, commodities: list[str], days: np.ndarray, onset: np.ndarray) -> np.ndarray:
     """Per day: background cover, other, legit target, switcher, then fraud per commodity."""
     weights = _vector(_cfg(cfg, "fraud.commodity_weights"), commodities, "fraud.commodity_weights")
     fraud = float(_cfg(cfg, "fraud.rate_at_full_intensity")) * _fraud_intensity(cfg, ref, commodities, days, onset)
@@ -464,16 +512,16 @@ def _scenario_cum(cfg: dict, ref: ReferenceTables, commodities: list[str], days:
     switcher = np.full(len(days), _share(cfg, "switcher.declaration_share"))
     rest = 1.0 - fraud.sum(axis=1) - switcher
     if (rest <= 0).any():
-        raise ValueError("config 'fraud.rate_at_full_intensity' and 'switcher.declaration_share' "
-                         "leave no background trade")
+        raise ValueError("config 'fraud.rate_at_full_intensity' and 'switcher.declaration_share' leave no background trade")
     shares = _vector(_cfg(cfg, "scenarios"), SCENARIOS[:3], "scenarios")
     background = rest[:, None] * (shares / shares.sum())
     return _cum_rows(np.column_stack([background, switcher, fraud]))
 
 
 def _group_weight_cum(cfg: dict, goods: _Goods, kind: int, block: str) -> np.ndarray:
-    weights = np.array([float(_cfg(cfg, f"{block}.{n}.weight")) if k == kind else 0.0
-                        for n, k in zip(goods.group_names, goods.group_kind)])
+    weights = np.array(
+        [float(_cfg(cfg, f"{block}.{n}.weight")) if k == kind else 0.0 for n, k in zip(goods.group_names, goods.group_kind)]
+    )
     return _cum_rows(weights)
 
 

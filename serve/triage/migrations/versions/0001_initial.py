@@ -111,11 +111,20 @@ def _create_batches_and_draws() -> None:
 
 def _case_columns() -> list[sa.Column]:
     text = {
-        "declaration_id": (64, False), "hs_code": (10, False), "quantity_unit": (16, True),
-        "package_type": (32, True), "origin_country": (2, False), "export_country": (2, False),
-        "port_of_loading": (5, True), "port_of_discharge": (5, True), "transshipment_ports": (128, True),
-        "transport_mode": (8, True), "shipper_id": (64, True), "consignee_id": (64, True),
-        "importer_id": (64, True), "declarant_id": (64, True),
+        "declaration_id": (64, False),
+        "hs_code": (10, False),
+        "quantity_unit": (16, True),
+        "package_type": (32, True),
+        "origin_country": (2, False),
+        "export_country": (2, False),
+        "port_of_loading": (5, True),
+        "port_of_discharge": (5, True),
+        "transshipment_ports": (128, True),
+        "transport_mode": (8, True),
+        "shipper_id": (64, True),
+        "consignee_id": (64, True),
+        "importer_id": (64, True),
+        "declarant_id": (64, True),
     }
     columns = [sa.Column("id", sa.Integer(), nullable=False)]
     columns += [sa.Column(name, sa.String(size), nullable=nullable) for name, (size, nullable) in text.items()]
@@ -162,11 +171,21 @@ def _create_cases() -> None:
     op.create_index("ix_cases_consignee_id", "cases", ["consignee_id"])
     op.create_index("ix_cases_pool", "cases", ["batch_id", "port", "flagged"])
     in_queue = sa.text("queue_state IS NOT NULL")
-    op.create_index("ix_cases_queue", "cases", ["queue_state", "priority", "risk_score", "id"],
-                    sqlite_where=in_queue, postgresql_where=in_queue)
+    op.create_index(
+        "ix_cases_queue",
+        "cases",
+        ["queue_state", "priority", "risk_score", "id"],
+        sqlite_where=in_queue,
+        postgresql_where=in_queue,
+    )
     for name, column in (("port", "port"), ("date", "queue_date"), ("commodity", "suspected_commodity")):
-        op.create_index(f"ix_cases_queue_{name}", "cases", ["queue_state", column, "priority", "risk_score", "id"],
-                        sqlite_where=in_queue, postgresql_where=in_queue)
+        op.create_index(
+            f"ix_cases_queue_{name}",
+            "cases",
+            ["queue_state", column, "priority", "risk_score", "id"],
+            sqlite_where=in_queue,
+            postgresql_where=in_queue,
+        )
 
 
 def _create_events() -> None:
@@ -251,6 +270,16 @@ def downgrade() -> None:
         for table in APPEND_ONLY:
             op.execute(f"DROP TRIGGER IF EXISTS trg_{table}_append_only ON {table}")
         op.execute("DROP FUNCTION IF EXISTS misdeclare_append_only()")
-    for table in ("audit_events", "config_changes", "outcomes", "cases", "draws", "batches",
-                  "api_tokens", "sessions", "user_ports", "users"):
+    for table in (
+        "audit_events",
+        "config_changes",
+        "outcomes",
+        "cases",
+        "draws",
+        "batches",
+        "api_tokens",
+        "sessions",
+        "user_ports",
+        "users",
+    ):
         op.drop_table(table)
