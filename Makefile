@@ -3,14 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 
-.PHONY: demo test test-fast lint fuzz bench screenshots clean
+.PHONY: demo test test-fast lint fuzz bench screenshots lock clean
 
-$(STAMP): pyproject.toml
+# Installs the versions pinned in requirements.lock, so every machine tests the same stack.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
+
+# Re-resolve the pinned versions in a throw-away environment (after changing pyproject.toml).
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	{ echo "# Exact versions of every package make demo / make test install (pip install -c requirements.lock)."; \
+	  echo "# Resolved on Python 3.11, Linux x86_64. Regenerate with: make lock (after changing pyproject.toml)."; \
+	  .lock-venv/bin/pip freeze --exclude-editable; } > $(LOCK)
+	rm -rf .lock-venv
 
 demo: $(STAMP)
 	$(BIN)/misdeclare demo
