@@ -436,24 +436,48 @@ def hbar_chart(
     x = LinearScale(0, peak, label_px, WIDTH - 50)
     body = []
     for i, (label, value) in enumerate(zip(labels, values)):
-        y = top + i * ROW_PX
-        body.append(_text(label_px - 6, y + 12.5, _clip(label, 40), "label", anchor="end"))
-        body.append(
-            _tag(
-                "rect",
-                _title(f"{label}: {value:,g} {unit}"),
-                class_=class_,
-                x=float(label_px),
-                y=float(y + 3),
-                width=max(1.0, x(value) - label_px),
-                height=float(ROW_PX - 6),
-                data_label=label,
-                data_value=f"{value:g}",
-            )
+        body += _bar_row(
+            i,
+            top,
+            label_px,
+            x,
+            _clip(label, 40),
+            value,
+            f"{value:,g}",
+            f"{label}: {value:,g} {unit}",
+            class_,
+            data_label=label,
+            data_value=f"{value:g}",
         )
-        body.append(_text(x(value) + 4, y + 12.5, f"{value:,g}", "value"))
     description = "; ".join(f"{label}: {value:,g} {unit}" for label, value in zip(labels, values)) or "Nothing to show."
     return _svg("hbar", chart_id, WIDTH, height, title, description, body)
+
+
+def _bar_row(
+    i: int,
+    top: float,
+    label_px: float,
+    x: LinearScale,
+    label: str,
+    value: float,
+    shown: str,
+    tip: str,
+    class_: str,
+    **data: object,
+) -> list[str]:
+    """Row ``i`` of a horizontal bar chart: the label, the bar (from ``label_px`` to ``x(value)``), the value."""
+    y = top + i * ROW_PX
+    bar = _tag(
+        "rect",
+        _title(tip),
+        class_=class_,
+        x=float(label_px),
+        y=float(y + 3),
+        width=max(1.0, x(value) - label_px),
+        height=float(ROW_PX - 6),
+        **data,
+    )
+    return [_text(label_px - 6, y + 12.5, label, "label", anchor="end"), bar, _text(x(value) + 4, y + 12.5, shown, "value")]
 
 
 def _clip(text: str, length: int) -> str:
@@ -629,24 +653,21 @@ def capacity_chart(ports: Sequence[str], used: Sequence[float], capacity: float,
     x = LinearScale(0, peak * 1.1, label_px, WIDTH - 40)
     body = []
     for i, (port, value) in enumerate(zip(ports, used)):
-        y = top + i * ROW_PX
         share = value / capacity if capacity else 0.0
-        body.append(_text(label_px - 6, y + 12.5, port, "label", anchor="end"))
-        body.append(
-            _tag(
-                "rect",
-                _title(f"{port}: {value:,.1f} per day of {capacity:g} ({share:.0%})"),
-                class_="bar" + (" over" if value > capacity else ""),
-                x=float(label_px),
-                y=float(y + 3),
-                width=max(1.0, x(value) - label_px),
-                height=float(ROW_PX - 6),
-                data_port=port,
-                data_value=f"{value:.4f}",
-                data_share=f"{share:.4f}",
-            )
+        body += _bar_row(
+            i,
+            top,
+            label_px,
+            x,
+            port,
+            value,
+            f"{value:,.1f} ({share:.0%})",
+            f"{port}: {value:,.1f} per day of {capacity:g} ({share:.0%})",
+            "bar" + (" over" if value > capacity else ""),
+            data_port=port,
+            data_value=f"{value:.4f}",
+            data_share=f"{share:.4f}",
         )
-        body.append(_text(x(value) + 4, y + 12.5, f"{value:,.1f} ({share:.0%})", "value"))
     bottom = top + ROW_PX * max(1, len(ports))
     body.append(
         _tag(
