@@ -138,8 +138,17 @@ def small_bundle(valid_labelled):
     known = (lines["inspected"] == 1).fillna(False).to_numpy(dtype=bool)
     y = lines.loc[known, "misdeclared"].to_numpy("int64")
     categorical = categorical_features(pipeline)
-    params = {"objective": "binary", "num_leaves": 7, "learning_rate": 0.2, "seed": 1, "num_threads": 1,
-              "deterministic": True, "force_row_wise": True, "verbosity": -1, "min_child_samples": 5}
+    params = {
+        "objective": "binary",
+        "num_leaves": 7,
+        "learning_rate": 0.2,
+        "seed": 1,
+        "num_threads": 1,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+        "min_child_samples": 5,
+    }
     booster = lgb.train(params, lgb.Dataset(X[known], y, categorical_feature=categorical), num_boost_round=15)
     commodities = ["antimony", "gallium", "germanium", "rare_earth"]
     found = lines.loc[known, "found_commodity"]
@@ -147,7 +156,8 @@ def small_bundle(valid_labelled):
     commodity_booster = lgb.train(
         {**params, "objective": "multiclass", "num_class": len(commodities)},
         lgb.Dataset(X[known][fraud], found[fraud].map(commodities.index).to_numpy(), categorical_feature=categorical),
-        num_boost_round=5)
+        num_boost_round=5,
+    )
     spec = {
         "spec_version": 1,
         "pipeline": pipeline_to_spec(pipeline),
