@@ -26,6 +26,8 @@ file is ever read whole.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -61,6 +63,39 @@ class ScoreSummary:
     channels: Counter = field(default_factory=Counter)
     checks: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_work(output: Path) -> list[Path]:
+    """Remove what a killed run for ``output`` left beside it: its work folder and partial file.
+
+    Both carry the writing process's id (``.scored.csv.parts-<pid>-*``, ``.scored.csv.partial-<pid>``);
+    those of a process that no longer runs are removed, a running one's are left alone.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    removed = []
+    for path in output.parent.glob(f".{output.name}.part*-*"):
+        match = re.match(rf"^\.{re.escape(output.name)}\.(?:parts|partial)-(\d+)", path.name)
+        if match and not _pid_alive(int(match.group(1))):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _empty_like(columns: list[str]) -> pd.DataFrame:
@@ -140,7 +175,9 @@ def score_file(
     summary = ScoreSummary(Path(output_path), Path(quarantine_path or default_quarantine_path(output_path)))
     rates = channel_rates(bundle.spec)
     summary.output.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{summary.output.name}.parts-", dir=summary.output.parent))
+    for target in (summary.output, summary.quarantine):
+        remove_stale_work(target)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{summary.output.name}.parts-{os.getpid()}-", dir=summary.output.parent))
     try:
         with (
             AtomicTableWriter(summary.output) as scored,

@@ -1,0 +1,107 @@
+"""Crash safety: ``misdeclare score`` killed (SIGKILL) at moments spread over its run, then run again.
+
+After each kill, no output file is visible unless it is complete; running the same command again
+clears what the killed run left (its work folder, partial files), gives exactly the output of an
+uninterrupted run, and a history store holding each scored line once with the same contents.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.history_store import HistoryStore
+from features.io import write_table
+from features.schema import LABEL_COLUMNS
+
+pytestmark = pytest.mark.slow
+MISDECLARE = str(Path(sys.executable).with_name("misdeclare"))
+KILL_POINTS = (0.05, 0.25, 0.45, 0.65, 0.85, 0.97)  # shares of an uninterrupted run's duration
+KEY = ["declaration_id", "line_no"]
+
+
+@pytest.fixture(scope="module")
+def job(small_bundle, labelled_manifest, tmp_path_factory):
+    """A model bundle folder, a 6,000-line manifest and the outcome of an uninterrupted run."""
+    from models.bundle import save_bundle
+
+    folder = tmp_path_factory.mktemp("kill")
+    save_bundle(folder / "bundle", small_bundle["booster"], small_bundle["spec"], small_bundle["commodity_booster"])
+    lines = labelled_manifest(6_000, seed=8, start="2026-07-01", end="2026-07-20")
+    lines = lines.drop(columns=[c for c in lines.columns if c.startswith("sim_")] + list(LABEL_COLUMNS))
+    write_table(lines.astype("string"), folder / "incoming.csv")
+    started = time.monotonic()
+    run = _score(folder, "reference")
+    assert run.wait(timeout=300) == 0
+    return folder, time.monotonic() - started
+
+
+def _score(folder: Path, name: str) -> subprocess.Popen:
+    out = folder / name
+    out.mkdir(exist_ok=True)
+    command = [
+        MISDECLARE,
+        "score",
+        str(folder / "incoming.csv"),
+        "--out",
+        str(out / "scored.csv"),
+        "--model",
+        str(folder / "bundle"),
+        "--history",
+        str(out / "history"),
+        "--chunk-rows",
+        "1000",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
+
+
+def _stored(folder: Path) -> pd.DataFrame:
+    lines = HistoryStore(folder / "history").read()
+    return lines.sort_values(KEY, ignore_index=True)
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_killed_score_leaves_no_partial_output_and_its_rerun_equals_an_uninterrupted_run(job, point):
+    folder, seconds = job
+    name = f"killed-{point}"
+    run = _score(folder, name)
+    time.sleep(seconds * point)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=60)
+    out = folder / name
+    visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert visible in ([], ["history"], ["history", "scored.csv", "scored.quarantine.csv"]), visible
+    if "scored.csv" in visible:  # the kill came after the output was complete: it must be whole
+        assert (out / "scored.csv").read_bytes() == (folder / "reference" / "scored.csv").read_bytes()
+
+    rerun = _score(folder, name)
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read().decode()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # the killed run's work is cleared
+    assert (out / "scored.csv").read_bytes() == (folder / "reference" / "scored.csv").read_bytes()
+    assert (out / "scored.quarantine.csv").read_bytes() == (folder / "reference" / "scored.quarantine.csv").read_bytes()
+    stored, reference = _stored(out), _stored(folder / "reference")
+    assert not stored.duplicated(KEY).any()
+    pd.testing.assert_frame_equal(stored, reference)
+
+
+def test_only_the_work_of_processes_that_no_longer_run_is_removed(tmp_path):
+    from serve.batch import remove_stale_work
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    output = tmp_path / "scored.csv"
+    stale_dir, stale_file = tmp_path / f".scored.csv.parts-{dead.pid}-abc", tmp_path / f".scored.csv.partial-{dead.pid}"
+    live_file, other = tmp_path / f".scored.csv.partial-{os.getpid()}", tmp_path / f".other.csv.partial-{dead.pid}"
+    stale_dir.mkdir()
+    (stale_dir / "part-000000.parquet").write_bytes(b"x")
+    for path in (stale_file, live_file, other):
+        path.write_bytes(b"x")
+    assert sorted(remove_stale_work(output)) == sorted([stale_dir, stale_file])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live_file.name, other.name])
