@@ -1,4 +1,5 @@
-"""Crash safety: ``misdeclare score`` killed (SIGKILL) at moments spread over its run, then run again.
+"""Crash safety: ``misdeclare score`` and ``misdeclare triage load`` killed (SIGKILL) at moments spread
+over their run, then run again.
 
 After each kill, no output file is visible unless it is complete; running the same command again
 clears what the killed run left (its work folder, partial files), gives exactly the output of an
@@ -105,3 +106,62 @@ def test_only_the_work_of_processes_that_no_longer_run_is_removed(tmp_path):
         path.write_bytes(b"x")
     assert sorted(remove_stale_work(output)) == sorted([stale_dir, stale_file])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live_file.name, other.name])
+
+
+@pytest.fixture(scope="module")
+def scored_batch(tmp_path_factory):
+    """A scored batch of 40,000 lines and the time an uninterrupted load takes."""
+    from serve.triage.synthetic import synthetic_scored_batch
+
+    folder = tmp_path_factory.mktemp("kill-load")
+    synthetic_scored_batch(40_000, seed=11).to_csv(folder / "batch.csv", index=False)
+    started = time.monotonic()
+    assert _load(folder, "reference").wait(timeout=300) == 0
+    return folder, time.monotonic() - started
+
+
+def _load(folder: Path, name: str) -> subprocess.Popen:
+    database = folder / f"{name}.db"
+    env = {**os.environ, "MISDECLARE_DATABASE_URL": f"sqlite:///{database}", "MISDECLARE_HISTORY_DIR": str(folder / name)}
+    command = [MISDECLARE, "triage", "load", str(folder / "batch.csv"), "--date", "2026-07-01"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def _queue(database: Path) -> tuple[list, pd.DataFrame]:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from serve.triage.db import Batch, Case, make_engine
+
+    engine = make_engine(f"sqlite:///{database}")
+    with Session(engine) as db:
+        batches = [(b.source, b.n_read, b.n_inserted, b.n_rejected) for b in db.scalars(select(Batch))]
+        cases = pd.read_sql(
+            select(Case.declaration_id, Case.line_no, Case.channel, Case.risk_score, Case.queue_state).order_by(
+                Case.declaration_id, Case.line_no
+            ),
+            db.connection(),
+        )
+    engine.dispose()
+    return batches, cases
+
+
+@pytest.mark.parametrize("point", KILL_POINTS[:4])
+def test_a_killed_triage_load_leaves_nothing_and_its_rerun_equals_an_uninterrupted_load(scored_batch, point):
+    folder, seconds = scored_batch
+    name = f"killed-{point}"
+    run = _load(folder, name)
+    time.sleep(seconds * point)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=60)
+    if (folder / f"{name}.db").exists():  # one transaction: all of the batch or none of it
+        batches, cases = _queue(folder / f"{name}.db")
+        assert (batches, len(cases)) in (([], 0), (_queue(folder / "reference.db")[0], 40_000))
+    assert _load(folder, name).wait(timeout=300) == 0
+    batches, cases = _queue(folder / f"{name}.db")
+    reference_batches, reference_cases = _queue(folder / "reference.db")
+    if len(batches) == 1:  # killed before its commit: the rerun did the whole load
+        assert batches == reference_batches
+    else:  # killed after its commit: the rerun found every line already there
+        assert batches == [reference_batches[0], (*reference_batches[0][:2], 0, 0)]
+    pd.testing.assert_frame_equal(cases.drop(columns="queue_state"), reference_cases.drop(columns="queue_state"))
