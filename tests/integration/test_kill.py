@@ -64,6 +64,7 @@ def _score(folder: Path, name: str) -> subprocess.Popen:
 
 
 def _stored(folder: Path) -> pd.DataFrame:
+    """The history store in ``folder``, sorted by line key."""
     lines = HistoryStore(folder / "history").read()
     return lines.sort_values(KEY, ignore_index=True)
 
@@ -165,3 +166,31 @@ def test_a_killed_triage_load_leaves_nothing_and_its_rerun_equals_an_uninterrupt
     else:  # killed after its commit: the rerun found every line already there
         assert batches == [reference_batches[0], (*reference_batches[0][:2], 0, 0)]
     pd.testing.assert_frame_equal(cases.drop(columns="queue_state"), reference_cases.drop(columns="queue_state"))
+
+
+def test_two_scorers_on_one_history_store_at_once_both_finish_and_store_each_line_once(job):
+    folder, _ = job
+    shared = folder / "shared"
+    runs = []
+    for name in ("first", "second"):
+        out = shared / name
+        out.mkdir(parents=True)
+        command = [
+            MISDECLARE,
+            "score",
+            str(folder / "incoming.csv"),
+            "--out",
+            str(out / "scored.csv"),
+            "--model",
+            str(folder / "bundle"),
+            "--history",
+            str(shared / "history"),
+            "--chunk-rows",
+            "1000",
+        ]
+        runs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    assert [run.wait(timeout=300) for run in runs] == [0, 0]
+    reference = (folder / "reference" / "scored.csv").read_bytes()
+    # Each saw the store before or after the other's lines joined it; the lines are the same, so are the scores.
+    assert [(shared / name / "scored.csv").read_bytes() == reference for name in ("first", "second")] == [True, True]
+    pd.testing.assert_frame_equal(_stored(shared), _stored(folder / "reference"))
