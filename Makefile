@@ -34,6 +34,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check features models training serve tests bench docs
 	$(BIN)/ruff format --check features models training serve tests bench docs
+	$(BIN)/mypy
 
 # Hostile generated files through score, triage load, drift and train (tests/fuzz): N files per command.
 fuzz: $(STAMP)

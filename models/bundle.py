@@ -19,6 +19,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 from sklearn.pipeline import Pipeline
@@ -58,7 +59,7 @@ class ModelBundle:
 
     booster: lgb.Booster
     commodity_booster: lgb.Booster | None
-    spec: dict
+    spec: dict[str, Any]
     pipeline: Pipeline
     version: str
     manifest_sha256: str
@@ -74,7 +75,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_bundle(directory: str | Path, booster: lgb.Booster, spec: dict, commodity_booster: lgb.Booster | None = None) -> str:
+def save_bundle(
+    directory: str | Path, booster: lgb.Booster, spec: dict[str, Any], commodity_booster: lgb.Booster | None = None
+) -> str:
     """Write a bundle folder and return the SHA-256 of its manifest.
 
     Parameters
@@ -101,7 +104,9 @@ def save_bundle(directory: str | Path, booster: lgb.Booster, spec: dict, commodi
     return sha256_file(folder / MANIFEST)
 
 
-def read_verified(directory: str | Path, expected_manifest_sha256: str | None = None) -> tuple[dict, str, dict[str, bytes]]:
+def read_verified(
+    directory: str | Path, expected_manifest_sha256: str | None = None
+) -> tuple[dict[str, Any], str, dict[str, bytes]]:
     """Read every file of a bundle once and check it against the manifest.
 
     The bytes that were hashed are the bytes returned, so a file swapped after the check cannot
@@ -146,7 +151,7 @@ def read_verified(directory: str | Path, expected_manifest_sha256: str | None = 
     return manifest, manifest_sha, contents
 
 
-def verify_bundle(directory: str | Path, expected_manifest_sha256: str | None = None) -> dict:
+def verify_bundle(directory: str | Path, expected_manifest_sha256: str | None = None) -> dict[str, Any]:
     """Check every file of a bundle against its manifest; return the manifest (see :func:`read_verified`)."""
     return read_verified(directory, expected_manifest_sha256)[0]
 

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 DEFAULT_CHANNEL_RATES = {"red": 0.02, "yellow": 0.05}
 TIE_HASH_KEY = "misdeclare.ties1"  # 16 bytes: the SipHash key of the tie-break (changing it reorders ties)
@@ -36,7 +38,7 @@ _KEY_SEPARATOR = "\x1f"
 _EPSILON = 1e-9  # so that 0.05 * 50 = 2.4999999... still rounds half up
 
 
-def channel_rates(spec: Mapping) -> dict[str, float]:
+def channel_rates(spec: Mapping[str, Any]) -> dict[str, float]:
     """The red and yellow rates of a bundle spec (``channel_rates``), else the defaults.
 
     Raises
@@ -58,19 +60,19 @@ def quota(rate: float, n: int | np.ndarray) -> int | np.ndarray:
     return math.floor(rate * n + 0.5 + _EPSILON)
 
 
-def day_quotas(n: int | np.ndarray, rates: Mapping[str, float]) -> tuple:
+def day_quotas(n: int | np.ndarray, rates: Mapping[str, float]) -> tuple[int | np.ndarray, int | np.ndarray]:
     """(red, yellow) line counts for a day of ``n`` ranked lines (see the module docstring)."""
     red = quota(rates["red"], n)
     return red, quota(rates["red"] + rates["yellow"], n) - red
 
 
-def day_numbers(declared_at) -> np.ndarray:
+def day_numbers(declared_at: ArrayLike) -> np.ndarray:
     """Arrival day of each line as an integer (days since 1970-01-01) from ``declared_at``."""
     days = pd.to_datetime(pd.Series(declared_at)).dt.normalize()
     return ((days - pd.Timestamp("1970-01-01")) // pd.Timedelta(days=1)).to_numpy("int64")
 
 
-def tie_hash(declaration_id, line_no) -> np.ndarray:
+def tie_hash(declaration_id: ArrayLike, line_no: ArrayLike) -> np.ndarray:
     """Stable 64-bit hash of each line key: the first tie-break between equal risk scores."""
     ids = pd.Series(declaration_id).astype("string").fillna("").to_numpy(dtype=object)
     numbers = pd.Series(line_no).astype("Int64").astype("string").fillna("").to_numpy(dtype=object)
@@ -79,27 +81,27 @@ def tie_hash(declaration_id, line_no) -> np.ndarray:
 
 
 def ranking_order(
-    days: np.ndarray, risk: np.ndarray, declaration_id, line_no, tie_hashes: np.ndarray | None = None
+    days: ArrayLike, risk: ArrayLike, declaration_id: ArrayLike, line_no: ArrayLike, tie_hashes: np.ndarray | None = None
 ) -> np.ndarray:
     """Positions sorting lines by day, risk descending, tie hash, declaration_id, line_no.
 
     ``tie_hashes`` are :func:`tie_hash` of the keys when already computed (:func:`quota_keys`).
     """
-    risk = np.nan_to_num(np.asarray(risk, dtype="float64"), nan=-np.inf)
+    scores = np.nan_to_num(np.asarray(risk, dtype="float64"), nan=-np.inf)
     ids = pd.Series(declaration_id)
     ids = (ids if isinstance(ids.dtype, pd.StringDtype) else ids.astype("string")).fillna("")
     id_rank = pd.factorize(ids, sort=True)[0]
     numbers = pd.Series(line_no).astype("Int64").fillna(0).to_numpy("int64")
     hashes = tie_hash(declaration_id, line_no) if tie_hashes is None else np.asarray(tie_hashes)
     # np.lexsort sorts by the last key first.
-    return np.lexsort((numbers, id_rank, hashes, -risk, np.asarray(days)))
+    return np.lexsort((numbers, id_rank, hashes, -scores, np.asarray(days)))
 
 
 def quota_channels(
-    days,
-    risk,
-    declaration_id,
-    line_no,
+    days: ArrayLike,
+    risk: ArrayLike,
+    declaration_id: ArrayLike,
+    line_no: ArrayLike,
     rates: Mapping[str, float],
     ranked: np.ndarray | None = None,
     tie_hashes: np.ndarray | None = None,
@@ -166,13 +168,17 @@ def quota_keys(lines: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def channels_for_keys(keys: pd.DataFrame, risk, rates: Mapping[str, float], ranked: np.ndarray | None = None) -> np.ndarray:
+def channels_for_keys(
+    keys: pd.DataFrame, risk: ArrayLike, rates: Mapping[str, float], ranked: np.ndarray | None = None
+) -> np.ndarray:
     """:func:`quota_channels` for the :func:`quota_keys` of lines."""
     return quota_channels(
         keys["day"].to_numpy("int64"), risk, keys["declaration_id"], keys["line_no"], rates, ranked, keys["tie_hash"].to_numpy()
     )
 
 
-def channels_for_lines(lines: pd.DataFrame, risk, rates: Mapping[str, float], ranked: np.ndarray | None = None) -> np.ndarray:
+def channels_for_lines(
+    lines: pd.DataFrame, risk: ArrayLike, rates: Mapping[str, float], ranked: np.ndarray | None = None
+) -> np.ndarray:
     """:func:`quota_channels` for validated lines (``declared_at``, ``declaration_id``, ``line_no``)."""
     return channels_for_keys(quota_keys(lines), risk, rates, ranked)

@@ -17,6 +17,7 @@ three steps, each defined once here:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,26 +28,29 @@ from models.channels import channel_rates, channels_for_keys, quota_keys
 from models.reasons import PhraseContext, group_contributions, write_reasons
 from models.scope import DISGUISE, ORIGIN, OriginCheck
 
+if TYPE_CHECKING:  # the bundle module imports this one's callers; annotations only
+    from models.bundle import ModelBundle
+
 OUTPUT_COLUMNS = ("risk_score", "channel", "reasons", "suspected_commodity", "model_version", "check")
 EXPLAIN_CHOICES = ("flagged", "red", "all", "none")
 NO_COMMODITY = "none"
 
 
-def apply_calibration(raw_scores: np.ndarray, calibration: dict) -> np.ndarray:
+def apply_calibration(raw_scores: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
     """Calibrated probability from LightGBM raw scores (log-odds) with the bundle's calibration."""
     if calibration.get("method") != "platt":
         raise ValueError(f"unknown calibration method {calibration.get('method')!r}")
     logits = calibration["a"] * np.asarray(raw_scores, dtype="float64") + calibration["b"]
-    return expit(logits)  # the logistic function without overflow on extreme logits
+    return np.asarray(expit(logits))  # the logistic function without overflow on extreme logits
 
 
-def suspected_commodity(bundle, X: pd.DataFrame, flagged: np.ndarray, num_threads: int) -> np.ndarray:
+def suspected_commodity(bundle: ModelBundle, X: pd.DataFrame, flagged: np.ndarray, num_threads: int) -> np.ndarray:
     """Most likely hidden good for flagged lines (from the commodity model), 'none' elsewhere."""
     result = np.full(len(X), NO_COMMODITY, dtype=object)
     if bundle.commodity_booster is None or not flagged.any():
         return result
     features = bundle.spec.get("commodity_features", list(X.columns))
-    probabilities = bundle.commodity_booster.predict(X.loc[flagged, features], num_threads=num_threads)
+    probabilities = np.asarray(bundle.commodity_booster.predict(X.loc[flagged, features], num_threads=num_threads))
     result[flagged] = np.asarray(bundle.spec["commodities"], dtype=object)[probabilities.argmax(axis=1)]
     return result
 
@@ -62,12 +66,12 @@ def explain_mask(channels: np.ndarray, explain: str) -> np.ndarray:
     return np.isin(channels, ["red"] if explain == "red" else ["red", "yellow"])
 
 
-def reasons_for(bundle, derived: pd.DataFrame, X: pd.DataFrame, mask: np.ndarray, num_threads: int) -> np.ndarray:
+def reasons_for(bundle: ModelBundle, derived: pd.DataFrame, X: pd.DataFrame, mask: np.ndarray, num_threads: int) -> np.ndarray:
     """Reason phrases for the lines in ``mask`` ('' elsewhere); TreeSHAP is costly, so only those."""
     reasons = np.full(len(X), "", dtype=object)
     if not mask.any():
         return reasons
-    contributions = bundle.booster.predict(X[mask], pred_contrib=True, num_threads=num_threads)
+    contributions = np.asarray(bundle.booster.predict(X[mask], pred_contrib=True, num_threads=num_threads))
     features = bundle.spec["model_features"]
     grouped = group_contributions(contributions, features, bundle.spec["feature_groups"])
     reasons[mask] = write_reasons(derived[mask], grouped, PhraseContext.from_pipeline(bundle.pipeline))
@@ -112,10 +116,11 @@ class RiskScores:
         )
 
 
-def score_risk(bundle, lines: pd.DataFrame, past: pd.DataFrame | None = None, num_threads: int = 2) -> RiskScores:
+def score_risk(bundle: ModelBundle, lines: pd.DataFrame, past: pd.DataFrame | None = None, num_threads: int = 2) -> RiskScores:
     """Step 1: features, calibrated risk and scope of validated lines (see :func:`score_frame`)."""
     derived, X = transform_features(bundle.pipeline, lines, past)
-    risk = apply_calibration(bundle.booster.predict(X, raw_score=True, num_threads=num_threads), bundle.spec["calibration"])
+    raw = np.asarray(bundle.booster.predict(X, raw_score=True, num_threads=num_threads))
+    risk = apply_calibration(raw, bundle.spec["calibration"])
     scope = OriginCheck.from_pipeline(bundle.pipeline).evaluate(derived)
     risk = np.where(scope.controlled, 0.0, risk)
     return RiskScores(risk=risk, check=scope.check, origin_alert=scope.alert, derived=derived, X=X)
@@ -137,11 +142,16 @@ def assign_channels(keys: pd.DataFrame, scores: RiskScores, rates: dict[str, flo
 def needs_features(channels: np.ndarray, explain: str) -> np.ndarray:
     """Lines whose features :func:`finish_frame` reads: the flagged ones and those ``explain`` selects."""
     channels = np.asarray(channels, dtype=object)
-    return (channels != "green") | explain_mask(channels, explain)
+    return np.asarray((channels != "green") | explain_mask(channels, explain))
 
 
 def finish_frame(
-    bundle, lines: pd.DataFrame, scores: RiskScores, channels: np.ndarray, explain: str = "flagged", num_threads: int = 2
+    bundle: ModelBundle,
+    lines: pd.DataFrame,
+    scores: RiskScores,
+    channels: np.ndarray,
+    explain: str = "flagged",
+    num_threads: int = 2,
 ) -> pd.DataFrame:
     """Step 3: ``lines`` with the output columns (:data:`OUTPUT_COLUMNS`).
 
@@ -182,7 +192,7 @@ def finish_frame(
 
 
 def score_frame(
-    bundle, lines: pd.DataFrame, explain: str = "flagged", num_threads: int = 2, past: pd.DataFrame | None = None
+    bundle: ModelBundle, lines: pd.DataFrame, explain: str = "flagged", num_threads: int = 2, past: pd.DataFrame | None = None
 ) -> pd.DataFrame:
     """Score validated manifest lines: risk, check, channel by day quota, reasons, suspected commodity.
 

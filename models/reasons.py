@@ -23,10 +23,16 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+
+T = TypeVar("T")
+Row = Mapping[str, Any]  # one line's declared values and derived features, by column name
+PhraseBuilder = Callable[[Row, "PhraseContext"], str]
 
 MAX_REASONS = 3
 SEPARATOR = " | "
@@ -93,7 +99,7 @@ class PhraseContext:
     measure_labels: dict[str, str]
     measure_commodities: dict[str, list[str]]
     hs_bands: dict[str, list[float]] = field(default_factory=dict)
-    light_goods: dict[str, list] = field(default_factory=dict)
+    light_goods: dict[str, list[Any]] = field(default_factory=dict)
     prior_rate: float | None = None
     prior_strength: float = 5.0
     tenure_unknown_days: int = 0
@@ -101,7 +107,7 @@ class PhraseContext:
     baseline_days: int = 182
 
     @classmethod
-    def from_pipeline(cls, pipeline) -> PhraseContext:
+    def from_pipeline(cls, pipeline: Any) -> PhraseContext:
         """Read the fitted steps' attributes; anything an older spec lacks takes its default."""
         steps = pipeline.named_steps
         route, value, history = steps["route"], steps["value"], steps.get("history")
@@ -124,7 +130,7 @@ class PhraseContext:
         )
 
 
-def _number(value) -> float:
+def _number(value: Any) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -132,7 +138,7 @@ def _number(value) -> float:
     return number
 
 
-def _text(value, default: str = "") -> str:
+def _text(value: object, default: str = "") -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return default
     return str(value)
@@ -143,7 +149,7 @@ def _printed_factor(ratio: float) -> float:
     return round(ratio, 1)
 
 
-def _longest_prefix(hs: str, table: dict) -> tuple[str, object] | None:
+def _longest_prefix(hs: str, table: Mapping[str, T]) -> tuple[str, T] | None:
     """(prefix, value) of the declared code's longest prefix listed in ``table`` (6, then 4 digits)."""
     for length in (6, 4):
         if hs[:length] in table:
@@ -151,7 +157,7 @@ def _longest_prefix(hs: str, table: dict) -> tuple[str, object] | None:
     return None
 
 
-def price_phrase(row: dict, context: PhraseContext) -> str:
+def price_phrase(row: Row, context: PhraseContext) -> str:
     """A unit value outside the declared code's band, with its direction and factor.
 
     'declared 48.17 USD/kg, 14.6x above the 2.6-3.3 USD/kg band of HS 790111; in the price band of
@@ -189,7 +195,7 @@ def price_phrase(row: dict, context: PhraseContext) -> str:
     return phrase
 
 
-def route_phrase(row: dict, context: PhraseContext) -> str:
+def route_phrase(row: Row, context: PhraseContext) -> str:
     """'origin CN, exported from TH (diversion hub), via CNSHA;THLCH to USLAX by sea, ...'.
 
     Cited only when the route has something to say: a diversion hub as origin, export country or
@@ -222,7 +228,7 @@ def route_phrase(row: dict, context: PhraseContext) -> str:
     return ", ".join(parts)
 
 
-def weight_phrase(row: dict, context: PhraseContext) -> str:
+def weight_phrase(row: Row, context: PhraseContext) -> str:
     """'1,000 kg per package, 20.0 t per container: heavy for HS 830629, statuettes and ornaments of base metal, ...'.
 
     Only where the reference data say which way is unusual: goods declared under a code of goods
@@ -243,7 +249,7 @@ def weight_phrase(row: dict, context: PhraseContext) -> str:
     return f"{', '.join(parts)}: heavy for HS {prefix}, {description}, which are light for their volume"
 
 
-def declared_goods_phrase(row: dict, context: PhraseContext) -> str:
+def declared_goods_phrase(row: Row, context: PhraseContext) -> str:
     """'declared as HS 790111, a known cover code (metal ingot)'; nothing for other codes."""
     if _number(row.get("is_cover_code")) != 1:
         return ""
@@ -251,7 +257,7 @@ def declared_goods_phrase(row: dict, context: PhraseContext) -> str:
     return f"declared as HS {_text(row.get('hs_code'))[:6]}, a known cover code" + (f" ({family})" if family else "")
 
 
-def timing_phrase(row: dict, context: PhraseContext) -> str:
+def timing_phrase(row: Row, context: PhraseContext) -> str:
     """'declared 30 days after the Chinese Ga/Ge/Sb export ban to the US (2024-12-03)'.
 
     The latest control before the line that applies to its suspected commodity; nothing when no
@@ -263,7 +269,7 @@ def timing_phrase(row: dict, context: PhraseContext) -> str:
     after = {m: d for m, d in elapsed.items() if math.isfinite(d) and d >= 0}
     if not after:
         return ""
-    measure = min(after, key=after.get)
+    measure = min(after, key=lambda m: after[m])
     return (
         f"declared {after[measure]:,.0f} days after the {context.measure_labels.get(measure, measure)} "
         f"({context.measures[measure]})"
@@ -272,10 +278,11 @@ def timing_phrase(row: dict, context: PhraseContext) -> str:
 
 def _confirmed_hits(rate: float, known: float, context: PhraseContext) -> int:
     """Misdeclared inspected lines behind a smoothed rate: (hits + k * prior) / (known + k) = rate."""
-    return int(round(rate * (known + context.prior_strength) - context.prior_strength * context.prior_rate))
+    prior = context.prior_rate or 0.0  # only called with a known prior (party_phrase checks it)
+    return int(round(rate * (known + context.prior_strength) - context.prior_strength * prior))
 
 
-def party_phrase(party: str):
+def party_phrase(party: str) -> PhraseBuilder:
     """Phrase builder for one party's history ('shipper', 'consignee', 'importer', 'declarant').
 
     Facts: the party is not declared; it was never seen before (0 earlier lines); it is new relative
@@ -284,7 +291,7 @@ def party_phrase(party: str):
     ('3 of 5 inspected lines misdeclared (all parties: 2.1%)'). Volume and long tenure are never cited.
     """
 
-    def phrase(row: dict, context: PhraseContext) -> str:
+    def phrase(row: Row, context: PhraseContext) -> str:
         prefix = f"{party}_id"
         name = _text(row.get(prefix)).strip()
         if not name:
@@ -305,7 +312,7 @@ def party_phrase(party: str):
     return phrase
 
 
-def switch_phrase(row: dict, context: PhraseContext) -> str:
+def switch_phrase(row: Row, context: PhraseContext) -> str:
     """A consignee that bought the controlled good directly from China before the controls."""
     name = _text(row.get("consignee_id"), "unknown")
     if _number(row.get("consignee_switched_to_hub")) == 1:
@@ -315,7 +322,7 @@ def switch_phrase(row: dict, context: PhraseContext) -> str:
     return ""
 
 
-def flow_phrase(row: dict, context: PhraseContext) -> str:
+def flow_phrase(row: Row, context: PhraseContext) -> str:
     """'14 lines TH -> USLAX of HS 7901 in the last 28 days, 9.3x the rate of the 182 days before'."""
     trailing, ratio = _number(row.get("flow_lines_trailing")), _number(row.get("flow_surge_ratio"))
     if not (math.isfinite(ratio) and _printed_factor(ratio) > FLOW_SURGE_FACTOR and trailing >= FLOW_MIN_LINES):
@@ -330,7 +337,7 @@ def flow_phrase(row: dict, context: PhraseContext) -> str:
     )
 
 
-def description_phrase(row: dict, context: PhraseContext) -> str:
+def description_phrase(row: Row, context: PhraseContext) -> str:
     """'description "metal parts" is vague' / '... does not match HS 7901' / '... names a controlled good'."""
     text = _text(row.get("description")).strip()
     if not text:
@@ -419,7 +426,7 @@ def top_groups(grouped: pd.DataFrame, top: int | None = None) -> list[list[str]]
     return [names[row_order[row_chosen]].tolist() for row_order, row_chosen in zip(order, chosen)]
 
 
-def line_reasons(row: dict, groups: list[str], context: PhraseContext, top: int = MAX_REASONS) -> list[str]:
+def line_reasons(row: Row, groups: list[str], context: PhraseContext, top: int = MAX_REASONS) -> list[str]:
     """The phrases of the first ``top`` of ``groups`` (in order) that have a suspicious fact to state."""
     phrases = []
     for group in groups:
@@ -437,7 +444,7 @@ def write_reasons(derived: pd.DataFrame, grouped: pd.DataFrame, context: PhraseC
     Groups are taken by decreasing positive contribution; a group whose facts on the line are benign
     is skipped for the next one. A line with no such fact gets :data:`NO_STATED_FACT`.
     """
-    rows = derived.to_dict("records")
+    rows: list[dict[str, Any]] = derived.to_dict("records")  # type: ignore[assignment]  # column names are str
     return [
         SEPARATOR.join(line_reasons(row, groups, context)) or NO_STATED_FACT for row, groups in zip(rows, top_groups(grouped))
     ]

@@ -10,6 +10,10 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # mlflow is imported when a client is made, not with this module
+    from mlflow.tracking import MlflowClient
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 BUNDLE_SHA_TAG = "bundle_manifest_sha256"
@@ -24,7 +28,7 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def client(tracking_uri: str | None = None):
+def client(tracking_uri: str | None = None) -> MlflowClient:
     """An ``MlflowClient`` on the resolved tracking and registry URI."""
     from mlflow.tracking import MlflowClient
 
@@ -96,7 +100,9 @@ def download_registered_bundle(
     mlflow_client = client(tracking_uri)
     try:
         model_version = (
-            mlflow_client.get_model_version_by_alias(name, alias) if alias else mlflow_client.get_model_version(name, version)
+            mlflow_client.get_model_version_by_alias(name, alias)
+            if alias
+            else mlflow_client.get_model_version(name, str(version))
         )
     except MlflowException as exc:
         # A user-fixable situation (nothing trained yet, a typo), not a crash: one line, no traceback.

@@ -28,6 +28,7 @@ tables), never from code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,7 +68,7 @@ class ScopeResult:
     @property
     def alert(self) -> np.ndarray:
         """Controlled lines whose certificate of origin should be checked (yellow)."""
-        return self.controlled & (self.non_producer | (self.hub != ""))
+        return np.asarray(self.controlled & (self.non_producer | (self.hub != "")))
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class OriginCheck:
     controlling: frozenset[str]
 
     @classmethod
-    def from_pipeline(cls, pipeline) -> OriginCheck:
+    def from_pipeline(cls, pipeline: Any) -> OriginCheck:
         """The rule with the reference values a fitted pipeline copied (its route and declared-HS steps).
 
         A pipeline fitted before those steps kept producers per good reads them from its tables.
