@@ -117,6 +117,20 @@ def test_missing_input_file_exits_with_one_line(mlflow_workdir, bundle_dir):
     assert not out.exists()
 
 
+def test_a_plain_value_error_is_one_line_with_its_traceback_in_the_error_log(mlflow_workdir, bundle_dir, incoming):
+    source = mlflow_workdir / "incoming.csv"
+    write_table(incoming, source)
+
+    result = runner.invoke(app, ["score", str(source), "--out", "scored.csv", "--model", str(bundle_dir), "--explain", "bogus"])
+
+    log = mlflow_workdir / "misdeclare-errors.log"
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: explain must be one of ('flagged', 'red', 'all', 'none'), got 'bogus' (traceback in {log.name})"
+    ]
+    assert "Traceback (most recent call last)" in log.read_text() and "ValueError: explain must be one of" in log.read_text()
+
+
 def test_tampered_bundle_folder_exits_with_one_line(mlflow_workdir, bundle_dir, incoming):
     source = mlflow_workdir / "incoming.csv"
     write_table(incoming, source)
