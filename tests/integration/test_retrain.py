@@ -91,6 +91,7 @@ def test_a_probability_outside_zero_one_is_refused():
         inverse_probability_weights(lines, 0.01)
 
 
+@pytest.mark.slow  # trains a model
 def test_training_weights_change_the_model_and_unit_weights_change_nothing(valid_labelled):
     from training.train import train_model
 
@@ -500,6 +501,7 @@ def retrain_runs() -> list:
     return client.search_runs([experiment.experiment_id], "tags.job = 'retrain'")
 
 
+@pytest.mark.slow  # trains a model
 def test_a_dry_run_decides_and_records_but_registers_and_moves_nothing(small_world):
     before = aliases()
     outcome = run_retrain(small_world.request(dry_run=True))
@@ -518,6 +520,7 @@ def test_a_dry_run_decides_and_records_but_registers_and_moves_nothing(small_wor
     assert report["drift"]["model"] == f"{NAME}/1" and "drift_psi_score" in run.data.metrics
 
 
+@pytest.mark.slow  # trains a model
 def test_a_crash_while_promoting_leaves_every_alias_as_it_was(small_world, monkeypatch):
     before = aliases()
     real = registry.set_alias
@@ -536,6 +539,7 @@ def test_a_crash_while_promoting_leaves_every_alias_as_it_was(small_world, monke
     assert run.info.status == "FAILED" and run.data.tags["retrain_decision"] == PROMOTE
 
 
+@pytest.mark.slow  # trains a model
 def test_a_champion_moved_by_another_retrain_meanwhile_is_not_overwritten(small_world, monkeypatch):
     import training.retrain as retrain_module
     from models.promotion import promote
@@ -557,6 +561,7 @@ def test_a_champion_moved_by_another_retrain_meanwhile_is_not_overwritten(small_
     assert retrain_runs()[0].data.tags["retrain_outcome"] == "aborted"
 
 
+@pytest.mark.slow  # trains a model
 def test_without_a_champion_the_challenger_becomes_champion(small_world):
     registry.client().delete_registered_model_alias(NAME, CHAMPION)
     outcome = run_retrain(small_world.request())
@@ -574,6 +579,7 @@ def cli_app() -> typer.Typer:
     return app
 
 
+@pytest.mark.slow  # trains a model
 def test_retrain_command_prints_the_report(small_world, db_path, monkeypatch):
     (small_world.labels.parent / "retrain.yaml").write_text("comparison_window_days: 180\nslice_min_positives: 5\n")
     (small_world.labels.parent / "train.yaml").write_text("".join(f"{k}: {v}\n" for k, v in FAST.items()))
@@ -604,6 +610,7 @@ def test_retrain_command_prints_the_report(small_world, db_path, monkeypatch):
     assert aliases()[CHAMPION] == small_world.champion
 
 
+@pytest.mark.slow  # trains a model
 def test_rollback_command(small_world):
     app = cli_app()
     refused = runner.invoke(app, ["rollback"], env=WIDE)
@@ -617,6 +624,7 @@ def test_rollback_command(small_world):
     assert aliases()[CHAMPION] == "1" and aliases()[PREVIOUS] == outcome.challenger_version
 
 
+@pytest.mark.slow  # trains a model
 def test_drift_command_reports_json_and_logs_a_run(mlflow_workdir, bundle_dir, small_bundle):
     lines = small_bundle["lines"]
     write_table(lines.head(3000), mlflow_workdir / "reference.csv")

@@ -355,6 +355,7 @@ def fixed_bundle(valid_labelled, tmp_path_factory):
     return load_bundle_folder(folder)
 
 
+@pytest.mark.slow  # trains a model
 def test_fixed_model_is_measured_after_its_validation_only(valid_labelled, fixed_bundle):
     config = load_train_config(max_rounds=20)
     evaluation = run_evaluation(valid_labelled, config, EvaluationSettings(n_windows=2), bundle=fixed_bundle)
@@ -374,6 +375,7 @@ def test_fixed_model_is_measured_after_its_validation_only(valid_labelled, fixed
     assert ap[MODEL] > ap["random"] + 0.3
 
 
+@pytest.mark.slow  # trains a model
 def test_evaluate_command_prints_json_and_logs_to_mlflow(valid_labelled, fixed_bundle, mlflow_workdir):
     import typer
     from mlflow.tracking import MlflowClient
@@ -433,6 +435,7 @@ def test_stored_history_drops_lines_of_the_data_whatever_the_key_dtypes(valid_la
     assert stored_history(stored.iloc[:0], valid_labelled) is None
 
 
+@pytest.mark.slow  # trains a model
 def test_a_fixed_model_scores_a_later_file_with_the_history_store_as_with_the_full_data(valid_labelled, fixed_bundle, tmp_path):
     from features.history_store import HistoryStore
 

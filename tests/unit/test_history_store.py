@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import duckdb
@@ -15,6 +16,9 @@ from features.history import HISTORY_COLUMNS, HistoryFeatures, PastEvents, line_
 from features.history_store import FileHistory, HistoryStore, history_frame, winning_copies
 from features.schema import validate_manifest
 from training.synthetic import generate_manifest
+
+# Each example scores a store twice (about 1.3 s): 40 in make test, 8 in make test-fast.
+PROPERTY_EXAMPLES = 8 if os.environ.get("MISDECLARE_TEST_FAST") else 40
 
 
 def fitted(lines: pd.DataFrame) -> HistoryFeatures:
@@ -166,7 +170,7 @@ ROWS = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(ROWS, min_size=1, max_size=4), st.integers(0, 160), st.sampled_from([365, 10]))
 def test_property_any_sequence_of_batches_gives_the_features_of_the_winning_copies(
     tmp_path_factory, batches, query_day, recent_days
@@ -230,7 +234,7 @@ FILE_ROWS = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(ROWS, min_size=1, max_size=3), FILE_ROWS, st.sampled_from([365, 10]))
 def test_property_a_file_scored_in_parts_sees_the_store_without_its_copies_and_its_other_lines(
     tmp_path_factory, batches, file_rows, recent_days
