@@ -44,9 +44,10 @@ def job(small_bundle, labelled_manifest, tmp_path_factory):
     return folder, time.monotonic() - started
 
 
-def _score(folder: Path, name: str) -> subprocess.Popen:
+def _score(folder: Path, name: str, history: Path | None = None) -> subprocess.Popen:
+    """``misdeclare score`` of the job's manifest into ``folder/name``, with its own history store or ``history``."""
     out = folder / name
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     command = [
         MISDECLARE,
         "score",
@@ -56,7 +57,7 @@ def _score(folder: Path, name: str) -> subprocess.Popen:
         "--model",
         str(folder / "bundle"),
         "--history",
-        str(out / "history"),
+        str(history or out / "history"),
         "--chunk-rows",
         "1000",
     ]
@@ -171,24 +172,7 @@ def test_a_killed_triage_load_leaves_nothing_and_its_rerun_equals_an_uninterrupt
 def test_two_scorers_on_one_history_store_at_once_both_finish_and_store_each_line_once(job):
     folder, _ = job
     shared = folder / "shared"
-    runs = []
-    for name in ("first", "second"):
-        out = shared / name
-        out.mkdir(parents=True)
-        command = [
-            MISDECLARE,
-            "score",
-            str(folder / "incoming.csv"),
-            "--out",
-            str(out / "scored.csv"),
-            "--model",
-            str(folder / "bundle"),
-            "--history",
-            str(shared / "history"),
-            "--chunk-rows",
-            "1000",
-        ]
-        runs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    runs = [_score(folder, f"shared/{name}", history=shared / "history") for name in ("first", "second")]
     assert [run.wait(timeout=300) for run in runs] == [0, 0]
     reference = (folder / "reference" / "scored.csv").read_bytes()
     # Each saw the store before or after the other's lines joined it; the lines are the same, so are the scores.
