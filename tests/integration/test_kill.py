@@ -1,5 +1,5 @@
-"""Crash safety: ``misdeclare score`` and ``misdeclare triage load`` killed (SIGKILL) at moments spread
-over their run, then run again.
+"""Crash safety: ``misdeclare score``, ``misdeclare triage load`` and ``misdeclare train`` killed (SIGKILL)
+at moments spread over their run, then run again.
 
 After each kill, no output file is visible unless it is complete; running the same command again
 clears what the killed run left (its work folder, partial files), gives exactly the output of an
@@ -178,3 +178,58 @@ def test_two_scorers_on_one_history_store_at_once_both_finish_and_store_each_lin
     # Each saw the store before or after the other's lines joined it; the lines are the same, so are the scores.
     assert [(shared / name / "scored.csv").read_bytes() == reference for name in ("first", "second")] == [True, True]
     pd.testing.assert_frame_equal(_stored(shared), _stored(folder / "reference"))
+
+
+TRAIN_SETTINGS = "max_rounds: 80\nearly_stopping_rounds: 15\ncommodity_rounds: 20\nnum_threads: 1\n"
+
+
+@pytest.fixture(scope="module")
+def training_job(labelled_manifest, mlflow_template_db, tmp_path_factory):
+    """A labelled file, fast training settings, and how long an uninterrupted ``misdeclare train`` takes."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("kill-train")
+    lines = labelled_manifest(20_000, seed=12)
+    write_table(lines.drop(columns=[c for c in lines.columns if c.startswith("sim_")]), folder / "labelled.csv")
+    (folder / "fast.yaml").write_text(TRAIN_SETTINGS, encoding="utf-8")
+    shutil.copy(mlflow_template_db, folder / "template.db")
+    started = time.monotonic()
+    assert _train(folder, "reference").wait(timeout=600) == 0
+    return folder, time.monotonic() - started
+
+
+def _train(folder: Path, name: str) -> subprocess.Popen:
+    """``misdeclare train`` into the MLflow store ``folder/name/mlflow.db`` (a copy of the migrated template)."""
+    import shutil
+
+    out = folder / name
+    if not out.exists():
+        out.mkdir()
+        shutil.copy(folder / "template.db", out / "mlflow.db")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}", "MISDECLARE_HISTORY_DIR": str(out / "history")}
+    command = [MISDECLARE, "train", str(folder / "labelled.csv"), "--config", str(folder / "fast.yaml")]
+    return subprocess.Popen(command, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+@pytest.mark.parametrize("point", (0.3, 0.6, 0.9, 0.98))
+def test_a_killed_train_leaves_the_champion_unset_or_whole_and_its_rerun_registers_one(training_job, point):
+    from models.bundle import load_bundle
+    from models.registry import CHAMPION, alias_version
+
+    folder, seconds = training_job
+    name = f"killed-{point}"
+    run = _train(folder, name)
+    time.sleep(seconds * point)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=60)
+    uri = f"sqlite:///{folder / name / 'mlflow.db'}"
+    champion = alias_version("misdeclare", CHAMPION, uri)
+    if champion is not None:  # set only once its version was whole: it loads and verifies
+        assert load_bundle("models:/misdeclare@champion", tracking_uri=uri).version.endswith(f"/{champion}")
+    rerun = _train(folder, name)
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read().decode()
+    champion = alias_version("misdeclare", CHAMPION, uri)
+    assert champion is not None
+    bundle = load_bundle("models:/misdeclare@champion", tracking_uri=uri)
+    reference = load_bundle("models:/misdeclare@champion", tracking_uri=f"sqlite:///{folder / 'reference' / 'mlflow.db'}")
+    assert bundle.booster.model_to_string() == reference.booster.model_to_string()  # the same model as uninterrupted
