@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: demo test test-fast lint fuzz bench screenshots lock clean
+.PHONY: demo test test-fast lint fuzz bench loadtest screenshots lock clean
 
 # Installs the versions pinned in requirements.lock, so every machine tests the same stack.
 $(STAMP): pyproject.toml $(LOCK)
@@ -47,6 +47,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_scoring.py
 	$(BIN)/python bench/bench_pages.py
+
+# Inspectors and scoring clients against misdeclare serve on loopback (stops by itself; about 2 minutes).
+loadtest: $(STAMP)
+	$(BIN)/python bench/loadtest.py --users $(or $(USERS),50) --seconds $(or $(SECONDS),60)
 
 # README pictures: the demo's world through the triage pages in headless Chromium (a few minutes).
 screenshots: $(STAMP)
