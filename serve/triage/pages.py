@@ -13,7 +13,7 @@ from datetime import date
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -351,26 +351,32 @@ def push_outcome(rt: Runtime, case_id: int) -> int:
         return export.outcomes_to_store(db, rt.history, [case_id])
 
 
-def record_outcome(rt: Runtime, db: Session, who: Principal, request: Request, case_id: int, form: OutcomeForm) -> Response:
+def record_outcome(
+    rt: Runtime, db: Session, who: Principal, request: Request, case_id: int, form: OutcomeForm, later: BackgroundTasks
+) -> Response:
     """Record an outcome from the case page; a refused entry shows the page again with the reason.
 
-    A recorded label then goes to the history store (:func:`push_outcome`).
+    A recorded label then goes to the history store (:func:`push_outcome`) after the answer is sent:
+    the outcome is committed already, and the inspector does not wait for a store that scoring may
+    be writing to (a push that fails is made at the next start-up).
     """
     require_password_changed(who)
     check_csrf(who, form)
     _, error = attempt(rt, lambda tx: cases.record_outcome(tx, who, case_id, _outcome_input(form)))
     if error is not None:
         return case_view(rt, db, who, request, case_id, error=str(error), status=error.status)
-    push_outcome(rt, case_id)
+    later.add_task(push_outcome, rt, case_id)
     if _is_htmx(request):
         return case_view(rt, db, who, request, case_id)
     return RedirectResponse(f"/cases/{case_id}", status_code=303)
 
 
 @router.post("/cases/{case_id}/outcome")
-def post_outcome(request: Request, rt: RT, db: DB, who: Who, case_id: int, form: Annotated[OutcomeForm, Form()]) -> Response:
+def post_outcome(
+    request: Request, rt: RT, db: DB, who: Who, case_id: int, form: Annotated[OutcomeForm, Form()], later: BackgroundTasks
+) -> Response:
     """Record an outcome."""
-    return record_outcome(rt, db, who, request, case_id, form)
+    return record_outcome(rt, db, who, request, case_id, form, later)
 
 
 def do_reassign(db: Session, who: Principal, case_id: int, form: ReassignForm) -> Response:
