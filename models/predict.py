@@ -116,13 +116,18 @@ class RiskScores:
         )
 
 
+def disguise_risk(raw_scores: np.ndarray, calibration: dict[str, Any], controlled: np.ndarray) -> np.ndarray:
+    """The risk score of each line as scoring gives it: calibrated, and 0 for lines declared under a
+    controlled code (they are not disguise candidates; their own origin check decides)."""
+    return np.asarray(np.where(controlled, 0.0, apply_calibration(raw_scores, calibration)))
+
+
 def score_risk(bundle: ModelBundle, lines: pd.DataFrame, past: pd.DataFrame | None = None, num_threads: int = 2) -> RiskScores:
     """Step 1: features, calibrated risk and scope of validated lines (see :func:`score_frame`)."""
     derived, X = transform_features(bundle.pipeline, lines, past)
     raw = np.asarray(bundle.booster.predict(X, raw_score=True, num_threads=num_threads))
-    risk = apply_calibration(raw, bundle.spec["calibration"])
     scope = OriginCheck.from_pipeline(bundle.pipeline).evaluate(derived)
-    risk = np.where(scope.controlled, 0.0, risk)
+    risk = disguise_risk(raw, bundle.spec["calibration"], scope.controlled)
     return RiskScores(risk=risk, check=scope.check, origin_alert=scope.alert, derived=derived, X=X)
 
 

@@ -26,7 +26,8 @@ from features.reference import load_reference
 from features.schema import LABEL_COLUMNS
 from models.channels import channels_for_lines
 from models.distribution import RISK_BIN_EDGES, risk_counts, shares
-from models.predict import apply_calibration
+from models.predict import apply_calibration, disguise_risk
+from models.scope import OriginCheck
 from training.config import TrainConfig
 from training.metrics import ranking_metrics
 from training.split import InsufficientDataError, TimeSplit, exploration_checks, labelled, time_split
@@ -292,7 +293,7 @@ def train_model(
         tenure_unknown_days=config.tenure_unknown_days,
     ).fit(split.train)
     categorical = categorical_features(pipeline)
-    _, X_all = transform_features(pipeline, hide_labels_outside(lines, split.train.index))
+    derived_all, X_all = transform_features(pipeline, hide_labels_outside(lines, split.train.index))
     X_train, X_valid, X_test = (X_all.loc[period.index] for period in (train_l, valid_l, test_l))
     y_train, y_valid = train_l["misdeclared"].to_numpy("int64"), valid_l["misdeclared"].to_numpy("int64")
     weight = None if weight_column is None else train_l[weight_column].to_numpy("float64")
@@ -310,9 +311,11 @@ def train_model(
     calibration = population_calibration(
         fit_platt_calibration(booster.predict(X_valid, raw_score=True), y_valid), valid_raw, split.valid, split.train
     )
-    # The validation window's risk distribution, kept to compare later batches with (drift, reports);
-    # channels no longer use thresholds: they are day quotas by rank (models.channels).
-    all_valid_scores = apply_calibration(valid_raw, calibration)
+    # The validation window's risk distribution, kept to compare later batches with (drift, reports),
+    # as the scorer gives it (0 for lines declared under a controlled code); channels no longer use
+    # thresholds: they are day quotas by rank (models.channels).
+    valid_scope = OriginCheck.from_pipeline(pipeline).evaluate(derived_all.loc[split.valid.index])
+    all_valid_scores = disguise_risk(valid_raw, calibration, valid_scope.controlled)
     valid_quantiles = {f"q{q:g}": float(np.quantile(all_valid_scores, q / 100)) for q in (50, 90, 93, 95, 98, 99)}
     commodities = load_reference(reference_dir).commodities
     commodity_features = [f for f in X_train.columns if groups[f] in config.commodity_feature_groups]

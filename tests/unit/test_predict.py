@@ -15,6 +15,7 @@ from models.predict import (
     OUTPUT_COLUMNS,
     apply_calibration,
     assign_channels,
+    disguise_risk,
     explain_mask,
     finish_frame,
     score_frame,
@@ -185,3 +186,10 @@ def test_score_frame_does_not_change_its_input(bundle, lines):
     score_frame(bundle, lines, explain="none", num_threads=1)
 
     pd.testing.assert_frame_equal(lines, before)
+
+
+def test_disguise_risk_is_the_calibrated_score_and_zero_under_a_controlled_code():
+    calibration = {"method": "platt", "a": 1.0, "b": 0.0}
+    raw = np.array([-2.0, 0.0, 3.0])
+    risk = disguise_risk(raw, calibration, np.array([False, True, False]))
+    np.testing.assert_allclose(risk, [1 / (1 + np.exp(2.0)), 0.0, 1 / (1 + np.exp(-3.0))])
