@@ -53,9 +53,9 @@ def _csv_header(path: Path) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def _iter_csv(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _iter_csv(path: Path, chunk_rows: int, name: str) -> Iterator[pd.DataFrame]:
     header = _csv_header(path)
-    check_columns(header, str(path))
+    check_columns(header, name)
     # Every column as text: the schema parses values itself, so a bad value becomes a row-level
     # reason instead of a file-level type-inference failure.
     convert = pacsv.ConvertOptions(
@@ -67,20 +67,22 @@ def _iter_csv(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
             yield batch.to_pandas()
 
 
-def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _iter_parquet(path: Path, chunk_rows: int, name: str) -> Iterator[pd.DataFrame]:
     parquet = pq.ParquetFile(path)
-    check_columns(parquet.schema_arrow.names, str(path))
+    check_columns(parquet.schema_arrow.names, name)
     for field in parquet.schema_arrow:
         # A manifest line is flat; a list or struct column could not be written to a CSV output.
         if pa.types.is_nested(field.type):
             raise ManifestFileError(
-                f"{path}: column '{field.name}' holds nested values ({field.type}); manifest columns are flat"
+                f"{name}: column '{field.name}' holds nested values ({field.type}); manifest columns are flat"
             )
     for batch in parquet.iter_batches(batch_size=chunk_rows):
         yield batch.to_pandas()
 
 
-def iter_manifest_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def iter_manifest_chunks(
+    path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS, name: str | None = None
+) -> Iterator[pd.DataFrame]:
     """Stream a manifest file as raw DataFrames of about ``chunk_rows`` rows.
 
     Parameters
@@ -89,6 +91,9 @@ def iter_manifest_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS)
         A ``.csv``, ``.csv.gz`` or ``.parquet`` file.
     chunk_rows : int
         Approximate number of rows per chunk.
+    name : str, optional
+        What file-level errors call the file (an upload's own name for its temporary copy);
+        ``path`` by default.
 
     Yields
     ------
@@ -103,13 +108,14 @@ def iter_manifest_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS)
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be > 0, got {chunk_rows}")
     path = Path(path)
-    kind = file_format(path)
+    name = name or str(path)
+    kind = file_format(name)
     if not path.is_file():
-        raise ManifestFileError(f"{path}: file not found")
+        raise ManifestFileError(f"{name}: file not found")
     reader = _iter_csv if kind == "csv" else _iter_parquet
     offset = 0
     try:
-        for chunk in reader(path, chunk_rows):
+        for chunk in reader(path, chunk_rows, name):
             if chunk.empty:
                 continue
             chunk.index = pd.RangeIndex(offset, offset + len(chunk))
@@ -120,9 +126,9 @@ def iter_manifest_chunks(path: str | Path, chunk_rows: int = DEFAULT_CHUNK_ROWS)
     except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         # EOFError: a truncated gzip stream (click would report it as "Aborted.").
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ManifestFileError(f"{path}: cannot read {kind}: {reason}") from exc
+        raise ManifestFileError(f"{name}: cannot read {kind}: {reason}") from exc
     if offset == 0:
-        raise ManifestFileError(f"{path}: no rows")
+        raise ManifestFileError(f"{name}: no rows")
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

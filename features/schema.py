@@ -163,8 +163,9 @@ def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _as_text(values: pd.Series) -> pd.Series:
     text = values.astype("string").str.strip()
-    neutralised = text.str.startswith(_NEUTRALISED).fillna(False)
-    if neutralised.any():
+    # One cheap test on every value; the full prefix test only when some value starts with a quote.
+    if text.str.startswith("'").any():
+        neutralised = text.str.startswith(_NEUTRALISED).fillna(False)
         text = text.where(~neutralised, text.str.slice(1))
     return text.mask(text == "")
 

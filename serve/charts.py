@@ -24,7 +24,6 @@ from functools import cache
 from markupsafe import Markup, escape
 
 # Shared frame: charts scale to their container's width (viewBox), text stays readable at ~600 px.
-FONT_PX = 11
 ROW_PX = 18
 AXIS_PX = 22
 LABEL_PX = 150

@@ -83,20 +83,6 @@ class LoadReport:
     draws: list[DrawSummary] = field(default_factory=list)
 
 
-def iter_scored_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """Yield a scored batch file in chunks of raw values (CSV as text, Parquet as typed columns).
-
-    The file is read like every manifest (:func:`features.io.iter_manifest_chunks`: CSV, gzipped
-    CSV or Parquet, with the same file-level checks); the score columns are checked per chunk.
-
-    Raises
-    ------
-    ManifestFileError
-        Unknown extension, unreadable file, a column named twice or a required one missing, no rows.
-    """
-    yield from iter_manifest_chunks(path, chunk_rows)
-
-
 def _score_problems(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """Parse the five score columns; return them and one reason string per row ('' when fine)."""
     parsed = pd.DataFrame(index=frame.index)
@@ -241,7 +227,7 @@ def load_scored_frames(
     engine : Engine
         Triage database (migrated).
     chunks : iterable of DataFrame
-        Raw scored lines, e.g. from :func:`iter_scored_chunks`.
+        Raw scored lines, e.g. from :func:`features.io.iter_manifest_chunks`.
     source : str
         File name, for messages and the batch record.
     origin : Origin
@@ -345,15 +331,7 @@ def load_scored_file(
     """
     path = Path(path)
     source = source or path.name
-    chunks = _named(iter_scored_chunks(path), path, source)
+    chunks = iter_manifest_chunks(path, CHUNK_ROWS, name=source)
     return load_scored_frames(
         engine, chunks, source, origin, queue_date, rng, iter_quarantine_reasons(default_quarantine_path(path))
     )
-
-
-def _named(chunks: Iterator[pd.DataFrame], path: Path, source: str) -> Iterator[pd.DataFrame]:
-    """The chunks; a file error names ``source`` (an upload's name, not its temporary copy)."""
-    try:
-        yield from chunks
-    except ManifestFileError as exc:
-        raise ManifestFileError(str(exc).replace(str(path), source, 1)) from exc

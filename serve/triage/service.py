@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import pandas as pd
-import pyarrow as pa
 from fastapi import UploadFile
 from sqlalchemy.orm import Session
 
@@ -115,10 +113,8 @@ def load_upload(rt: Runtime, who: Principal, upload: UploadFile, queue_date: dat
         copy.flush()
         try:
             report = loading.load_scored_file(rt.engine, Path(copy.name), who.origin, queue_date, source=name)
-        except ManifestFileError as exc:
+        except ManifestFileError as exc:  # the reader turns every unreadable file into one
             raise InvalidInputError(str(exc)) from exc
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"{name}: unreadable file ({exc})") from exc
     return schemas.LoadReportOut.model_validate(report, from_attributes=True)
 
 

@@ -17,13 +17,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.orm import Session
 
+from features.io import iter_manifest_chunks
 from features.schema import validate_manifest
 from serve.charts import Rate
 from serve.triage import audit, cases, supervision
 from serve.triage.db import AuditEvent, Base, Case, Draw, Outcome, User
 from serve.triage.errors import ConflictError
 from serve.triage.export import labels_frame
-from serve.triage.loading import iter_scored_chunks, load_scored_file, load_scored_frames
+from serve.triage.loading import load_scored_file, load_scored_frames
 from serve.triage.migrate import alembic_config, is_current, upgrade
 from serve.triage.synthetic import synthetic_scored_batch
 
@@ -34,7 +35,7 @@ def _load(engine, origin, frame, path, day=DAY, seed=0, chunk_rows=None):
     frame.to_csv(path, index=False)
     if chunk_rows:
         return load_scored_frames(
-            engine, iter_scored_chunks(path, chunk_rows), path.name, origin, day, np.random.default_rng(seed)
+            engine, iter_manifest_chunks(path, chunk_rows), path.name, origin, day, np.random.default_rng(seed)
         )
     return load_scored_file(engine, path, origin, day, np.random.default_rng(seed))
 
