@@ -13,6 +13,8 @@ import gzip
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -173,7 +175,9 @@ class AtomicTableWriter:
         self.kind = file_format(self.path)
         self.temporary = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
         self.rows_written = 0
-        self._writer = None
+        # pyarrow's ParquetWriter or CSVWriter once the first chunk has set the schema (None before);
+        # pyarrow ships no type information, so to mypy either is Any.
+        self._writer: Any = None
         self._schema: pa.Schema | None = None
 
     def write(self, frame: pd.DataFrame) -> None:
@@ -187,7 +191,7 @@ class AtomicTableWriter:
         self._writer.write_table(table)
         self.rows_written += len(frame)
 
-    def _open(self, schema: pa.Schema):
+    def _open(self, schema: pa.Schema) -> pq.ParquetWriter | pacsv.CSVWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.kind == "parquet":
             return pq.ParquetWriter(self.temporary, schema)
@@ -196,7 +200,7 @@ class AtomicTableWriter:
     def __enter__(self) -> AtomicTableWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._writer is not None:
             self._writer.close()
         if exc_type is not None:

@@ -11,6 +11,9 @@ pass extra data to one step).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
@@ -19,12 +22,16 @@ from features.text import DescriptionFeatures
 from features.transformers import (
     CategoryEncoder,
     DeclaredHSFeatures,
+    FeatureStep,
     RouteFeatures,
     ValueFeatures,
     WeightFeatures,
 )
 
-TRANSFORMERS = {
+StepSpec = dict[str, Any]
+"""One step of a pipeline spec (JSON): its name plus the step's :data:`~features.transformers.TransformerState`."""
+
+TRANSFORMERS: dict[str, type[FeatureStep]] = {
     cls.__name__: cls
     for cls in (
         WeightFeatures,
@@ -43,14 +50,14 @@ class FeaturePipeline:
 
     Parameters
     ----------
-    steps : list of (name, transformer)
+    steps : sequence of (name, transformer)
     """
 
-    def __init__(self, steps: list[tuple[str, object]]):
-        self.steps = steps
+    def __init__(self, steps: Sequence[tuple[str, FeatureStep]]):
+        self.steps = list(steps)
 
     @property
-    def named_steps(self) -> dict[str, object]:
+    def named_steps(self) -> dict[str, FeatureStep]:
         """Steps by name."""
         return dict(self.steps)
 
@@ -98,7 +105,7 @@ def build_feature_pipeline(
     tenure_unknown_days : int
         Parties first seen within this many days of the history's first line have unknown tenure.
     """
-    steps = [
+    steps: list[tuple[str, FeatureStep]] = [
         ("weight", WeightFeatures()),
         ("value", ValueFeatures(min_count=min_count, reference_dir=reference_dir)),
         ("declared_hs", DeclaredHSFeatures(reference_dir=reference_dir)),
@@ -139,12 +146,12 @@ def feature_groups(pipeline: FeaturePipeline) -> dict[str, str]:
     return {name: groups.get(name, "other") for name in model_features(pipeline)}
 
 
-def pipeline_to_spec(pipeline: FeaturePipeline) -> list[dict]:
+def pipeline_to_spec(pipeline: FeaturePipeline) -> list[StepSpec]:
     """JSON-compatible state of a fitted pipeline: one entry per step, in order."""
     return [{"name": name, **step.get_state()} for name, step in pipeline.steps]
 
 
-def pipeline_from_spec(spec: list[dict]) -> FeaturePipeline:
+def pipeline_from_spec(spec: Sequence[Mapping[str, Any]]) -> FeaturePipeline:
     """Rebuild a fitted pipeline from :func:`pipeline_to_spec` output.
 
     Raises
@@ -152,9 +159,9 @@ def pipeline_from_spec(spec: list[dict]) -> FeaturePipeline:
     ValueError
         When a step names a class that is not a known feature transformer.
     """
-    steps = []
+    steps: list[tuple[str, FeatureStep]] = []
     for entry in spec:
-        cls = TRANSFORMERS.get(entry.get("class"))
+        cls = TRANSFORMERS.get(str(entry.get("class")))
         if cls is None:
             raise ValueError(f"feature spec names an unknown transformer {entry.get('class')!r}")
         steps.append((entry["name"], cls.from_state(entry)))

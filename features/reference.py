@@ -11,6 +11,7 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 _TABLES = ("hs_codes", "target_goods", "countries", "ports", "control_dates")
@@ -84,7 +85,9 @@ class ReferenceTables:
     def code_bands(self) -> dict[str, tuple[float, float]]:
         """Reference USD/kg band (low, high) per HS prefix that has one (read once per tables)."""
         banded = self.hs_codes.dropna(subset=["usd_per_kg_low", "usd_per_kg_high"])
-        return {str(row.hs_prefix): (float(row.usd_per_kg_low), float(row.usd_per_kg_high)) for row in banded.itertuples()}
+        lows = banded["usd_per_kg_low"].to_numpy(np.float64).tolist()
+        highs = banded["usd_per_kg_high"].to_numpy(np.float64).tolist()
+        return {str(prefix): (low, high) for prefix, low, high in zip(banded["hs_prefix"], lows, highs, strict=True)}
 
     def declared_band(self, hs_code: str) -> tuple[str, float, float] | None:
         """(prefix, low, high) USD/kg of the longest prefix (6, then 4 digits) of ``hs_code`` with a band."""

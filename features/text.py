@@ -10,23 +10,32 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Self, TypedDict
 
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from features.transformers import JsonStateMixin, as_text
+from features.transformers import BoolArray, FeatureTransformer, FloatArray, as_text
 
 
-def load_keywords(path: str | None = None) -> dict:
+class Keywords(TypedDict):
+    """The keyword file: word lists per group, vague words, the group each cover family expects."""
+
+    groups: dict[str, list[str]]
+    vague: list[str]
+    expected_group_by_cover_family: dict[str, str]
+
+
+def load_keywords(path: str | None = None) -> Keywords:
     """Read the keyword file (the packaged one by default)."""
     if path is None:
         text = resources.files("features").joinpath("data", "description_keywords.yaml").read_text(encoding="utf-8")
     else:
         text = Path(path).read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    keywords: Keywords = yaml.safe_load(text)
+    return keywords
 
 
 def word_pattern(words: list[str]) -> str:
@@ -35,7 +44,7 @@ def word_pattern(words: list[str]) -> str:
     return rf"\b(?:{alternatives})\b"
 
 
-class DescriptionFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
+class DescriptionFeatures(FeatureTransformer):
     """Keyword-group flags, word counts, vagueness and HS–description mismatch.
 
     Must follow :class:`~features.transformers.DeclaredHSFeatures` (it reads ``cover_family``).
@@ -52,7 +61,7 @@ class DescriptionFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
     def __init__(self, keywords_path: str | None = None):
         self.keywords_path = keywords_path
 
-    def fit(self, X: pd.DataFrame, y=None):
+    def fit(self, X: pd.DataFrame, y: object = None) -> Self:
         keywords = load_keywords(self.keywords_path)
         self.groups_ = {name: list(words) for name, words in keywords["groups"].items()}
         self.vague_ = list(keywords["vague"])
@@ -79,7 +88,7 @@ class DescriptionFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         new.update({f"desc_mentions_{g}": flags.astype("float64") for g, flags in mentions.items()})
         return X.assign(**new)
 
-    def _mismatch(self, X: pd.DataFrame, mentions: dict[str, np.ndarray], any_group: np.ndarray) -> np.ndarray:
+    def _mismatch(self, X: pd.DataFrame, mentions: dict[str, BoolArray], any_group: BoolArray) -> FloatArray:
         """1 when a cover-coded line's words name goods but not the declared ones; NaN off cover codes."""
         family = as_text(X, "cover_family", "none")
         expected = family.map(self.expected_group_)

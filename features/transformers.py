@@ -12,8 +12,11 @@ data, without pickle: see :mod:`features.pipeline`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypedDict, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -22,6 +25,13 @@ from features.reference import ReferenceTables, load_reference
 
 UNKNOWN = "unknown"
 MISSING = "missing"
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+# "class" is a keyword, hence the functional form.
+TransformerState = TypedDict("TransformerState", {"class": str, "params": dict[str, Any], "fitted": dict[str, Any]})
+"""A fitted transformer as JSON-compatible data (:meth:`JsonStateMixin.get_state`)."""
 
 
 class JsonStateMixin:
@@ -36,8 +46,14 @@ class JsonStateMixin:
     _fitted_defaults: dict[str, object] = {}
     categorical_outputs: tuple[str, ...] = ()
     reason_group: str = "other"
+    # Set by every transformer's fit: the numeric model features it adds.
+    numeric_features_: list[str]
 
-    def get_state(self) -> dict:
+    if TYPE_CHECKING:  # scikit-learn ships no type information: BaseEstimator's method, as the mixins use it
+
+        def get_params(self, deep: bool = True) -> dict[str, Any]: ...
+
+    def get_state(self) -> TransformerState:
         """Return ``{"class", "params", "fitted"}`` for a fitted transformer."""
         check_is_fitted(self)
         return {
@@ -47,7 +63,7 @@ class JsonStateMixin:
         }
 
     @classmethod
-    def from_state(cls, state: dict):
+    def from_state(cls, state: Mapping[str, Any]) -> Self:
         """Rebuild a fitted transformer from :meth:`get_state` output."""
         if state.get("class") != cls.__name__:
             raise ValueError(f"state is for {state.get('class')!r}, not {cls.__name__!r}")
@@ -65,43 +81,80 @@ class JsonStateMixin:
         return {name: self.reason_group for name in self.numeric_features_}
 
 
-def as_float(frame: pd.DataFrame, column: str) -> np.ndarray:
+class FeatureTransformer(JsonStateMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """Base of the feature transformers: JSON state, and scikit-learn's ``get_params``, ``fit_transform``
+    and ``repr``. The ignore: scikit-learn ships no type information, so its two bases are ``Any`` to
+    mypy; subclassing them here, once, keeps that out of every transformer below."""
+
+
+class FeatureStep(Protocol):
+    """What the feature pipeline needs of a step (every :class:`FeatureTransformer`, and
+    :class:`features.history.HistoryFeatures`)."""
+
+    categorical_outputs: tuple[str, ...]
+    reason_group: str
+    numeric_features_: list[str]
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> FeatureStep: ...
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame: ...
+
+    def feature_groups(self) -> dict[str, str]: ...
+
+    def get_state(self) -> TransformerState: ...
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Self: ...
+
+
+def as_float(frame: pd.DataFrame, column: str) -> FloatArray:
     """Column as float64 with missing values as NaN (NaN for every row if the column is absent)."""
     if column not in frame.columns:
         return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    values: FloatArray = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return values
 
 
-def as_text(frame: pd.DataFrame, column: str, fill: str = MISSING) -> pd.Series:
+def as_floats(values: pd.Series[Any]) -> FloatArray:
+    """Flags or counts as float64 model features (1.0 / 0.0 for flags)."""
+    # The cast: pandas-stubs type to_numpy(dtype=...) of a bool or int Series by the Series' own
+    # type, not by the dtype asked for (a float64 array here).
+    return cast(FloatArray, values.to_numpy(dtype=np.float64))
+
+
+def as_text(frame: pd.DataFrame, column: str, fill: str = MISSING) -> pd.Series[str]:
     """Column as strings with missing values replaced by ``fill``."""
     if column not in frame.columns:
         return pd.Series(fill, index=frame.index, dtype="string")
     return frame[column].astype("string").fillna(fill)
 
 
-def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def safe_ratio(numerator: FloatArray, denominator: FloatArray) -> FloatArray:
     """``numerator / denominator``, NaN where the denominator is not > 0 or either is missing."""
     valid = (denominator > 0) & np.isfinite(numerator) & np.isfinite(denominator)
     # Extreme but valid inputs (1e12 USD over 1e-176 kg) overflow to inf: report NaN, not inf.
     with np.errstate(over="ignore"):
         ratio = np.divide(numerator, denominator, out=np.full(len(numerator), np.nan), where=valid)
-    return np.where(np.isfinite(ratio), ratio, np.nan)
+    finite: FloatArray = np.where(np.isfinite(ratio), ratio, np.nan)
+    return finite
 
 
-def safe_log10(values: np.ndarray) -> np.ndarray:
+def safe_log10(values: FloatArray) -> FloatArray:
     """log10 of positive values, NaN elsewhere (no -inf for zero)."""
     valid = np.isfinite(values) & (values > 0)
-    return np.log10(values, out=np.full(len(values), np.nan), where=valid)
+    logs: FloatArray = np.log10(values, out=np.full(len(values), np.nan), where=valid)
+    return logs
 
 
-def band_log_distance(log_values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Signed log10 distance to the band [low, high]: 0 inside, negative below, positive above."""
+def band_log_distance(log_values: FloatArray, low: float | FloatArray, high: float | FloatArray) -> FloatArray:
+    """Signed log10 distance to the band [low, high] (numbers, or one band per value): 0 inside,
+    negative below, positive above."""
     below = np.minimum(log_values - np.log10(low), 0.0)
     above = np.maximum(log_values - np.log10(high), 0.0)
     return below + above
 
 
-def via_hub_mask(frame: pd.DataFrame, hubs: set[str]) -> pd.Series:
+def via_hub_mask(frame: pd.DataFrame, hubs: set[str]) -> pd.Series[bool]:
     """Lines exported from, loaded in, or transshipped through a diversion hub country.
 
     The first two letters of a UN/LOCODE are the country, so ports need no lookup table.
@@ -120,7 +173,7 @@ def _reference(reference_dir: str | None) -> ReferenceTables:
     return load_reference(reference_dir)
 
 
-class WeightFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
+class WeightFeatures(FeatureTransformer):
     """Weights and packing density: log weights, net/gross ratio, kg per package and per container.
 
     Metal ingots fill a container's weight limit long before its volume while genuine crafts are
@@ -130,7 +183,7 @@ class WeightFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
     _fitted_attributes = ("numeric_features_",)
     reason_group = "weight"
 
-    def fit(self, X: pd.DataFrame, y=None):
+    def fit(self, X: pd.DataFrame, y: object = None) -> Self:
         self.numeric_features_ = [
             "log_gross_weight_kg",
             "log_net_weight_kg",
@@ -164,7 +217,9 @@ def net_or_gross(X: pd.DataFrame) -> np.ndarray:
     return np.where(np.isfinite(net) & (net > 0), net, as_float(X, "gross_weight_kg"))
 
 
-def lookup_by_prefix(hs_codes: pd.Series, table: dict[str, object], lengths=(6, 4, 2)) -> pd.Series:
+def lookup_by_prefix(
+    hs_codes: pd.Series[str], table: Mapping[str, object], lengths: tuple[int, ...] = (6, 4, 2)
+) -> pd.Series[Any]:
     """Value of the longest HS prefix of each code found in ``table`` (missing where none is)."""
     result = pd.Series(pd.NA, index=hs_codes.index, dtype="object")
     for length in lengths:
@@ -173,7 +228,7 @@ def lookup_by_prefix(hs_codes: pd.Series, table: dict[str, object], lengths=(6, 
     return result
 
 
-class ValueFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
+class ValueFeatures(FeatureTransformer):
     """Value per kg, its log-ratio to the declared code's typical value, distance to price bands.
 
     Parameters
@@ -199,23 +254,32 @@ class ValueFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         self.min_count = min_count
         self.reference_dir = reference_dir
 
-    def fit(self, X: pd.DataFrame, y=None):
+    def fit(self, X: pd.DataFrame, y: object = None) -> Self:
         if self.min_count < 1:
             raise ValueError(f"min_count must be >= 1, got {self.min_count}")
         log_vpk = pd.Series(safe_log10(safe_ratio(as_float(X, "declared_value_usd"), net_or_gross(X))), index=X.index)
         hs = as_text(X, "hs_code", "")
-        self.typical_log_value_per_kg_ = {}
+        self.typical_log_value_per_kg_: dict[str, float] = {}
         for length in (6, 4, 2):
             stats = log_vpk.groupby(hs.str.slice(0, length)).agg(["median", "count"])
-            stats = stats[stats["count"] >= self.min_count]
-            self.typical_log_value_per_kg_.update({k: round(float(v), 6) for k, v in stats["median"].items()})
+            medians = stats.loc[stats["count"] >= self.min_count, "median"]
+            self.typical_log_value_per_kg_.update(
+                {str(k): round(v, 6) for k, v in zip(medians.index, medians.to_numpy(np.float64).tolist(), strict=True)}
+            )
         self.global_log_value_per_kg_ = round(float(np.nanmedian(log_vpk)), 6) if log_vpk.notna().any() else 0.0
         reference = _reference(self.reference_dir)
-        banded = reference.hs_codes.dropna(subset=["usd_per_kg_low", "usd_per_kg_high"])
-        self.hs_band_low_ = {row.hs_prefix: float(row.usd_per_kg_low) for row in banded.itertuples()}
-        self.hs_band_high_ = {row.hs_prefix: float(row.usd_per_kg_high) for row in banded.itertuples()}
+        bands = reference.code_bands
+        self.hs_band_low_ = {prefix: low for prefix, (low, _) in bands.items()}
+        self.hs_band_high_ = {prefix: high for prefix, (_, high) in bands.items()}
+        price = reference.price_bands
         self.price_bands_ = {
-            band: [float(row.usd_per_kg_low), float(row.usd_per_kg_high)] for band, row in reference.price_bands.iterrows()
+            str(band): [low, high]
+            for band, low, high in zip(
+                price.index,
+                price["usd_per_kg_low"].to_numpy(np.float64).tolist(),
+                price["usd_per_kg_high"].to_numpy(np.float64).tolist(),
+                strict=True,
+            )
         }
         self.numeric_features_ = [
             "value_per_kg",
@@ -231,8 +295,8 @@ class ValueFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         value_per_kg = safe_ratio(as_float(X, "declared_value_usd"), net_or_gross(X))
         log_vpk = safe_log10(value_per_kg)
         hs = as_text(X, "hs_code", "")
-        typical = lookup_by_prefix(hs, self.typical_log_value_per_kg_)
-        typical = typical.fillna(self.global_log_value_per_kg_).to_numpy(dtype="float64")
+        typical_or_missing = lookup_by_prefix(hs, self.typical_log_value_per_kg_)
+        typical: FloatArray = typical_or_missing.fillna(self.global_log_value_per_kg_).to_numpy(dtype=np.float64)
         new = {
             "value_per_kg": value_per_kg,
             "log_value_per_kg": log_vpk,
@@ -244,13 +308,13 @@ class ValueFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
             new[f"band_dist_{band}"] = band_log_distance(log_vpk, low, high)
         return X.assign(**new)
 
-    def _declared_band_distance(self, hs: pd.Series, log_vpk: np.ndarray) -> np.ndarray:
-        low = lookup_by_prefix(hs, self.hs_band_low_, lengths=(6, 4)).to_numpy(dtype="float64", na_value=np.nan)
-        high = lookup_by_prefix(hs, self.hs_band_high_, lengths=(6, 4)).to_numpy(dtype="float64", na_value=np.nan)
+    def _declared_band_distance(self, hs: pd.Series[str], log_vpk: FloatArray) -> FloatArray:
+        low: FloatArray = lookup_by_prefix(hs, self.hs_band_low_, lengths=(6, 4)).to_numpy(dtype=np.float64, na_value=np.nan)
+        high: FloatArray = lookup_by_prefix(hs, self.hs_band_high_, lengths=(6, 4)).to_numpy(dtype=np.float64, na_value=np.nan)
         return band_log_distance(log_vpk, low, high)
 
 
-class DeclaredHSFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
+class DeclaredHSFeatures(FeatureTransformer):
     """Declared HS code: chapter, heading, subheading, cover-code flags and the declared target good.
 
     Parameters
@@ -267,7 +331,7 @@ class DeclaredHSFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
     def __init__(self, reference_dir: str | None = None):
         self.reference_dir = reference_dir
 
-    def fit(self, X: pd.DataFrame, y=None):
+    def fit(self, X: pd.DataFrame, y: object = None) -> Self:
         reference = _reference(self.reference_dir)
         codes = reference.hs_codes.fillna({"commodity": "none", "cover_family": "none"})
         self.role_ = dict(zip(codes["hs_prefix"], codes["role"]))
@@ -277,9 +341,15 @@ class DeclaredHSFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         # Goods light for their volume, with the heaviest packing that still fits them: the one
         # packing norm whose unusual direction the reference data state (reasons cite it).
         light = codes.dropna(subset=["max_kg_per_package", "max_kg_per_container"])
-        self.light_goods_ = {
-            row.hs_prefix: [str(row.description), float(row.max_kg_per_package), float(row.max_kg_per_container)]
-            for row in light.itertuples()
+        self.light_goods_: dict[str, list[str | float]] = {
+            str(prefix): [str(description), per_package, per_container]
+            for prefix, description, per_package, per_container in zip(
+                light["hs_prefix"],
+                light["description"],
+                light["max_kg_per_package"].to_numpy(np.float64).tolist(),
+                light["max_kg_per_container"].to_numpy(np.float64).tolist(),
+                strict=True,
+            )
         }
         self.numeric_features_ = ["is_cover_code", "is_target_code"]
         return self
@@ -292,14 +362,14 @@ class DeclaredHSFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
             hs_chapter=hs.str.slice(0, 2),
             hs_heading=hs.str.slice(0, 4),
             hs_subheading=hs.str.slice(0, 6),
-            is_cover_code=(role == "cover").to_numpy(dtype="float64"),
-            is_target_code=(role == "target").to_numpy(dtype="float64"),
+            is_cover_code=as_floats(role == "cover"),
+            is_target_code=as_floats(role == "target"),
             cover_family=lookup_by_prefix(hs, self.cover_family_, lengths=(6, 4)).fillna("none").astype("string"),
             declared_target=lookup_by_prefix(hs, self.commodity_, lengths=(6, 4)).fillna("none").astype("string"),
         )
 
 
-class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
+class RouteFeatures(FeatureTransformer):
     """Route: countries, diversion hubs, transshipments, ports, mode, capacity, days since controls.
 
     Parameters
@@ -326,16 +396,17 @@ class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
     def __init__(self, reference_dir: str | None = None):
         self.reference_dir = reference_dir
 
-    def fit(self, X: pd.DataFrame, y=None):
+    def fit(self, X: pd.DataFrame, y: object = None) -> Self:
         reference = _reference(self.reference_dir)
         self.hubs_ = sorted(reference.diversion_hubs)
         self.producers_ = {c: sorted(reference.producers(c)) for c in reference.commodities}
         self.producer_countries_ = sorted(set().union(*self.producers_.values()))
         self.controlling_countries_ = sorted(reference.controlling_countries)
         measures = reference.control_dates[reference.control_dates["kind"] != "suspension"]
-        self.measures_ = {row.measure_id: row.date.strftime("%Y-%m-%d") for row in measures.itertuples()}
-        self.measure_labels_ = {row.measure_id: row.label for row in measures.itertuples()}
-        self.measure_commodities_ = {row.measure_id: row.commodities.split(";") for row in measures.itertuples()}
+        ids = [str(measure) for measure in measures["measure_id"]]
+        self.measures_ = dict(zip(ids, measures["date"].dt.strftime("%Y-%m-%d").tolist(), strict=True))
+        self.measure_labels_ = dict(zip(ids, measures["label"].tolist(), strict=True))
+        self.measure_commodities_ = dict(zip(ids, measures["commodities"].str.split(";").tolist(), strict=True))
         self.numeric_features_ = [
             "origin_ne_export",
             "via_hub",
@@ -356,22 +427,22 @@ class RouteFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         transship = as_text(X, "transshipment_ports", "")
         hubs = set(self.hubs_)
         via_hub = via_hub_mask(X, hubs)
-        new = {
-            "origin_ne_export": (origin != export).to_numpy(dtype="float64"),
-            "via_hub": via_hub.to_numpy(dtype="float64"),
-            "declared_origin_is_hub": origin.isin(hubs).to_numpy(dtype="float64"),
-            "n_transshipments": np.where(transship == "", 0, transship.str.count(";") + 1).astype("float64"),
-            "export_lacks_capacity": (~export.isin(set(self.producer_countries_))).to_numpy(dtype="float64"),
+        new: dict[str, FloatArray | pd.Series[str]] = {
+            "origin_ne_export": as_floats(origin != export),
+            "via_hub": as_floats(via_hub),
+            "declared_origin_is_hub": as_floats(origin.isin(hubs)),
+            "n_transshipments": np.where(transship == "", 0, transship.str.count(";") + 1).astype(np.float64),
+            "export_lacks_capacity": as_floats(~export.isin(set(self.producer_countries_))),
         }
         declared = pd.to_datetime(X["declared_at"]) if "declared_at" in X else pd.Series(pd.NaT, index=X.index)
         for measure, date in self.measures_.items():
-            new[f"days_since_{measure}"] = (declared - pd.Timestamp(date)).dt.days.to_numpy(dtype="float64")
+            new[f"days_since_{measure}"] = as_floats((declared - pd.Timestamp(date)).dt.days)
         for column in self.categorical_outputs:
             new[column] = as_text(X, column)
         return X.assign(**new)
 
 
-class CategoryEncoder(JsonStateMixin, TransformerMixin, BaseEstimator):
+class CategoryEncoder(FeatureTransformer):
     """Map categorical columns to integer codes learned at fit; unseen or rare values become 0.
 
     Code 0 is "unknown" (a value not seen at least ``min_count`` times at fit, or missing), so a new
@@ -395,7 +466,7 @@ class CategoryEncoder(JsonStateMixin, TransformerMixin, BaseEstimator):
         self.min_count = min_count
         self.max_categories = max_categories
 
-    def fit(self, X: pd.DataFrame, y=None):
+    def fit(self, X: pd.DataFrame, y: object = None) -> Self:
         if self.min_count < 1:
             raise ValueError(f"min_count must be >= 1, got {self.min_count}")
         if self.max_categories < 1:
@@ -404,7 +475,7 @@ class CategoryEncoder(JsonStateMixin, TransformerMixin, BaseEstimator):
         self.numeric_features_ = []
         return self
 
-    def _vocabulary(self, values: pd.Series) -> list[str]:
+    def _vocabulary(self, values: pd.Series[str]) -> list[str]:
         counts = values[values != MISSING].value_counts()
         counts = counts[counts >= self.min_count]
         ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
@@ -420,7 +491,8 @@ class CategoryEncoder(JsonStateMixin, TransformerMixin, BaseEstimator):
         new = {}
         for column, categories in self.vocabulary_.items():
             # get_indexer gives -1 for unseen values, which becomes code 0 ("unknown").
-            codes = pd.Index(categories, dtype="object").get_indexer(as_text(X, column).astype("object"))
+            # (pandas turns the values into an Index itself; its stubs accept only an Index.)
+            codes = pd.Index(categories, dtype="object").get_indexer(pd.Index(as_text(X, column).astype("object")))
             new[f"{column}_code"] = (codes + 1).astype("int32")
         return X.assign(**new)
 

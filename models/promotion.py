@@ -39,7 +39,17 @@ class PromotionError(RuntimeError):
 
 
 class ChampionMoved(PromotionError):
-    """``champion`` changed between the decision and the move."""
+    """``champion`` changed between the decision and the move.
+
+    Attributes
+    ----------
+    champion : str or None
+        The version ``champion`` points at now.
+    """
+
+    def __init__(self, message: str, champion: str | None) -> None:
+        super().__init__(message)
+        self.champion = champion
 
 
 class LockTimeout(PromotionError):
@@ -200,7 +210,8 @@ def promote(
         if champion != (None if expected_champion is None else str(expected_champion)):
             raise ChampionMoved(
                 f"{name}: champion is version {champion}, not {expected_champion} as when the "
-                f"decision was made (another retrain or rollback moved it); not promoted"
+                f"decision was made (another retrain or rollback moved it); not promoted",
+                champion,
             )
         previous = registry.alias_version(name, PREVIOUS, tracking_uri)
         _move_to(name, str(version), champion, previous, tracking_uri)

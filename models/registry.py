@@ -56,7 +56,12 @@ def register_bundle(run_id: str, artifact_path: str, name: str, manifest_sha256:
     try:
         mlflow_client.get_registered_model(name)
     except MlflowException:
-        mlflow_client.create_registered_model(name, description="misdeclare risk model bundles")
+        try:
+            mlflow_client.create_registered_model(name, description="misdeclare risk model bundles")
+        except MlflowException as exc:
+            # Two first registrations at once (two retrains without a champion): the other one made it.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     source = f"{mlflow_client.get_run(run_id).info.artifact_uri}/{artifact_path}"
     version = mlflow_client.create_model_version(name, source=source, run_id=run_id, tags={BUNDLE_SHA_TAG: manifest_sha256})
     return str(version.version)
@@ -70,6 +75,12 @@ def alias_version(name: str, alias: str, tracking_uri: str | None = None) -> str
         return str(client(tracking_uri).get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
+
+
+def version_manifest_sha256(name: str, version: str, tracking_uri: str | None = None) -> str | None:
+    """The bundle manifest hash recorded when ``version`` of model ``name`` was registered."""
+    tags: dict[str, str] = client(tracking_uri).get_model_version(name, version).tags
+    return tags.get(BUNDLE_SHA_TAG)
 
 
 def set_alias(name: str, alias: str, version: str, tracking_uri: str | None = None) -> None:

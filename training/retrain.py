@@ -468,12 +468,16 @@ class Decision:
         Challenger minus champion average precision on the whole window (NaN without a champion).
     drops : list of dict
         Measured slice metrics that dropped by more than the tolerance, largest drop first.
+    same_as_champion : bool
+        The challenger's bundle is the champion's, file for file (same manifest SHA-256): the same
+        labels and settings trained the same model again.
     """
 
     action: str
     reason: str
     gain: float
     drops: list[dict]
+    same_as_champion: bool = False
 
     @property
     def promote(self) -> bool:
@@ -490,17 +494,25 @@ def _slice_drops(table: pd.DataFrame, metrics: tuple[str, ...], tolerance: float
 
 
 def decide(
-    table: pd.DataFrame, min_gain: float, tolerance: float, metrics: tuple[str, ...], has_champion: bool = True
+    table: pd.DataFrame,
+    min_gain: float,
+    tolerance: float,
+    metrics: tuple[str, ...],
+    has_champion: bool = True,
+    same_as_champion: bool = False,
 ) -> Decision:
     """The decision rule.
 
     1. Without a champion, the challenger is promoted.
-    2. Keep the champion unless the challenger's average precision on the whole window is at
+    2. A challenger that is the champion's own bundle is not promoted again: ``previous`` would then
+       name the same model, and a rollback would lose the version it is there to go back to (a
+       retrain run again on unchanged labels, or after one killed once the champion had moved).
+    3. Keep the champion unless the challenger's average precision on the whole window is at
        least ``min_gain`` above the champion's (``>=``: with 0.0 a challenger as good as the
        champion is promoted, the fresher model winning at equal measured quality).
-    3. Keep the champion when any measured slice (including all lines) loses more than
+    4. Keep the champion when any measured slice (including all lines) loses more than
        ``tolerance`` (strictly) in one of ``metrics``.
-    4. Otherwise promote.
+    5. Otherwise promote.
 
     Parameters
     ----------
@@ -510,9 +522,15 @@ def decide(
     metrics : tuple of str
         Metrics checked per slice.
     has_champion : bool
+    same_as_champion : bool
+        The challenger's bundle has the champion's manifest SHA-256.
     """
     if not has_champion:
         return Decision(PROMOTE, "no champion is registered: the challenger becomes champion", float("nan"), [])
+    if same_as_champion:
+        return Decision(
+            KEEP, "the challenger is the champion's model (same bundle SHA-256): nothing new to promote", 0.0, [], True
+        )
     head = table[(table["slice"] == ALL) & (table["group"] == ALL) & (table["metric"] == AVERAGE_PRECISION)]
     if head.empty or not bool(head["measured"].iloc[0]) or not np.isfinite(head["change"].iloc[0]):
         return Decision(KEEP, "the comparison window has too few labelled lines of both classes to compare", float("nan"), [])
@@ -720,7 +738,8 @@ def challenge(
     challenger = load_bundle_folder(folder, version="challenger")
     current, past = scoring_view(lines, window, history)
     table = compare_on_window(champion, challenger, lines, current, past, settings, config.num_threads, reference_dir)
-    decision = decide(table, settings.min_gain, settings.slice_tolerance, settings.checked_metrics, champion is not None)
+    same = champion is not None and champion.manifest_sha256 == manifest_sha
+    decision = decide(table, settings.min_gain, settings.slice_tolerance, settings.checked_metrics, champion is not None, same)
     return Challenge(lines, window, result, challenger, manifest_sha, current, past, table, decision)
 
 
@@ -806,6 +825,7 @@ def retrain_document(outcome: RetrainOutcome, request: RetrainRequest) -> dict:
             "reason": outcome.decision.reason,
             "gain": _number(outcome.decision.gain),
             "drops": [{k: _number(v) for k, v in d.items()} for d in outcome.decision.drops],
+            "same_as_champion": outcome.decision.same_as_champion,
         },
         "outcome": outcome.outcome,
         "outcome_note": outcome.outcome_note,
@@ -901,24 +921,42 @@ def _apply(outcome: RetrainOutcome, request: RetrainRequest, run_id: str, manife
     """Register the challenger, promote it when decided, then alias it; (version, outcome, note).
 
     ``challenger`` moves last, so that a failed promotion leaves every alias as it was (a new
-    version without an alias is harmless).
+    version without an alias is harmless). A challenger that is the champion's own bundle is not
+    registered again: ``challenger`` names the champion's version.
     """
-    from models.promotion import PromotionError, promote
-    from models.registry import CHALLENGER, register_bundle, set_alias
+    from models.promotion import ChampionMoved, PromotionError, promote
+    from models.registry import CHALLENGER, register_bundle, set_alias, version_manifest_sha256
 
+    name, uri = request.model_name, request.tracking_uri
     if request.dry_run:
         return None, DRY_RUN, "dry run: nothing registered, aliases unchanged"
-    version = register_bundle(run_id, "bundle", request.model_name, manifest_sha, request.tracking_uri)
+    if outcome.decision.same_as_champion and outcome.champion_version is not None:
+        set_alias(name, CHALLENGER, outcome.champion_version, uri)
+        return (
+            outcome.champion_version,
+            KEPT,
+            f"champion stays version {outcome.champion_version}, which is this challenger's model: nothing registered",
+        )
+    version = register_bundle(run_id, "bundle", name, manifest_sha, uri)
     if not outcome.decision.promote:
-        set_alias(request.model_name, CHALLENGER, version, request.tracking_uri)
+        set_alias(name, CHALLENGER, version, uri)
         return version, KEPT, f"champion stays version {outcome.champion_version}; challenger is version {version}"
     try:
-        move = promote(
-            request.model_name, version, outcome.champion_version, request.tracking_uri, request.settings.lock_timeout_seconds
-        )
+        move = promote(name, version, outcome.champion_version, uri, request.settings.lock_timeout_seconds)
+    except ChampionMoved as exc:
+        if exc.champion is not None and version_manifest_sha256(name, exc.champion, uri) == manifest_sha:
+            # Another retrain of the same labels and settings promoted the same model first.
+            return (
+                version,
+                KEPT,
+                f"champion moved meanwhile from version {outcome.champion_version} to version {exc.champion}, "
+                f"this challenger's model (same bundle SHA-256), promoted by another retrain; version "
+                f"{version} registered without an alias",
+            )
+        return version, ABORTED, f"{exc} (version {version} registered without an alias)"
     except PromotionError as exc:
         return version, ABORTED, f"{exc} (version {version} registered without an alias)"
-    set_alias(request.model_name, CHALLENGER, version, request.tracking_uri)
+    set_alias(name, CHALLENGER, version, uri)
     previous = f" (previous: version {move.previous_after})" if move.previous_after else ""
     return version, PROMOTED, f"champion moved from version {move.champion_before} to {version}{previous}"
 

@@ -17,10 +17,12 @@ from models.bundle import MANIFEST, MODEL_FILE, SPEC_FILE, BundleError, load_bun
 from models.registry import (
     CHAMPION,
     alias_version,
+    client,
     download_registered_bundle,
     parse_model_uri,
     register_bundle,
     set_alias,
+    version_manifest_sha256,
 )
 
 MODEL = "misdeclare-test"
@@ -41,6 +43,23 @@ def registered(mlflow_workdir, small_bundle):
     set_alias(MODEL, CHAMPION, version)
     artifacts = Path(run.info.artifact_uri.removeprefix("file://")) / "bundle"
     return {"version": version, "sha": sha, "artifacts": artifacts}
+
+
+def test_a_version_gives_back_the_manifest_hash_it_was_registered_with(registered):
+    assert version_manifest_sha256(MODEL, registered["version"]) == registered["sha"]
+
+
+def test_a_first_registration_that_another_process_made_meanwhile_is_not_an_error(registered, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    run_id = client().get_model_version(MODEL, registered["version"]).run_id
+
+    def not_yet(self, name):  # the model did not exist when this process looked; another one created it since
+        raise MlflowException(f"Registered Model with name={name} not found", "RESOURCE_DOES_NOT_EXIST")
+
+    monkeypatch.setattr(MlflowClient, "get_registered_model", not_yet)
+    assert register_bundle(run_id, "bundle", MODEL, registered["sha"]) == "2"
 
 
 @pytest.mark.parametrize(

@@ -254,6 +254,15 @@ def test_decision_rule(rows, min_gain, tolerance, has_champion, action, reason):
     assert decision.promote == (action == PROMOTE)
 
 
+def test_a_challenger_that_is_the_champions_bundle_is_kept_whatever_the_numbers():
+    # The same labels and settings trained the same model again: promoting it would make previous
+    # name the champion's own model and lose the version a rollback goes back to.
+    decision = decide(table(*head((0.5, 0.5))), 0.0, 0.1, (AVERAGE_PRECISION, RECALL), True, same_as_champion=True)
+    assert (decision.action, decision.same_as_champion, decision.gain) == (KEEP, True, 0.0)
+    assert decision.reason == "the challenger is the champion's model (same bundle SHA-256): nothing new to promote"
+    assert decide(table(*head((0.5, 0.5))), 0.0, 0.1, (AVERAGE_PRECISION, RECALL)).action == PROMOTE
+
+
 def test_decision_lists_every_drop_largest_first():
     rows = head((0.5, 0.75)) + [("route", "no_hub", True, RECALL, 0.75, 0.5), ("shipper", "new", True, RECALL, 1.0, 0.5)]
     decision = decide(table(*rows), 0.0, 0.125, (AVERAGE_PRECISION, RECALL))

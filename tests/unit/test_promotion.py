@@ -74,8 +74,9 @@ def test_promotion_against_a_stale_champion_moves_nothing(versions):
     v1, v2, v3 = versions(3)
     promote(NAME, v1, None)
     promote(NAME, v2, v1)
-    with pytest.raises(ChampionMoved, match=f"champion is version {v2}, not {v1}"):
+    with pytest.raises(ChampionMoved, match=f"champion is version {v2}, not {v1}") as moved:
         promote(NAME, v3, expected_champion=v1)
+    assert moved.value.champion == v2
     assert aliases() == {CHAMPION: v2, PREVIOUS: v1, CHALLENGER: None}
 
 
