@@ -429,14 +429,44 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
             the parties and flows of ``X``.
         """
         check_is_fitted(self)
-        events = self._events(X, past)
+        return X.assign(**self.features_from_events(X, self._events(X, past)))
+
+    def features_from_events(
+        self,
+        X: pd.DataFrame,
+        events: PastEvents,
+        entities: tuple[str, ...] | None = None,
+        switch: bool = True,
+        flows: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """The history features of the lines ``X`` from ``events`` (which include those of ``X``).
+
+        Each line's party features read only the events of its party, its switch features those of
+        its consignee, its flow features those of its flow (and every line the coverage start). So
+        the features of a subset of parties or flows, computed from their events alone, are theirs
+        in the whole: the Spark engine calls this per group of party (or flow) keys.
+
+        Parameters
+        ----------
+        X : DataFrame
+            The lines.
+        events : PastEvents
+            Events of earlier lines and of ``X`` (:meth:`transform` builds them).
+        entities : tuple of str, optional
+            Parties whose features to compute (all of :attr:`entities` by default).
+        switch, flows : bool
+            Whether to compute the China-to-hub switch features and the flow features.
+        """
+        check_is_fitted(self)
         days = day_numbers(X)
         new: dict[str, np.ndarray] = {}
-        for entity in self.entities:
+        for entity in self.entities if entities is None else entities:
             new.update(self._entity_features(X, days, entity, events))
-        new.update(self._switch_features(X, days, events))
-        new.update(self._flow_features(X, days, events))
-        return X.assign(**new)
+        if switch:
+            new.update(self._switch_features(X, days, events))
+        if flows:
+            new.update(self._flow_features(X, days, events))
+        return new
 
     def _events(self, X: pd.DataFrame, past) -> PastEvents:
         """Events of ``past`` (the lines relevant to ``X``, without copies of them) and of ``X``."""
