@@ -157,8 +157,19 @@ def score(
             "reasons, risk against the validation window, cover-code cells, quarantine).",
         ),
     ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="default: this process, in chunks; spark: Apache Spark (a dataset in, a dataset out).")
+    ] = "default",
+    master: Annotated[
+        str | None,
+        typer.Option("--master", help="Spark master: local[2], spark://..., yarn, k8s://... (default: spark-submit's)."),
+    ] = None,
 ) -> None:
     """Score a manifest file: risk score, channel (day quotas), reasons, suspected commodity and check per line."""
+    if engine not in ("default", "spark"):
+        raise typer.BadParameter(f"must be default or spark, got '{engine}'", param_hint="--engine")
+    if master is not None and engine != "spark":
+        raise typer.BadParameter("only with --engine spark", param_hint="--master")
     from features.history_store import HistoryStore, resolve_history_dir
     from features.io import DEFAULT_CHUNK_ROWS
     from features.reference import load_reference
@@ -170,19 +181,28 @@ def score(
         raise typer.BadParameter(f"must end in .html, got '{report}'", param_hint="--report")
     bundle = load_bundle(model, tracking_uri=tracking_uri)
     facts = BatchReport(load_reference().cover_codes) if report is not None else None
-    with _progress() as progress:
-        task = progress.add_task(f"scoring {input.name}", total=None)
-        summary = score_file(
-            input,
-            out,
-            bundle,
-            quarantine,
-            chunk_rows or DEFAULT_CHUNK_ROWS,
-            explain,
-            on_chunk=lambda n: progress.advance(task, n),
-            history=HistoryStore(resolve_history_dir(history)),
-            report=facts,
-        )
+    store = HistoryStore(resolve_history_dir(history))
+    if engine == "spark":
+        from serve.spark_scoring import score_dataset, spark_session
+
+        with console.status(f"scoring {input} on Spark..."):
+            summary = score_dataset(
+                spark_session(master), input, out, model, tracking_uri, quarantine, explain, store, report=facts
+            )
+    else:
+        with _progress() as progress:
+            task = progress.add_task(f"scoring {input.name}", total=None)
+            summary = score_file(
+                input,
+                out,
+                bundle,
+                quarantine,
+                chunk_rows or DEFAULT_CHUNK_ROWS,
+                explain,
+                on_chunk=lambda n: progress.advance(task, n),
+                history=store,
+                report=facts,
+            )
     channels = ", ".join(f"{summary.channels.get(c, 0):,} {c}" for c in ("red", "yellow", "green"))
     channels += f"; {summary.checks.get('origin', 0):,} declared under a controlled code, origin check"
     console.print(
