@@ -79,16 +79,30 @@ def train(
     ] = None,
     quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Where rows failing validation go.")] = None,
     history: HistoryOption = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="Where the history features of the training table are computed: default or spark.")
+    ] = "default",
+    master: Annotated[str | None, typer.Option("--master", help="Spark master (with --engine spark).")] = None,
 ) -> None:
     """Train the risk model on labelled lines, track it in MLflow and register a version."""
+    if engine not in ("default", "spark"):
+        raise typer.BadParameter(f"must be default or spark, got '{engine}'", param_hint="--engine")
+    if master is not None and engine != "spark":
+        raise typer.BadParameter("only with --engine spark", param_hint="--master")
     from features.history_store import HistoryStore, resolve_history_dir
     from training.config import load_train_config
     from training.jobs import train_and_register
 
+    history_of = None
+    if engine == "spark":
+        from serve.spark_scoring import spark_session
+        from training.spark_train import spark_history_of
+
+        history_of = spark_history_of(spark_session(master))
     settings = load_train_config(config)
     with console.status("training..."):
         outcome = train_and_register(
-            list(data), settings, model_name, tracking_uri, quarantine, HistoryStore(resolve_history_dir(history))
+            list(data), settings, model_name, tracking_uri, quarantine, HistoryStore(resolve_history_dir(history)), history_of
         )
     _print_training(outcome, model_name, settings)
 
@@ -304,7 +318,16 @@ def demo(
     console.rule("1. simulated worlds: labelled history to 2026-06-30, and a later quarter of a world built differently")
     write_demo_data(history, incoming, truth, rows)
     console.rule("2. train on the history, track in MLflow, register")
-    train(data=[history], model_name=DEFAULT_MODEL_NAME, config=None, tracking_uri=None, quarantine=None, history=store)
+    train(
+        data=[history],
+        model_name=DEFAULT_MODEL_NAME,
+        config=None,
+        tracking_uri=None,
+        quarantine=None,
+        history=store,
+        engine="default",
+        master=None,
+    )
     console.rule("3. score the later manifest with the champion")
     score(
         input=incoming,
