@@ -183,7 +183,9 @@ def read_dataset(spark, path: str):
         F.monotonically_increasing_id().alias("_row"),
         *[F.col(f"`{c}`") for c in columns],
     )
-    return ordered, columns
+    # Spark packs several files into a partition, largest first: sorted within each partition, a
+    # batch's duplicates are flagged in dataset order (no shuffle: the positions increase per split).
+    return ordered.sortWithinPartitions(*ORDER_COLUMNS), columns
 
 
 def _validated_schema(raw_schema, input_columns: list[str]):
