@@ -5,13 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: demo test test-fast lint fuzz bench loadtest screenshots lock clean
+.PHONY: demo test test-fast lint fuzz bench bench-spark loadtest screenshots lock clean
 
 # Installs the versions pinned in requirements.lock, so every machine tests the same stack.
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev,spark]'
 	touch $(STAMP)
 
 # Re-resolve the pinned versions in a throw-away environment (after changing pyproject.toml).
@@ -19,7 +19,7 @@ lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --upgrade pip
-	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	.lock-venv/bin/pip install --quiet -e '.[dev,spark]'
 	{ echo "# Exact versions of every package make demo / make test install (pip install -c requirements.lock)."; \
 	  echo "# Resolved on Python 3.11, Linux x86_64. Regenerate with: make lock (after changing pyproject.toml)."; \
 	  .lock-venv/bin/pip freeze --exclude-editable; } > $(LOCK)
@@ -47,6 +47,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_scoring.py
 	$(BIN)/python bench/bench_pages.py
+
+# Spark local[1] vs local[2] on the same ROWS lines (default 10M), and Spark vs the default engine (long: run it alone).
+bench-spark: $(STAMP)
+	$(BIN)/python bench/bench_spark.py --rows $(or $(ROWS),10000000)
 
 # Inspectors and scoring clients against misdeclare serve on loopback (stops by itself; about 2 minutes).
 loadtest: $(STAMP)

@@ -324,6 +324,31 @@ def _net(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return summed[summed["lines"] > 0]
 
 
+@dataclass(frozen=True)
+class HistoryColumns:
+    """History features already computed by :meth:`HistoryFeatures.features_from_events`.
+
+    The Spark engine computes them per group of parties and flows, then scores a day's lines with
+    the usual pipeline; passed as ``past``, they stand for the events they were computed from.
+
+    Attributes
+    ----------
+    frame : DataFrame
+        One row per line, same index as the lines, a column per history feature.
+    """
+
+    frame: pd.DataFrame
+
+    def of(self, X: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
+        """The columns ``names`` for the lines ``X`` (same index), as float arrays."""
+        if not self.frame.index.equals(X.index):
+            raise ValueError("HistoryColumns.frame must have the index of the lines it is passed with")
+        missing = [name for name in names if name not in self.frame.columns]
+        if missing:
+            raise ValueError(f"HistoryColumns.frame lacks the history feature(s) {missing}")
+        return {name: self.frame[name].to_numpy(dtype="float64", na_value=np.nan) for name in names}
+
+
 class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
     """Entity history, label-delayed misdeclaration rates, China-to-hub switches and flow surges.
 
@@ -421,22 +446,55 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         ----------
         X : DataFrame
             Validated lines; they are history for each other (a line sees the earlier days' lines).
-        past : DataFrame, PastEvents or history store, optional
+        past : DataFrame, PastEvents, HistoryColumns or history store, optional
             Earlier lines (copies of lines of ``X`` are dropped); or their events (without those of
-            the lines of ``X``); or an object whose ``events_for(X, entities, flow_days,
+            the lines of ``X``); or the features already computed from them (:class:`HistoryColumns`);
+            or an object whose ``events_for(X, entities, flow_days,
             label_delay_days=...)`` returns
             them, as :class:`features.history_store.HistoryStore` does, reading only the events of
             the parties and flows of ``X``.
         """
         check_is_fitted(self)
-        events = self._events(X, past)
+        if isinstance(past, HistoryColumns):
+            return X.assign(**past.of(X, self.numeric_features_))
+        return X.assign(**self.features_from_events(X, self._events(X, past)))
+
+    def features_from_events(
+        self,
+        X: pd.DataFrame,
+        events: PastEvents,
+        entities: tuple[str, ...] | None = None,
+        switch: bool = True,
+        flows: bool = True,
+    ) -> dict[str, np.ndarray]:
+        """The history features of the lines ``X`` from ``events`` (which include those of ``X``).
+
+        Each line's party features read only the events of its party, its switch features those of
+        its consignee, its flow features those of its flow (and every line the coverage start). So
+        the features of a subset of parties or flows, computed from their events alone, are theirs
+        in the whole: the Spark engine calls this per group of party (or flow) keys.
+
+        Parameters
+        ----------
+        X : DataFrame
+            The lines.
+        events : PastEvents
+            Events of earlier lines and of ``X`` (:meth:`transform` builds them).
+        entities : tuple of str, optional
+            Parties whose features to compute (all of :attr:`entities` by default).
+        switch, flows : bool
+            Whether to compute the China-to-hub switch features and the flow features.
+        """
+        check_is_fitted(self)
         days = day_numbers(X)
         new: dict[str, np.ndarray] = {}
-        for entity in self.entities:
+        for entity in self.entities if entities is None else entities:
             new.update(self._entity_features(X, days, entity, events))
-        new.update(self._switch_features(X, days, events))
-        new.update(self._flow_features(X, days, events))
-        return X.assign(**new)
+        if switch:
+            new.update(self._switch_features(X, days, events))
+        if flows:
+            new.update(self._flow_features(X, days, events))
+        return new
 
     def _events(self, X: pd.DataFrame, past) -> PastEvents:
         """Events of ``past`` (the lines relevant to ``X``, without copies of them) and of ``X``."""

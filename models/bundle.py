@@ -171,7 +171,18 @@ def load_bundle_folder(
         Hash the manifest must have (recorded in the registry at registration).
     """
     folder = Path(directory)
-    manifest, manifest_sha, contents = read_verified(folder, expected_manifest_sha256)
+    _, manifest_sha, contents = read_verified(folder, expected_manifest_sha256)
+    bundle = bundle_from_contents(contents, version or f"local:{manifest_sha[:12]}", manifest_sha)
+    bundle.path = folder
+    return bundle
+
+
+def bundle_from_contents(contents: dict[str, bytes], version: str, manifest_sha256: str) -> ModelBundle:
+    """A bundle from the verified bytes of its files (:func:`read_verified`): text and JSON only.
+
+    Where the files were verified elsewhere (the Spark engine verifies once on the driver and ships
+    these bytes to its workers), this rebuilds the same bundle without reading a folder.
+    """
     spec = json.loads(contents[SPEC_FILE].decode("utf-8"))
     booster = lgb.Booster(model_str=contents[MODEL_FILE].decode("utf-8"))
     commodity = None
@@ -182,9 +193,8 @@ def load_bundle_folder(
         commodity_booster=commodity,
         spec=spec,
         pipeline=pipeline_from_spec(spec["pipeline"]),
-        version=version or f"local:{manifest_sha[:12]}",
-        manifest_sha256=manifest_sha,
-        path=folder,
+        version=version,
+        manifest_sha256=manifest_sha256,
     )
 
 
@@ -196,13 +206,25 @@ def load_bundle(uri: str | Path, tracking_uri: str | None = None) -> ModelBundle
     """
     text = str(uri)
     if text.startswith("models:/"):
-        from models.registry import download_registered_bundle
-
-        # Loading reads every file into memory, so the downloaded copy is removed afterwards
-        # instead of piling up in the temporary folder at each command or service start.
-        with tempfile.TemporaryDirectory(prefix="misdeclare-bundle-") as destination:
-            folder, version, expected = download_registered_bundle(text, tracking_uri=tracking_uri, destination=destination)
-            bundle = load_bundle_folder(folder, version=version, expected_manifest_sha256=expected)
-        bundle.path = None
-        return bundle
+        contents, version, manifest_sha = read_bundle_contents(text, tracking_uri)
+        return bundle_from_contents(contents, version, manifest_sha)
     return load_bundle_folder(text)
+
+
+def read_bundle_contents(uri: str | Path, tracking_uri: str | None = None) -> tuple[dict[str, bytes], str, str]:
+    """The verified bytes of each file of a bundle (folder or registry URI), its version and manifest hash.
+
+    What :func:`load_bundle` reads before building the models; the Spark engine ships these bytes.
+    """
+    text = str(uri)
+    if not text.startswith("models:/"):
+        _, manifest_sha, contents = read_verified(text)
+        return contents, f"local:{manifest_sha[:12]}", manifest_sha
+    from models.registry import download_registered_bundle
+
+    # The downloaded copy is removed once read, instead of piling up in the temporary folder at
+    # each command or service start.
+    with tempfile.TemporaryDirectory(prefix="misdeclare-bundle-") as destination:
+        folder, version, expected = download_registered_bundle(text, tracking_uri=tracking_uri, destination=destination)
+        _, manifest_sha, contents = read_verified(folder, expected)
+    return contents, version, manifest_sha

@@ -79,16 +79,30 @@ def train(
     ] = None,
     quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Where rows failing validation go.")] = None,
     history: HistoryOption = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="Where the history features of the training table are computed: default or spark.")
+    ] = "default",
+    master: Annotated[str | None, typer.Option("--master", help="Spark master (with --engine spark).")] = None,
 ) -> None:
     """Train the risk model on labelled lines, track it in MLflow and register a version."""
+    if engine not in ("default", "spark"):
+        raise typer.BadParameter(f"must be default or spark, got '{engine}'", param_hint="--engine")
+    if master is not None and engine != "spark":
+        raise typer.BadParameter("only with --engine spark", param_hint="--master")
     from features.history_store import HistoryStore, resolve_history_dir
     from training.config import load_train_config
     from training.jobs import train_and_register
 
+    history_of = None
+    if engine == "spark":
+        from serve.spark_scoring import spark_session
+        from training.spark_train import spark_history_of
+
+        history_of = spark_history_of(spark_session(master))
     settings = load_train_config(config)
     with console.status("training..."):
         outcome = train_and_register(
-            list(data), settings, model_name, tracking_uri, quarantine, HistoryStore(resolve_history_dir(history))
+            list(data), settings, model_name, tracking_uri, quarantine, HistoryStore(resolve_history_dir(history)), history_of
         )
     _print_training(outcome, model_name, settings)
 
@@ -157,8 +171,19 @@ def score(
             "reasons, risk against the validation window, cover-code cells, quarantine).",
         ),
     ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="default: this process, in chunks; spark: Apache Spark (a dataset in, a dataset out).")
+    ] = "default",
+    master: Annotated[
+        str | None,
+        typer.Option("--master", help="Spark master: local[2], spark://..., yarn, k8s://... (default: spark-submit's)."),
+    ] = None,
 ) -> None:
     """Score a manifest file: risk score, channel (day quotas), reasons, suspected commodity and check per line."""
+    if engine not in ("default", "spark"):
+        raise typer.BadParameter(f"must be default or spark, got '{engine}'", param_hint="--engine")
+    if master is not None and engine != "spark":
+        raise typer.BadParameter("only with --engine spark", param_hint="--master")
     from features.history_store import HistoryStore, resolve_history_dir
     from features.io import DEFAULT_CHUNK_ROWS
     from features.reference import load_reference
@@ -170,19 +195,28 @@ def score(
         raise typer.BadParameter(f"must end in .html, got '{report}'", param_hint="--report")
     bundle = load_bundle(model, tracking_uri=tracking_uri)
     facts = BatchReport(load_reference().cover_codes) if report is not None else None
-    with _progress() as progress:
-        task = progress.add_task(f"scoring {input.name}", total=None)
-        summary = score_file(
-            input,
-            out,
-            bundle,
-            quarantine,
-            chunk_rows or DEFAULT_CHUNK_ROWS,
-            explain,
-            on_chunk=lambda n: progress.advance(task, n),
-            history=HistoryStore(resolve_history_dir(history)),
-            report=facts,
-        )
+    store = HistoryStore(resolve_history_dir(history))
+    if engine == "spark":
+        from serve.spark_scoring import score_dataset, spark_session
+
+        with console.status(f"scoring {input} on Spark..."):
+            summary = score_dataset(
+                spark_session(master), input, out, model, tracking_uri, quarantine, explain, store, report=facts
+            )
+    else:
+        with _progress() as progress:
+            task = progress.add_task(f"scoring {input.name}", total=None)
+            summary = score_file(
+                input,
+                out,
+                bundle,
+                quarantine,
+                chunk_rows or DEFAULT_CHUNK_ROWS,
+                explain,
+                on_chunk=lambda n: progress.advance(task, n),
+                history=store,
+                report=facts,
+            )
     channels = ", ".join(f"{summary.channels.get(c, 0):,} {c}" for c in ("red", "yellow", "green"))
     channels += f"; {summary.checks.get('origin', 0):,} declared under a controlled code, origin check"
     console.print(
@@ -284,7 +318,16 @@ def demo(
     console.rule("1. simulated worlds: labelled history to 2026-06-30, and a later quarter of a world built differently")
     write_demo_data(history, incoming, truth, rows)
     console.rule("2. train on the history, track in MLflow, register")
-    train(data=[history], model_name=DEFAULT_MODEL_NAME, config=None, tracking_uri=None, quarantine=None, history=store)
+    train(
+        data=[history],
+        model_name=DEFAULT_MODEL_NAME,
+        config=None,
+        tracking_uri=None,
+        quarantine=None,
+        history=store,
+        engine="default",
+        master=None,
+    )
     console.rule("3. score the later manifest with the champion")
     score(
         input=incoming,

@@ -70,12 +70,15 @@ def train_and_register(
     tracking_uri: str | None = None,
     quarantine_path: str | Path | None = None,
     history: HistoryStore | None = None,
+    history_of=None,
 ) -> TrainingOutcome:
     """Read, validate, train, log to MLflow and register a model version.
 
     Rows that fail validation are written to ``quarantine_path`` (default
     ``<first file stem>.quarantine.csv``) when there are any. The valid lines are added to the
     ``history`` store, so that scoring later files sees the parties met in training.
+    ``history_of`` computes the training lines' history features elsewhere (see
+    :func:`training.train.train_model`; ``train --engine spark``).
     """
     from training.tracking import log_training_run
 
@@ -88,7 +91,7 @@ def train_and_register(
     if data.lines.empty:
         raise ManifestFileError(f"{files}: no valid line to train on ({len(data.quarantine):,} quarantined -> {written})")
     try:
-        result = train_model(data.lines, config)
+        result = train_model(data.lines, config, history_of=history_of)
     except InsufficientDataError as exc:
         raise ManifestFileError(f"{files}: {exc}") from exc
     run_id, version, champion = log_training_run(result, config, paths, model_name, tracking_uri)

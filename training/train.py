@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from features.history import HistoryColumns, HistoryFeatures
 from features.pipeline import (
     build_feature_pipeline,
     categorical_features,
@@ -247,6 +248,7 @@ def train_model(
     extra_categorical: tuple[str, ...] = (),
     weight_column: str | None = None,
     history_entities: tuple[str, ...] = (),
+    history_of: Callable[[HistoryFeatures, pd.DataFrame], HistoryColumns] | None = None,
 ) -> TrainResult:
     """Train the risk and commodity models on validated manifest lines.
 
@@ -273,6 +275,10 @@ def train_model(
         calibration and thresholds are not.
     history_entities : tuple of str
         Further input columns the pipeline keeps a party-like history for (e.g. a goods profile).
+    history_of : callable, optional
+        ``(fitted history step, lines) -> HistoryColumns``: the lines' history features computed
+        elsewhere (``train --engine spark`` computes them on Spark by the same functions); by
+        default the pipeline computes them from the lines themselves.
     """
     if split is None:
         lines = lines.reset_index(drop=True)
@@ -293,7 +299,9 @@ def train_model(
         tenure_unknown_days=config.tenure_unknown_days,
     ).fit(split.train)
     categorical = categorical_features(pipeline)
-    derived_all, X_all = transform_features(pipeline, hide_labels_outside(lines, split.train.index))
+    hidden = hide_labels_outside(lines, split.train.index)
+    step = next(s for _, s in pipeline.steps if isinstance(s, HistoryFeatures))
+    derived_all, X_all = transform_features(pipeline, hidden, None if history_of is None else history_of(step, hidden))
     X_train, X_valid, X_test = (X_all.loc[period.index] for period in (train_l, valid_l, test_l))
     y_train, y_valid = train_l["misdeclared"].to_numpy("int64"), valid_l["misdeclared"].to_numpy("int64")
     weight = None if weight_column is None else train_l[weight_column].to_numpy("float64")

@@ -23,6 +23,7 @@ HEAVY = (
     "pandera",
     "fastapi",
     "scipy",
+    "pyspark",
 )
 
 
