@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+
+from features.pandera_import import import_pandera_pandas
+
+pa = import_pandera_pandas()
 
 TEXT_COLUMNS = (
     "declaration_id",
