@@ -36,6 +36,7 @@ another process waits and retries for ``lock_timeout`` seconds. Within a process
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
 import time
@@ -200,6 +201,10 @@ class KeyFilter:
         # (file identity, bits, keys): a file is replaced, never rewritten, so a new identity is a new filter
         self._loaded: tuple[tuple, np.ndarray, int] | None = None
 
+    def __getstate__(self) -> dict:
+        # A copy sent to a worker process reads the filter itself (it may be large).
+        return {**self.__dict__, "_loaded": None}
+
     @staticmethod
     def hashes_of(keys: pd.DataFrame) -> np.ndarray:
         """64-bit hashes of (declaration_id, line_no) as the store types them."""
@@ -304,6 +309,17 @@ class HistoryStore:
         self.recent_days = recent_days
         self.unique_first_uses = unique_first_uses
         self.key_filter = KeyFilter(self.directory / KEY_FILTER_NAME)
+        self.read_only = False
+
+    def reader(self) -> HistoryStore:
+        """The same store, opened read-only for reads: several processes may read it at once.
+
+        Only for a process that does not also write it (DuckDB refuses read-write and read-only
+        connections to one file from one process).
+        """
+        copy = HistoryStore(self.directory, self.lock_timeout, self.recent_days, self.unique_first_uses)
+        copy.read_only = True
+        return copy
 
     @property
     def path(self) -> Path:
@@ -315,6 +331,8 @@ class HistoryStore:
         Only keys the key filter may hold are looked up, by their hash (an integer column is
         scanned far faster than the text keys), and only the matching rows are read.
         """
+        if keys.empty:
+            return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS))).iloc[0:0]
         bits = self.key_filter.load(connection)[0] if bits is None else bits
         candidates = history_frame(keys[self.key_filter.may_hold(bits, keys)])[["declaration_id", "line_no"]]
         if candidates.empty:
@@ -358,8 +376,10 @@ class HistoryStore:
             return
         # The one-time import of Parquet parts and a lost key filter are written under the lock.
         write = write or legacy or not self.key_filter.path.exists()
+        if write and self.read_only:
+            raise ValueError(f"{self.directory}: a read-only copy of the store cannot write (or upgrade) it")
         with _WRITE_LOCK if write else contextlib.nullcontext():
-            connection = self._open()
+            connection = self._open(read_only=not write and self.read_only)
             try:
                 connection.execute("BEGIN TRANSACTION")
                 if write:
@@ -383,13 +403,13 @@ class HistoryStore:
             finally:
                 connection.close()
 
-    def _open(self) -> duckdb.DuckDBPyConnection:
+    def _open(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open the database, waiting up to ``lock_timeout`` seconds while another process holds it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
-                return duckdb.connect(str(self.path), config={"memory_limit": DUCKDB_MEMORY_LIMIT})
+                return duckdb.connect(str(self.path), read_only=read_only, config={"memory_limit": DUCKDB_MEMORY_LIMIT})
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:
                     raise
@@ -800,6 +820,17 @@ class FileHistory:
             self._first_copy_day = day if self._first_copy_day is None else min(day, self._first_copy_day)
             self._changed.append(copies[~_same_but_labels(copies, history_frame(lines))])
             self._overrides = None
+
+    def for_workers(self) -> FileHistory:
+        """A copy for worker processes: first-use overrides computed once here, stores read-only.
+
+        Only for reading (:meth:`events_for`) once every line of the file was added.
+        """
+        self._first_use_overrides()
+        reading = copy.copy(self)
+        reading.store = None if self.store is None else self.store.reader()
+        reading.file = self.file.reader()
+        return reading
 
     def _first_use_overrides(self) -> pd.DataFrame:
         """First uses of the parties of corrected copies, from the store without those copies."""
