@@ -48,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 
 from features.history import HISTORY_COLUMNS, HistoryFeatures
 from features.history_store import FileHistory, HistoryStore
@@ -57,6 +58,7 @@ from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, KeyHashes, validat
 from models.bundle import ModelBundle, load_bundle_folder, save_bundle
 from models.channels import channel_rates, quota_keys
 from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, needs_features, score_risk
+from models.scope import DISGUISE, ORIGIN
 from serve.report import BatchReport
 
 
@@ -154,19 +156,40 @@ def _worker_bundle(files: _BundleFiles) -> ModelBundle:
     return load_bundle_folder(files.directory, version=files.version, expected_manifest_sha256=files.manifest_sha256)
 
 
-def _risk_part(model: ModelBundle | _BundleFiles, part: Path, past: FileHistory, num_threads: int) -> RiskScores:
+@dataclass(frozen=True)
+class _PartRisk:
+    """What the file keeps of a part between passes: 10 bytes a line."""
+
+    risk: np.ndarray  # float64
+    origin: np.ndarray  # bool: check "origin" (else "disguise")
+    origin_alert: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, scores: RiskScores) -> _PartRisk:
+        return cls(scores.risk, np.asarray(scores.check == ORIGIN), scores.origin_alert)
+
+    def scores(self) -> RiskScores:
+        return RiskScores(self.risk, np.where(self.origin, ORIGIN, DISGUISE).astype(object), self.origin_alert)
+
+
+# Channels of the whole file as one byte a line between passes 3 and 4.
+_CHANNELS = np.array(["green", "yellow", "red"], dtype=object)
+
+
+def _risk_part(model: ModelBundle | _BundleFiles, part: Path, past: FileHistory, num_threads: int) -> _PartRisk:
     """Pass 2 for one part: risk and scope; derived features to disk beside the part."""
     bundle = _worker_bundle(model) if isinstance(model, _BundleFiles) else model
     risk = score_risk(bundle, pd.read_parquet(part), past, num_threads)
     risk.derived.to_parquet(_features_part(part), index=False)
-    return risk.without_features()
+    return _PartRisk.of(risk)
 
 
 def _finish_part(
-    model: ModelBundle | _BundleFiles, part: Path, risk: RiskScores, channels: np.ndarray, explain: str, num_threads: int
+    model: ModelBundle | _BundleFiles, part: Path, kept: _PartRisk, channel_codes: np.ndarray, explain: str, num_threads: int
 ) -> pd.DataFrame:
     """Pass 4 for one part: the output rows, in input order; only the needed lines' features are read."""
     bundle = _worker_bundle(model) if isinstance(model, _BundleFiles) else model
+    risk, channels = kept.scores(), _CHANNELS[channel_codes]
     lines = pd.read_parquet(part)
     needed = needs_features(channels, explain)
     derived = _read_rows(_features_part(part), needed)
@@ -183,6 +206,13 @@ def _finish_part(
             finish_frame(bundle, lines[~needed], risk.take(~needed), channels[~needed], explain, num_threads),
         ]
     ).loc[lines.index]
+
+
+def _stop_idle_workers(jobs: int) -> None:
+    """Stop the loky workers once a pass is done, so that they free their memory (loky keeps idle
+    workers for minutes; the next pass starts new ones)."""
+    if jobs > 1:
+        get_reusable_executor().shutdown(wait=True)
 
 
 def _in_process(tasks):
@@ -291,19 +321,22 @@ def score_file(
             # Pass 2: risk and scope per part; derived features to disk, small arrays in memory.
             risks = list(run(delayed(_risk_part)(model, part, past, threads) for part in parts))
 
+            _stop_idle_workers(jobs)  # their memory is not needed while the quotas are assigned
+
             # Pass 3: quotas per arrival day over the whole file.
             if risks:
-                whole = RiskScores(
-                    *(np.concatenate([getattr(r, name) for r in risks]) for name in ("risk", "check", "origin_alert"))
+                whole = _PartRisk(
+                    *(np.concatenate([getattr(r, name) for r in risks]) for name in ("risk", "origin", "origin_alert"))
                 )
-                channels = assign_channels(pd.concat(keys, ignore_index=True), whole, rates)
-                del keys
+                channels = assign_channels(pd.concat(keys, ignore_index=True), whole.scores(), rates)
+                codes = np.select([channels == "red", channels == "yellow"], [2, 1], 0).astype("int8")
+                del keys, whole, channels
             starts = np.cumsum([0] + [len(r.risk) for r in risks])
 
             # Pass 4: channel, suspected commodity and reasons, written in input order; only the
             # features of the flagged (or explained) lines are read back.
             frames = run(
-                delayed(_finish_part)(model, part, risk, channels[start : start + len(risk.risk)], explain, threads)
+                delayed(_finish_part)(model, part, risk, codes[start : start + len(risk.risk)], explain, threads)
                 for part, risk, start in zip(parts, risks, starts, strict=False)
             )
             for frame in frames:
@@ -312,6 +345,7 @@ def score_file(
                     report.add_scored(frame)
                 summary.channels.update(frame["channel"].tolist())
                 summary.checks.update(frame["check"].tolist())
+            _stop_idle_workers(jobs)
             if scored.rows_written == 0:
                 extras = [c for c in input_columns if c not in CANONICAL_COLUMNS]
                 scored.write(_empty_like(list(CANONICAL_COLUMNS) + extras + list(OUTPUT_COLUMNS)))
