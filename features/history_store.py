@@ -297,10 +297,19 @@ class HistoryStore:
         appends its own first uses, which the features reduce to the earliest: for a store written
         once and read soon (:class:`FileHistory`), whose key index would grow with the file and be
         loaded by every write.
+    new_keys_only : bool
+        Every line appended is new to the store (a file's own store: keys are unique within a
+        file), so no stored copy is looked for and no key filter is kept (rebuilding it read every
+        stored key at each doubling: half a GiB at 6M lines).
     """
 
     def __init__(
-        self, directory: str | Path, lock_timeout: float = 120.0, recent_days: int = 365, unique_first_uses: bool = True
+        self,
+        directory: str | Path,
+        lock_timeout: float = 120.0,
+        recent_days: int = 365,
+        unique_first_uses: bool = True,
+        new_keys_only: bool = False,
     ):
         if recent_days < 1:
             raise ValueError(f"recent_days must be >= 1, got {recent_days}")
@@ -308,6 +317,7 @@ class HistoryStore:
         self.lock_timeout = lock_timeout
         self.recent_days = recent_days
         self.unique_first_uses = unique_first_uses
+        self.new_keys_only = new_keys_only
         self.key_filter = KeyFilter(self.directory / KEY_FILTER_NAME)
         self.read_only = False
 
@@ -317,7 +327,7 @@ class HistoryStore:
         Only for a process that does not also write it (DuckDB refuses read-write and read-only
         connections to one file from one process).
         """
-        copy = HistoryStore(self.directory, self.lock_timeout, self.recent_days, self.unique_first_uses)
+        copy = HistoryStore(self.directory, self.lock_timeout, self.recent_days, self.unique_first_uses, self.new_keys_only)
         copy.read_only = True
         return copy
 
@@ -375,7 +385,7 @@ class HistoryStore:
             yield None
             return
         # The one-time import of Parquet parts and a lost key filter are written under the lock.
-        write = write or legacy or not self.key_filter.path.exists()
+        write = write or legacy or (not self.new_keys_only and not self.key_filter.path.exists())
         if write and self.read_only:
             raise ValueError(f"{self.directory}: a read-only copy of the store cannot write (or upgrade) it")
         with _WRITE_LOCK if write else contextlib.nullcontext():
@@ -389,7 +399,8 @@ class HistoryStore:
                         connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
                     self._ensure_key_hashes(connection)
                     self._import_parquet_parts(connection)
-                    self.key_filter.ensure(connection)
+                    if not self.new_keys_only:
+                        self.key_filter.ensure(connection)
                 elif not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'lines'").fetchall()[0][0]:
                     connection.execute("COMMIT")
                     yield None  # a database whose first write never committed
@@ -465,13 +476,17 @@ class HistoryStore:
 
     def _add(self, connection, lines: pd.DataFrame) -> int:
         batch = winning_copies(history_frame(lines))
-        bits, count = self.key_filter.load(connection)
-        stored = self._stored_copies(connection, batch, bits)
-        added, removed = self._changes(batch, stored)
+        if self.new_keys_only:
+            added, removed = batch, batch.iloc[0:0]
+        else:
+            bits, count = self.key_filter.load(connection)
+            stored = self._stored_copies(connection, batch, bits)
+            added, removed = self._changes(batch, stored)
         if added.empty:
             return 0
-        new_keys = added[~line_keys(added).isin(line_keys(removed))] if len(removed) else added
-        self.key_filter.add(connection, bits, count, new_keys)  # before the commit: a superset
+        if not self.new_keys_only:
+            new_keys = added[~line_keys(added).isin(line_keys(removed))] if len(removed) else added
+            self.key_filter.add(connection, bits, count, new_keys)  # before the commit: a superset
         delta = summed(
             PastEvents.concat(
                 PastEvents.from_lines(added, ENTITY_COLUMNS), PastEvents.from_lines(removed, ENTITY_COLUMNS, weight=-1)
@@ -677,18 +692,22 @@ class HistoryStore:
                 and (copies.empty or int(day_numbers(copies).min()) >= checkpoint)
                 and (taken_out_since is None or taken_out_since >= checkpoint)
             )
+            # Events on or after the batch's last day count for none of its lines (counts are of
+            # earlier days, outcomes once known, first uses before the line's day): a file's early
+            # part does not read its parties' years to come.
+            last = int(days.max())
             per_day = (
                 "SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, "
                 "sum(positives) AS positives "
                 f"FROM ({_events_union('party_events', checkpoint is not None and not totals)}) "
-                "JOIN query_keys USING (entity, key) GROUP BY ALL"
+                f"JOIN query_keys USING (entity, key) WHERE day < {last} GROUP BY ALL"
             )
             parties = connection.execute(per_day if fold_before is None else _folded(per_day, fold_before)).df()
             if totals:
                 parties = pd.concat([parties, _totals_as_events(connection, checkpoint)], ignore_index=True)
             values = connection.execute(  # one row per party and value (stores without the key append)
                 "SELECT entity, key, kind, value, min(day) AS day, 1 AS lines FROM value_firsts "
-                "JOIN query_keys USING (entity, key) GROUP BY entity, key, kind, value"
+                f"JOIN query_keys USING (entity, key) WHERE day < {last} GROUP BY entity, key, kind, value"
             ).df()
             since = first - flow_days if flow_days is not None else np.iinfo("int32").min
             old_flows = checkpoint is not None and since < checkpoint
@@ -797,7 +816,7 @@ class FileHistory:
 
     def __init__(self, store: HistoryStore | None, directory: str | Path, extra_entities: tuple[str, ...] = ()):
         self.store = store
-        self.file = HistoryStore(directory, recent_days=_NEVER_FOLDED, unique_first_uses=False)
+        self.file = HistoryStore(directory, recent_days=_NEVER_FOLDED, unique_first_uses=False, new_keys_only=True)
         self.extra_entities = tuple(e for e in extra_entities if e not in ENTITY_COLUMNS)
         self._extra = PastEvents.empty()
         self._changed: list[pd.DataFrame] = []
@@ -857,7 +876,11 @@ class FileHistory:
             if label_delay_days is None or self._first_copy_day is not None
             else int(day_numbers(lines).min()) - label_delay_days
         )
-        events = self.file.events_for(lines, tuple(stored), flow_days, fold_before=fold)
+        # The file's store holds each line of the part exactly as it is (keys are unique within the
+        # file), so the part is taken out by its own events instead of its copies read back.
+        events = self.file.events_for(lines, tuple(stored), flow_days, exclude=lines.iloc[0:0], fold_before=fold)
+        part = PastEvents.from_lines(lines, ENTITY_COLUMNS, weight=-1)
+        events = PastEvents.concat(events, replace(part, values=PastEvents.empty().values))
         extra = [entity for entity in entities if entity in self.extra_entities]
         if extra:
             own = replace(PastEvents.from_lines(lines, tuple(extra), weight=-1), flows=PastEvents.empty().flows)
