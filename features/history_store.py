@@ -36,6 +36,7 @@ another process waits and retries for ``lock_timeout`` seconds. Within a process
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
 import time
@@ -200,6 +201,10 @@ class KeyFilter:
         # (file identity, bits, keys): a file is replaced, never rewritten, so a new identity is a new filter
         self._loaded: tuple[tuple, np.ndarray, int] | None = None
 
+    def __getstate__(self) -> dict:
+        # A copy sent to a worker process reads the filter itself (it may be large).
+        return {**self.__dict__, "_loaded": None}
+
     @staticmethod
     def hashes_of(keys: pd.DataFrame) -> np.ndarray:
         """64-bit hashes of (declaration_id, line_no) as the store types them."""
@@ -292,10 +297,19 @@ class HistoryStore:
         appends its own first uses, which the features reduce to the earliest: for a store written
         once and read soon (:class:`FileHistory`), whose key index would grow with the file and be
         loaded by every write.
+    new_keys_only : bool
+        Every line appended is new to the store (a file's own store: keys are unique within a
+        file), so no stored copy is looked for and no key filter is kept (rebuilding it read every
+        stored key at each doubling: half a GiB at 6M lines).
     """
 
     def __init__(
-        self, directory: str | Path, lock_timeout: float = 120.0, recent_days: int = 365, unique_first_uses: bool = True
+        self,
+        directory: str | Path,
+        lock_timeout: float = 120.0,
+        recent_days: int = 365,
+        unique_first_uses: bool = True,
+        new_keys_only: bool = False,
     ):
         if recent_days < 1:
             raise ValueError(f"recent_days must be >= 1, got {recent_days}")
@@ -303,7 +317,19 @@ class HistoryStore:
         self.lock_timeout = lock_timeout
         self.recent_days = recent_days
         self.unique_first_uses = unique_first_uses
+        self.new_keys_only = new_keys_only
         self.key_filter = KeyFilter(self.directory / KEY_FILTER_NAME)
+        self.read_only = False
+
+    def reader(self) -> HistoryStore:
+        """The same store, opened read-only for reads: several processes may read it at once.
+
+        Only for a process that does not also write it (DuckDB refuses read-write and read-only
+        connections to one file from one process).
+        """
+        copy = HistoryStore(self.directory, self.lock_timeout, self.recent_days, self.unique_first_uses, self.new_keys_only)
+        copy.read_only = True
+        return copy
 
     @property
     def path(self) -> Path:
@@ -315,6 +341,8 @@ class HistoryStore:
         Only keys the key filter may hold are looked up, by their hash (an integer column is
         scanned far faster than the text keys), and only the matching rows are read.
         """
+        if keys.empty:
+            return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS))).iloc[0:0]
         bits = self.key_filter.load(connection)[0] if bits is None else bits
         candidates = history_frame(keys[self.key_filter.may_hold(bits, keys)])[["declaration_id", "line_no"]]
         if candidates.empty:
@@ -357,9 +385,11 @@ class HistoryStore:
             yield None
             return
         # The one-time import of Parquet parts and a lost key filter are written under the lock.
-        write = write or legacy or not self.key_filter.path.exists()
+        write = write or legacy or (not self.new_keys_only and not self.key_filter.path.exists())
+        if write and self.read_only:
+            raise ValueError(f"{self.directory}: a read-only copy of the store cannot write (or upgrade) it")
         with _WRITE_LOCK if write else contextlib.nullcontext():
-            connection = self._open()
+            connection = self._open(read_only=not write and self.read_only)
             try:
                 connection.execute("BEGIN TRANSACTION")
                 if write:
@@ -369,7 +399,8 @@ class HistoryStore:
                         connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
                     self._ensure_key_hashes(connection)
                     self._import_parquet_parts(connection)
-                    self.key_filter.ensure(connection)
+                    if not self.new_keys_only:
+                        self.key_filter.ensure(connection)
                 elif not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'lines'").fetchall()[0][0]:
                     connection.execute("COMMIT")
                     yield None  # a database whose first write never committed
@@ -383,13 +414,13 @@ class HistoryStore:
             finally:
                 connection.close()
 
-    def _open(self) -> duckdb.DuckDBPyConnection:
+    def _open(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open the database, waiting up to ``lock_timeout`` seconds while another process holds it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
-                return duckdb.connect(str(self.path), config={"memory_limit": DUCKDB_MEMORY_LIMIT})
+                return duckdb.connect(str(self.path), read_only=read_only, config={"memory_limit": DUCKDB_MEMORY_LIMIT})
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:
                     raise
@@ -445,13 +476,17 @@ class HistoryStore:
 
     def _add(self, connection, lines: pd.DataFrame) -> int:
         batch = winning_copies(history_frame(lines))
-        bits, count = self.key_filter.load(connection)
-        stored = self._stored_copies(connection, batch, bits)
-        added, removed = self._changes(batch, stored)
+        if self.new_keys_only:
+            added, removed = batch, batch.iloc[0:0]
+        else:
+            bits, count = self.key_filter.load(connection)
+            stored = self._stored_copies(connection, batch, bits)
+            added, removed = self._changes(batch, stored)
         if added.empty:
             return 0
-        new_keys = added[~line_keys(added).isin(line_keys(removed))] if len(removed) else added
-        self.key_filter.add(connection, bits, count, new_keys)  # before the commit: a superset
+        if not self.new_keys_only:
+            new_keys = added[~line_keys(added).isin(line_keys(removed))] if len(removed) else added
+            self.key_filter.add(connection, bits, count, new_keys)  # before the commit: a superset
         delta = summed(
             PastEvents.concat(
                 PastEvents.from_lines(added, ENTITY_COLUMNS), PastEvents.from_lines(removed, ENTITY_COLUMNS, weight=-1)
@@ -657,18 +692,22 @@ class HistoryStore:
                 and (copies.empty or int(day_numbers(copies).min()) >= checkpoint)
                 and (taken_out_since is None or taken_out_since >= checkpoint)
             )
+            # Events on or after the batch's last day count for none of its lines (counts are of
+            # earlier days, outcomes once known, first uses before the line's day): a file's early
+            # part does not read its parties' years to come.
+            last = int(days.max())
             per_day = (
                 "SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, "
                 "sum(positives) AS positives "
                 f"FROM ({_events_union('party_events', checkpoint is not None and not totals)}) "
-                "JOIN query_keys USING (entity, key) GROUP BY ALL"
+                f"JOIN query_keys USING (entity, key) WHERE day < {last} GROUP BY ALL"
             )
             parties = connection.execute(per_day if fold_before is None else _folded(per_day, fold_before)).df()
             if totals:
                 parties = pd.concat([parties, _totals_as_events(connection, checkpoint)], ignore_index=True)
             values = connection.execute(  # one row per party and value (stores without the key append)
                 "SELECT entity, key, kind, value, min(day) AS day, 1 AS lines FROM value_firsts "
-                "JOIN query_keys USING (entity, key) GROUP BY entity, key, kind, value"
+                f"JOIN query_keys USING (entity, key) WHERE day < {last} GROUP BY entity, key, kind, value"
             ).df()
             since = first - flow_days if flow_days is not None else np.iinfo("int32").min
             old_flows = checkpoint is not None and since < checkpoint
@@ -777,7 +816,7 @@ class FileHistory:
 
     def __init__(self, store: HistoryStore | None, directory: str | Path, extra_entities: tuple[str, ...] = ()):
         self.store = store
-        self.file = HistoryStore(directory, recent_days=_NEVER_FOLDED, unique_first_uses=False)
+        self.file = HistoryStore(directory, recent_days=_NEVER_FOLDED, unique_first_uses=False, new_keys_only=True)
         self.extra_entities = tuple(e for e in extra_entities if e not in ENTITY_COLUMNS)
         self._extra = PastEvents.empty()
         self._changed: list[pd.DataFrame] = []
@@ -800,6 +839,17 @@ class FileHistory:
             self._first_copy_day = day if self._first_copy_day is None else min(day, self._first_copy_day)
             self._changed.append(copies[~_same_but_labels(copies, history_frame(lines))])
             self._overrides = None
+
+    def for_workers(self) -> FileHistory:
+        """A copy for worker processes: first-use overrides computed once here, stores read-only.
+
+        Only for reading (:meth:`events_for`) once every line of the file was added.
+        """
+        self._first_use_overrides()
+        reading = copy.copy(self)
+        reading.store = None if self.store is None else self.store.reader()
+        reading.file = self.file.reader()
+        return reading
 
     def _first_use_overrides(self) -> pd.DataFrame:
         """First uses of the parties of corrected copies, from the store without those copies."""
@@ -826,7 +876,11 @@ class FileHistory:
             if label_delay_days is None or self._first_copy_day is not None
             else int(day_numbers(lines).min()) - label_delay_days
         )
-        events = self.file.events_for(lines, tuple(stored), flow_days, fold_before=fold)
+        # The file's store holds each line of the part exactly as it is (keys are unique within the
+        # file), so the part is taken out by its own events instead of its copies read back.
+        events = self.file.events_for(lines, tuple(stored), flow_days, exclude=lines.iloc[0:0], fold_before=fold)
+        part = PastEvents.from_lines(lines, ENTITY_COLUMNS, weight=-1)
+        events = PastEvents.concat(events, replace(part, values=PastEvents.empty().values))
         extra = [entity for entity in entities if entity in self.extra_entities]
         if extra:
             own = replace(PastEvents.from_lines(lines, tuple(extra), weight=-1), flows=PastEvents.empty().flows)

@@ -173,13 +173,28 @@ def _as_text(values: pd.Series) -> pd.Series:
     return text.mask(text == "")
 
 
+def _replace_where(text: pd.Series, pattern: str, replacement: str, candidates: str) -> pd.Series:
+    """``text.str.replace(pattern, replacement, regex=True)``, run only on the values matching the
+    regular expression ``candidates`` (cheap, in Arrow), which every value ``pattern`` matches does.
+
+    Python's ``re`` runs value by value; most values hold nothing to replace.
+    """
+    rows = text.str.contains(candidates, regex=True).fillna(False).to_numpy(dtype=bool)
+    if not rows.any():
+        return text
+    replaced = text.copy()
+    replaced[rows] = text[rows].str.replace(pattern, replacement, regex=True)
+    return replaced
+
+
 def _parse_column(raw: pd.Series, column: str) -> pd.Series:
     if column in DATE_COLUMNS:
         if pd.api.types.is_datetime64_any_dtype(raw):
             return pd.to_datetime(raw, errors="coerce").dt.tz_localize(None)
         # Keep the local time written on each line: values with different UTC offsets (or with and
-        # without one) cannot share a timezone, and pandas would reject the whole column.
-        text = _as_text(raw).str.replace(_UTC_OFFSET, r"\1", regex=True)
+        # without one) cannot share a timezone, and pandas would reject the whole column. An offset
+        # follows a time, so only values with a colon can hold one.
+        text = _replace_where(_as_text(raw), _UTC_OFFSET, r"\1", ":")
         return pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True).dt.tz_localize(None)
     if column in FLOAT_COLUMNS or column in INT_COLUMNS:
         numbers = raw if pd.api.types.is_numeric_dtype(raw) else _as_text(raw)
@@ -187,9 +202,9 @@ def _parse_column(raw: pd.Series, column: str) -> pd.Series:
         return numbers.where(np.isfinite(numbers))  # "inf" is no weight or value: unparseable
     text = _as_text(raw)
     if column == "hs_code":
-        return text.str.replace(r"[.\s]", "", regex=True)
+        return _replace_where(text, r"[.\s]", "", "[^0-9A-Za-z]")
     if column in _UPPER_COLUMNS:
-        return text.str.upper().str.replace(r"\s", "", regex=True)
+        return _replace_where(text.str.upper(), r"\s", "", "[^0-9A-Za-z;]")
     if column in ("transport_mode", "found_commodity"):
         return text.str.lower()
     return text

@@ -16,6 +16,7 @@ three steps, each defined once here:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from models.scope import DISGUISE, ORIGIN, OriginCheck
 
 if TYPE_CHECKING:  # the bundle module imports this one's callers; annotations only
     from models.bundle import ModelBundle
+    from models.treeshap import TreeShapTables
 
 OUTPUT_COLUMNS = ("risk_score", "channel", "reasons", "suspected_commodity", "model_version", "check")
 EXPLAIN_CHOICES = ("flagged", "red", "all", "none")
@@ -66,12 +68,25 @@ def explain_mask(channels: np.ndarray, explain: str) -> np.ndarray:
     return np.isin(channels, ["red"] if explain == "red" else ["red", "yellow"])
 
 
+@functools.lru_cache(maxsize=4)
+def shap_tables(booster: Any) -> TreeShapTables:
+    """The booster's TreeSHAP tables (:mod:`models.treeshap`), built once per process and model."""
+    from models.treeshap import TreeShapTables  # compiled kernels: imported when reasons are needed
+
+    return TreeShapTables(booster)
+
+
 def reasons_for(bundle: ModelBundle, derived: pd.DataFrame, X: pd.DataFrame, mask: np.ndarray, num_threads: int) -> np.ndarray:
-    """Reason phrases for the lines in ``mask`` ('' elsewhere); TreeSHAP is costly, so only those."""
+    """Reason phrases for the lines in ``mask`` ('' elsewhere).
+
+    The contributions are LightGBM's TreeSHAP (``pred_contrib``), computed from per-leaf tables
+    (:class:`models.treeshap.TreeShapTables`: the same values within 1e-9, about ten times faster
+    per core); still the costliest step per line, so only for these lines.
+    """
     reasons = np.full(len(X), "", dtype=object)
     if not mask.any():
         return reasons
-    contributions = np.asarray(bundle.booster.predict(X[mask], pred_contrib=True, num_threads=num_threads))
+    contributions = shap_tables(bundle.booster).contributions(X[mask], num_threads=num_threads)
     features = bundle.spec["model_features"]
     grouped = group_contributions(contributions, features, bundle.spec["feature_groups"])
     reasons[mask] = write_reasons(derived[mask], grouped, PhraseContext.from_pipeline(bundle.pipeline))

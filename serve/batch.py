@@ -20,12 +20,19 @@ output (removed on success and on failure):
    transaction holding a whole file grew with it; a crash between parts leaves the store with the
    parts already added, and scoring the file again adds the rest without counting any line twice).
 
-Memory holds one chunk plus a few small arrays per line (day, key, risk); neither the store nor the
-file is ever read whole.
+Passes 2 and 4 are per part, so with ``workers`` > 1 the parts are scored in that many worker
+processes (joblib's loky backend), each with ``num_threads / workers`` LightGBM threads. A worker
+loads the bundle from plain files written to the temporary folder (models are data: nothing is
+pickled but parts' paths and small arrays) and reads the stores read-only; results come back in
+part order, a few parts ahead at most, so the output does not depend on the number of workers.
+
+Memory holds one chunk per process plus a few small arrays per line (day, key, risk); neither the
+store nor the file is ever read whole.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -40,14 +47,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 
 from features.history import HISTORY_COLUMNS, HistoryFeatures
 from features.history_store import FileHistory, HistoryStore
 from features.io import DEFAULT_CHUNK_ROWS, AtomicTableWriter, default_quarantine_path, file_format, iter_manifest_chunks
 from features.pipeline import model_features
 from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, KeyHashes, validate_manifest
+from models.bundle import ModelBundle, load_bundle_folder, save_bundle
 from models.channels import channel_rates, quota_keys
 from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, needs_features, score_risk
+from models.scope import DISGUISE, ORIGIN
 from serve.report import BatchReport
 
 
@@ -130,6 +141,85 @@ def _read_rows(path: Path, mask: np.ndarray, batch_rows: int = 16_384) -> pd.Dat
     return pa.Table.from_batches(batches).to_pandas()
 
 
+@dataclass(frozen=True)
+class _BundleFiles:
+    """Where a worker finds the bundle: plain files written by :func:`save_bundle`, and its label."""
+
+    directory: Path
+    manifest_sha256: str
+    version: str
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_bundle(files: _BundleFiles) -> ModelBundle:
+    """The bundle of ``files``, loaded (and verified) once per worker process."""
+    return load_bundle_folder(files.directory, version=files.version, expected_manifest_sha256=files.manifest_sha256)
+
+
+@dataclass(frozen=True)
+class _PartRisk:
+    """What the file keeps of a part between passes: 10 bytes a line."""
+
+    risk: np.ndarray  # float64
+    origin: np.ndarray  # bool: check "origin" (else "disguise")
+    origin_alert: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, scores: RiskScores) -> _PartRisk:
+        return cls(scores.risk, np.asarray(scores.check == ORIGIN), scores.origin_alert)
+
+    def scores(self) -> RiskScores:
+        return RiskScores(self.risk, np.where(self.origin, ORIGIN, DISGUISE).astype(object), self.origin_alert)
+
+
+# Channels of the whole file as one byte a line between passes 3 and 4.
+_CHANNELS = np.array(["green", "yellow", "red"], dtype=object)
+
+
+def _risk_part(model: ModelBundle | _BundleFiles, part: Path, past: FileHistory, num_threads: int) -> _PartRisk:
+    """Pass 2 for one part: risk and scope; derived features to disk beside the part."""
+    bundle = _worker_bundle(model) if isinstance(model, _BundleFiles) else model
+    risk = score_risk(bundle, pd.read_parquet(part), past, num_threads)
+    risk.derived.to_parquet(_features_part(part), index=False)
+    return _PartRisk.of(risk)
+
+
+def _finish_part(
+    model: ModelBundle | _BundleFiles, part: Path, kept: _PartRisk, channel_codes: np.ndarray, explain: str, num_threads: int
+) -> pd.DataFrame:
+    """Pass 4 for one part: the output rows, in input order; only the needed lines' features are read."""
+    bundle = _worker_bundle(model) if isinstance(model, _BundleFiles) else model
+    risk, channels = kept.scores(), _CHANNELS[channel_codes]
+    lines = pd.read_parquet(part)
+    needed = needs_features(channels, explain)
+    derived = _read_rows(_features_part(part), needed)
+    with_features = RiskScores(
+        risk.risk[needed],
+        risk.check[needed],
+        risk.origin_alert[needed],
+        derived,
+        None if derived is None else derived[model_features(bundle.pipeline)],
+    )
+    return pd.concat(
+        [
+            finish_frame(bundle, lines[needed], with_features, channels[needed], explain, num_threads),
+            finish_frame(bundle, lines[~needed], risk.take(~needed), channels[~needed], explain, num_threads),
+        ]
+    ).loc[lines.index]
+
+
+def _stop_idle_workers(jobs: int) -> None:
+    """Stop the loky workers once a pass is done, so that they free their memory (loky keeps idle
+    workers for minutes; the next pass starts new ones)."""
+    if jobs > 1:
+        get_reusable_executor().shutdown(wait=True)
+
+
+def _in_process(tasks):
+    """Run ``delayed`` tasks here, one after the other (as ``Parallel(return_as="generator")`` would)."""
+    return (function(*args, **kwargs) for function, args, kwargs in tasks)
+
+
 def score_file(
     input_path: str | Path,
     output_path: str | Path,
@@ -141,6 +231,7 @@ def score_file(
     history: HistoryStore | None = None,
     num_threads: int = 2,
     report: BatchReport | None = None,
+    workers: int = 1,
 ) -> ScoreSummary:
     """Score a manifest file into ``output_path``; invalid rows go to the quarantine file.
 
@@ -166,10 +257,15 @@ def score_file(
         Lines seen before, for the history features; the scored lines are appended to it once
         the output is complete. Without it, history comes from the file's own lines.
     num_threads : int
-        LightGBM threads.
+        LightGBM threads in all (shared by the workers).
     report : BatchReport, optional
         Counts every scored part and quarantined chunk (``--report``); the caller renders it.
+    workers : int
+        Processes scoring parts at once (passes 2 and 4); 1 scores in this process. The output is
+        the same whatever the number.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     started = time.perf_counter()
     file_format(output_path)
     summary = ScoreSummary(Path(output_path), Path(quarantine_path or default_quarantine_path(output_path)))
@@ -208,48 +304,48 @@ def score_file(
                 if on_chunk is not None:
                     on_chunk(len(chunk))
 
+            # Passes 2 and 4 run per part, in worker processes when there are several parts.
+            jobs = max(1, min(workers, len(parts)))
+            threads = max(1, num_threads // jobs)
+            if jobs > 1:
+                files = _BundleFiles(
+                    workdir / "bundle",
+                    save_bundle(workdir / "bundle", bundle.booster, bundle.spec, bundle.commodity_booster),
+                    bundle.version,
+                )
+                run = Parallel(n_jobs=jobs, backend="loky", return_as="generator", max_nbytes=None)
+                model, past = files, past.for_workers()
+            else:
+                run, model = _in_process, bundle
+
             # Pass 2: risk and scope per part; derived features to disk, small arrays in memory.
-            risks = []
-            for part in parts:
-                risk = score_risk(bundle, pd.read_parquet(part), past, num_threads)
-                risk.derived.to_parquet(_features_part(part), index=False)
-                risks.append(risk.without_features())
+            risks = list(run(delayed(_risk_part)(model, part, past, threads) for part in parts))
+
+            _stop_idle_workers(jobs)  # their memory is not needed while the quotas are assigned
 
             # Pass 3: quotas per arrival day over the whole file.
             if risks:
-                whole = RiskScores(
-                    *(np.concatenate([getattr(r, name) for r in risks]) for name in ("risk", "check", "origin_alert"))
+                whole = _PartRisk(
+                    *(np.concatenate([getattr(r, name) for r in risks]) for name in ("risk", "origin", "origin_alert"))
                 )
-                channels = assign_channels(pd.concat(keys, ignore_index=True), whole, rates)
-                del keys
+                channels = assign_channels(pd.concat(keys, ignore_index=True), whole.scores(), rates)
+                codes = np.select([channels == "red", channels == "yellow"], [2, 1], 0).astype("int8")
+                del keys, whole, channels
+            starts = np.cumsum([0] + [len(r.risk) for r in risks])
 
             # Pass 4: channel, suspected commodity and reasons, written in input order; only the
             # features of the flagged (or explained) lines are read back.
-            offset, model_columns = 0, model_features(bundle.pipeline)
-            for part, risk in zip(parts, risks, strict=True):
-                lines = pd.read_parquet(part)
-                part_channels = channels[offset : offset + len(lines)]
-                needed = needs_features(part_channels, explain)
-                derived = _read_rows(_features_part(part), needed)
-                with_features = RiskScores(
-                    risk.risk[needed],
-                    risk.check[needed],
-                    risk.origin_alert[needed],
-                    derived,
-                    None if derived is None else derived[model_columns],
-                )
-                frame = pd.concat(
-                    [
-                        finish_frame(bundle, lines[needed], with_features, part_channels[needed], explain, num_threads),
-                        finish_frame(bundle, lines[~needed], risk.take(~needed), part_channels[~needed], explain, num_threads),
-                    ]
-                ).loc[lines.index]
+            frames = run(
+                delayed(_finish_part)(model, part, risk, codes[start : start + len(risk.risk)], explain, threads)
+                for part, risk, start in zip(parts, risks, starts, strict=False)
+            )
+            for frame in frames:
                 scored.write(frame)
                 if report is not None:
                     report.add_scored(frame)
                 summary.channels.update(frame["channel"].tolist())
                 summary.checks.update(frame["check"].tolist())
-                offset += len(lines)
+            _stop_idle_workers(jobs)
             if scored.rows_written == 0:
                 extras = [c for c in input_columns if c not in CANONICAL_COLUMNS]
                 scored.write(_empty_like(list(CANONICAL_COLUMNS) + extras + list(OUTPUT_COLUMNS)))

@@ -7,6 +7,7 @@ Each command parses its options, calls the domain code and reports. Errors that 
 
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -163,6 +164,10 @@ def score(
         str | None, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.")
     ] = None,
     history: HistoryOption = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help="Processes scoring parts at once (default: one per core); the output is the same."),
+    ] = None,
     report: Annotated[
         Path | None,
         typer.Option(
@@ -216,6 +221,7 @@ def score(
                 on_chunk=lambda n: progress.advance(task, n),
                 history=store,
                 report=facts,
+                workers=workers or os.cpu_count() or 1,
             )
     channels = ", ".join(f"{summary.channels.get(c, 0):,} {c}" for c in ("red", "yellow", "green"))
     channels += f"; {summary.checks.get('origin', 0):,} declared under a controlled code, origin check"

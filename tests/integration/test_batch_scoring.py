@@ -7,6 +7,7 @@ never outlives the call.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -237,3 +238,36 @@ def test_the_queue_loads_scored_files_with_or_without_the_check_column(batch, tm
     assert (with_check.n_inserted, with_check.n_rejected) == (299, 1)
     assert with_check.rejections[0].endswith("check must be one of disguise, origin")
     assert (without.n_inserted, without.n_rejected) == (300, 0)
+
+
+def test_two_worker_processes_write_the_same_bytes_as_one(bundle, manifest, tmp_path):
+    """Parts scored in loky workers (bundle from plain files, stores read-only) change nothing."""
+    write_table(manifest.astype("string"), tmp_path / "incoming.csv")
+    history = HistoryStore(tmp_path / "history")
+    score_file(tmp_path / "incoming.csv", tmp_path / "first.csv", bundle, chunk_rows=1_500, history=history, num_threads=1)
+    outputs = {}
+    for workers in (1, 2):
+        # Against the store that now holds the file: stored copies are taken out in every worker.
+        scratch = tmp_path / f"history-{workers}"
+        shutil.copytree(tmp_path / "history", scratch)
+        score_file(
+            tmp_path / "incoming.csv",
+            tmp_path / f"scored-{workers}.csv",
+            bundle,
+            chunk_rows=700,
+            history=HistoryStore(scratch),
+            num_threads=2,
+            workers=workers,
+        )
+        outputs[workers] = (tmp_path / f"scored-{workers}.csv").read_bytes()
+
+    assert outputs[2] == outputs[1]
+    assert outputs[1] == (tmp_path / "first.csv").read_bytes()
+    assert not list(tmp_path.glob(".scored-2.csv.parts-*"))
+
+
+def test_workers_must_be_at_least_one(bundle, manifest, tmp_path):
+    write_table(manifest.head(10).astype("string"), tmp_path / "incoming.csv")
+
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        score_file(tmp_path / "incoming.csv", tmp_path / "scored.csv", bundle, workers=0)

@@ -304,7 +304,8 @@ def test_a_party_whose_first_line_is_corrected_away_keeps_its_true_first_day_beh
 
 def test_a_part_of_a_file_in_date_order_reads_its_parties_earlier_days_folded(tmp_path):
     """Shipper S1 declares every day for 200 days; the part of days 100-199 reads S1's days before
-    70 (100 minus the 30-day label delay) as a first day and one total, the later days one by one."""
+    70 (100 minus the 30-day label delay) as a first day and one total, the later days one by one
+    up to day 198 (day 199, the part's last, counts for none of its lines)."""
     file = history_frame(_frame(*[_line(f"L{day}", day, np.nan, np.nan) for day in range(200)]))
     file_history = FileHistory(None, tmp_path)
     file_history.add(file.iloc[:100])
@@ -313,6 +314,6 @@ def test_a_part_of_a_file_in_date_order_reads_its_parties_earlier_days_folded(tm
     shipper = events.parties[(events.parties["entity"] == "shipper_id").to_numpy()]
     start = (pd.Timestamp("2025-01-01") - pd.Timestamp("1970-01-01")).days
     added = shipper[shipper["lines"] > 0].sort_values("day")
-    assert added["day"].tolist() == [start] + [start + d for d in range(69, 200)]
-    assert added["lines"].tolist() == [1, 69] + [1] * 130
-    assert shipper["lines"].sum() == 100  # the part's own 100 lines are taken out
+    assert added["day"].tolist() == [start] + [start + d for d in range(69, 199)]
+    assert added["lines"].tolist() == [1, 69] + [1] * 129
+    assert shipper["lines"].sum() == 99  # 199 days read, the part's own 100 lines taken out

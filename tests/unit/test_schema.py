@@ -433,3 +433,20 @@ def test_a_neutralised_manifest_validates_to_the_same_lines(make_frame):
     assert written.loc[0, "description"].startswith("'=") and written.loc[1, "description"] == "'-"
     before, after = validate_manifest(raw), validate_manifest(written)
     pd.testing.assert_frame_equal(before.valid, after.valid)
+
+
+def test_codes_and_ports_lose_any_whitespace_python_calls_whitespace(make_frame):
+    """Values are cleaned by Python's regular expressions where Arrow finds something to clean:
+    Unicode spaces and vertical tabs count (Arrow's own regular expressions would miss them)."""
+    raw = make_frame(
+        {"hs_code": "7901.11", "port_of_loading": "th lch"},
+        {"hs_code": "7901\u00a011", "port_of_loading": "TH\u2003LCH", "transshipment_ports": "cnsha ;\vsgsin"},
+        {"hs_code": "790111", "port_of_loading": "THLCH"},
+    )
+
+    result = validate_manifest(raw)
+
+    assert result.quarantine.empty
+    assert result.valid["hs_code"].tolist() == ["790111"] * 3
+    assert result.valid["port_of_loading"].tolist() == ["THLCH"] * 3
+    assert result.valid["transshipment_ports"].tolist() == ["CNSHA", "CNSHA;SGSIN", "CNSHA"]
