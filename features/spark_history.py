@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import reduce
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -42,6 +44,10 @@ from features.history import (
 )
 from features.history_store import HistoryStore, _same_but_labels, history_frame
 from features.spark_manifest import for_spark
+
+if TYPE_CHECKING:  # PySpark is imported where it is used: the default engine never loads it
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 _COUNTS = ("day", "lines", "outcomes", "positives")
 FLOW = "flow"  # the target of a line's flow features (the others are party columns)
@@ -92,7 +98,7 @@ class StoreExport:
     coverage_start: int
 
 
-def export_store(store: HistoryStore, folder: str | os.PathLike) -> StoreExport | None:
+def export_store(store: HistoryStore, folder: str | os.PathLike[str]) -> StoreExport | None:
     """Write the store's lines and every event (recent and old days) to Parquet; None when empty.
 
     Read in one transaction of the store (a consistent state), streamed by DuckDB.
@@ -195,7 +201,9 @@ def _changed_copies(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield for_spark(batch.loc[changed, stored_names].set_axis(list(_STORE_LINE_COLUMNS), axis=1))
 
 
-def stored_events(spark, export: StoreExport, lines, targets, first_day: int, last_day: int, flow_days: int):
+def stored_events(
+    spark: SparkSession, export: StoreExport, lines: DataFrame, targets: DataFrame, first_day: int, last_day: int, flow_days: int
+) -> DataFrame:
     """The store's events for the dataset ``lines`` (whose parties and flows are ``targets``): the
     store's own, the copies of ``lines`` taken out, and first uses recomputed for the parties of
     corrected copies (see the module docstring)."""
@@ -258,12 +266,15 @@ def stored_events(spark, export: StoreExport, lines, targets, first_day: int, la
             )
         ).select("party.*")
         stale = stale.filter(F.col("_key").isNotNull()).distinct().cache()
-        of_stale = None
-        for entity in ENTITY_COLUMNS:
-            mine = store_lines.join(
-                stale.filter(F.col("_target") == entity).select(F.col("_key").alias(entity)), entity, "left_semi"
-            )
-            of_stale = mine if of_stale is None else of_stale.unionByName(mine)
+        of_stale = reduce(
+            lambda left, right: left.unionByName(right),
+            [
+                store_lines.join(
+                    stale.filter(F.col("_target") == entity).select(F.col("_key").alias(entity)), entity, "left_semi"
+                )
+                for entity in ENTITY_COLUMNS
+            ],
+        )
         remaining = of_stale.distinct().join(
             changed.select("declaration_id", "line_no"), ["declaration_id", "line_no"], "left_anti"
         )
@@ -274,7 +285,7 @@ def stored_events(spark, export: StoreExport, lines, targets, first_day: int, la
     return events.join(wanted.filter(F.col("_key").isNotNull()).distinct(), ["_target", "_key"], "left_semi")
 
 
-def _targets_schema(schema, entities: tuple[str, ...]):
+def _targets_schema(schema: StructType, entities: tuple[str, ...]) -> StructType:
     from pyspark.sql import types as T
 
     fields = [schema["_row"], *[schema[c] for c in LINE_COLUMNS]]
@@ -312,7 +323,8 @@ def group_features(step: HistoryFeatures, coverage_start: int, lines: pd.DataFra
     out = [
         pd.DataFrame({c: pd.Series(dtype="int64" if c == "_row" else "object" if c == "_target" else "float64") for c in columns})
     ]
-    for target, group in lines.groupby("_target", sort=False):
+    for key, group in lines.groupby("_target", sort=False):
+        target = str(key)
         mine = stored[stored["_target"] == target]
         frame = group[list(LINE_COLUMNS)].reset_index(drop=True)
         if target == FLOW:
@@ -338,13 +350,15 @@ def group_features(step: HistoryFeatures, coverage_start: int, lines: pd.DataFra
             events = PastEvents.concat(past, PastEvents.from_lines(frame, (target,)))
             features = step.features_from_events(frame, events, entities=(target,), switch=target == "consignee_id", flows=False)
         names = feature_names(step, target)
-        values = {"_row": group["_row"].to_numpy("int64"), "_target": target}
-        values.update({f"f{i}": np.asarray(features[name], dtype="float64") for i, name in enumerate(names)})
-        out.append(pd.DataFrame(values).reindex(columns=columns))
+        row: dict[str, object] = {"_row": group["_row"].to_numpy("int64"), "_target": target}
+        row.update({f"f{i}": np.asarray(features[name], dtype="float64") for i, name in enumerate(names)})
+        out.append(pd.DataFrame(row).reindex(columns=columns))
     return for_spark(pd.concat(out, ignore_index=True))
 
 
-def history_features(spark, lines, step: HistoryFeatures, export: StoreExport | None, buckets: int):
+def history_features(
+    spark: SparkSession, lines: DataFrame, step: HistoryFeatures, export: StoreExport | None, buckets: int
+) -> DataFrame:
     """``_row`` and every history feature of the dataset's valid ``lines`` (a Spark DataFrame with a
     unique ``_row``, the typed canonical columns and any extra party columns)."""
     from pyspark.sql import functions as F
@@ -352,11 +366,13 @@ def history_features(spark, lines, step: HistoryFeatures, export: StoreExport | 
 
     entities = tuple(step.entities)
     bounds = lines.select(F.min("declared_at"), F.max("declared_at")).first()
+    if bounds is None:  # an aggregate without GROUP BY always has one row
+        raise RuntimeError("no bounds for the dataset's dates")
     first_day, last_day = ((pd.Timestamp(v) - EPOCH).days for v in bounds)
     coverage_start = first_day if export is None else min(first_day, export.coverage_start)
     targets = lines.mapInPandas(lambda batches: _line_targets(batches, entities), _targets_schema(lines.schema, entities))
 
-    def bucket(frame):
+    def bucket(frame: DataFrame) -> DataFrame:
         key = F.coalesce(F.col("_key"), F.col("_row").cast("string")) if "_row" in frame.columns else F.col("_key")
         return frame.withColumn("_bucket", F.pmod(F.xxhash64(F.col("_target"), key), F.lit(buckets)))
 

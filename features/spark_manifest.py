@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -38,21 +39,20 @@ from features.schema import (
     validate_manifest,
 )
 
+if TYPE_CHECKING:  # PySpark is imported where it is used: the default engine never loads it
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import DataType, StructType
+
 # Where a row came from: the dataset's row order (file, split, position along the split).
 ORDER_COLUMNS = ("_file", "_block", "_row")
 RAW_PREFIX = "_raw_"  # the original value of a canonical column, kept for the quarantine
 _REASON = "_reason"
 
 
-def _types():
+def canonical_type(column: str) -> DataType:
+    """The Spark type of a validated canonical column (as ``validate_manifest`` types it)."""
     from pyspark.sql import types as T
 
-    return T
-
-
-def canonical_type(column: str):
-    """The Spark type of a validated canonical column (as ``validate_manifest`` types it)."""
-    T = _types()
     if column in DATE_COLUMNS:
         return T.TimestampNTZType()
     if column in FLOAT_COLUMNS:
@@ -64,7 +64,7 @@ def canonical_type(column: str):
 
 def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Validated lines as Spark hands them to Python, with the dtypes ``validate_manifest`` gives."""
-    typed = {}
+    typed: dict[str, pd.Series] = {}
     for column in frame.columns:
         values = frame[column]
         if column in TEXT_COLUMNS:
@@ -108,12 +108,12 @@ class ValidatedDataset:
         The dataset's columns in order (partition columns of a hive layout last).
     """
 
-    lines: object
-    quarantine: object
+    lines: DataFrame
+    quarantine: DataFrame
     input_columns: list[str]
 
 
-def dataset_format(spark, path: str) -> str:
+def dataset_format(spark: SparkSession, path: str) -> str:
     """``"csv"`` or ``"parquet"``: from the path's name, else from the data files under it.
 
     Raises
@@ -122,6 +122,8 @@ def dataset_format(spark, path: str) -> str:
         Nothing at ``path``, no data file under it, or files of both formats.
     """
     jvm = spark.sparkContext._jvm
+    if jvm is None:  # only a stopped session has none
+        raise RuntimeError("the Spark session is stopped")
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     statuses = fs.globStatus(hadoop_path)
@@ -142,15 +144,15 @@ def dataset_format(spark, path: str) -> str:
         "csv" if name.lower().endswith(CSV_SUFFIXES) else "parquet" if name.lower().endswith(PARQUET_SUFFIXES) else None
         for name in names
     }
-    kinds.discard(None)
-    if not kinds:
+    found = {kind for kind in kinds if kind is not None}
+    if not found:
         raise ManifestFileError(f"{path}: no .csv, .csv.gz or .parquet file found")
-    if len(kinds) > 1:
+    if len(found) > 1:
         raise ManifestFileError(f"{path}: holds both CSV and Parquet files; score one format at a time")
-    return kinds.pop()
+    return found.pop()
 
 
-def read_dataset(spark, path: str):
+def read_dataset(spark: SparkSession, path: str) -> tuple[DataFrame, list[str]]:
     """The dataset's rows with their :data:`ORDER_COLUMNS`, and its columns (file-level checks done).
 
     CSV is read as text (the schema parses values itself, as the default engine's reader leaves
@@ -171,7 +173,8 @@ def read_dataset(spark, path: str):
         frame = spark.read.parquet(path)
     columns = list(frame.columns)
     check_columns(columns, path)
-    T = _types()
+    from pyspark.sql import types as T
+
     for field in frame.schema.fields:
         if isinstance(field.dataType, T.ArrayType | T.MapType | T.StructType):
             raise ManifestFileError(
@@ -188,8 +191,9 @@ def read_dataset(spark, path: str):
     return ordered.sortWithinPartitions(*ORDER_COLUMNS), columns
 
 
-def _validated_schema(raw_schema, input_columns: list[str]):
-    T = _types()
+def _validated_schema(raw_schema: StructType, input_columns: list[str]) -> StructType:
+    from pyspark.sql import types as T
+
     by_name = {f.name: f.dataType for f in raw_schema.fields}
     extras = [c for c in input_columns if c not in CANONICAL_COLUMNS]
     fields = [
@@ -240,7 +244,7 @@ def _duplicate_reasons(batches: Iterator[pd.DataFrame], input_columns: list[str]
         )
 
 
-def validate_dataset(spark, path: str, workdir: str) -> ValidatedDataset:
+def validate_dataset(spark: SparkSession, path: str, workdir: str) -> ValidatedDataset:
     """Read and validate a dataset; the validated rows are written once under ``workdir``.
 
     Raises
@@ -266,7 +270,8 @@ def validate_dataset(spark, path: str, workdir: str) -> ValidatedDataset:
     clean = checked.filter(F.col(_REASON).isNull()).withColumn("_nth", F.row_number().over(first))
     lines = clean.filter(F.col("_nth") == 1).select(*ORDER_COLUMNS, *CANONICAL_COLUMNS, *extras)
 
-    T = _types()
+    from pyspark.sql import types as T
+
     duplicate_schema = T.StructType(
         [f for f in schema.fields if f.name in ORDER_COLUMNS]
         + [T.StructField(c, schema[RAW_PREFIX + c if c in CANONICAL_COLUMNS else c].dataType) for c in input_columns]
