@@ -94,7 +94,9 @@ def wilson_interval(hits: int, trials: int, z: float = 1.96) -> tuple[float, flo
     p = hits / trials
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval always holds p; rounding can put a bound a hair past it (0 hits of 11 gave a
+    # lower bound of 2.8e-17), so the bounds are clamped to p as well as to [0, 1].
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 # --- primitives ----------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ def test_wilson_interval_matches_the_textbook_value():
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
     assert wilson_interval(0, 0) is None
     assert wilson_interval(0, 5)[0] == 0.0 and wilson_interval(5, 5)[1] == 1.0
+    # Rounding put these bounds past the rate (2.8e-17 and 0.9999999999999999) before they were clamped.
+    assert wilson_interval(0, 11)[0] == 0.0 and wilson_interval(6, 6)[1] == 1.0
 
 
 @given(st.integers(0, 500), st.integers(1, 500))
