@@ -111,7 +111,7 @@ def switch_dates(reference: ReferenceTables) -> dict[str, str]:
         bans = measures[measures["kind"] == "ban"]
         by_commodity[commodity] = (bans if len(bans) else measures)["date"].min().strftime("%Y-%m-%d")
     codes = reference.hs_codes[(reference.hs_codes["role"] == "target") & (reference.hs_codes["hs_prefix"].str.len() == 6)]
-    return {prefix: by_commodity[commodity] for prefix, commodity in zip(codes["hs_prefix"], codes["commodity"], strict=True)}
+    return {prefix: by_commodity[commodity] for prefix, commodity in zip(codes["hs_prefix"], codes["commodity"])}
 
 
 def flow_key(frame: pd.DataFrame) -> pd.Series:
