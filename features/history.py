@@ -17,16 +17,20 @@ The computation is vectorised: events are encoded as sorted integer keys ``group
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol, Self, TypeAlias
 
 import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from features.reference import load_reference
-from features.transformers import JsonStateMixin, as_float, as_text, via_hub_mask
+from features.reference import ReferenceTables, load_reference
+from features.transformers import FeatureTransformer, as_float, as_text, via_hub_mask
+
+if TYPE_CHECKING:  # annotations only: no run-time dependency on typing_extensions
+    from typing_extensions import TypeIs
 
 ENTITY_COLUMNS = ("shipper_id", "consignee_id", "importer_id", "declarant_id")
 HISTORY_COLUMNS = (
@@ -95,19 +99,19 @@ def count_in_window(
     return np.where(query_group >= 0, counts, np.nan)
 
 
-def switch_dates(reference) -> dict[str, str]:
+def switch_dates(reference: ReferenceTables) -> dict[str, str]:
     """Per target HS6 code, the date from which importing it directly from China stopped.
 
     That is the commodity's export ban when there is one, else its first licensing measure.
     """
     controls = reference.control_dates[reference.control_dates["kind"].isin(["ban", "licensing"])]
-    by_commodity = {}
+    by_commodity: dict[str, str] = {}
     for commodity in reference.commodities:
         measures = controls[controls["commodities"].str.split(";").map(lambda c, wanted=commodity: wanted in c)]
         bans = measures[measures["kind"] == "ban"]
         by_commodity[commodity] = (bans if len(bans) else measures)["date"].min().strftime("%Y-%m-%d")
     codes = reference.hs_codes[(reference.hs_codes["role"] == "target") & (reference.hs_codes["hs_prefix"].str.len() == 6)]
-    return {row.hs_prefix: by_commodity[row.commodity] for row in codes.itertuples()}
+    return {prefix: by_commodity[commodity] for prefix, commodity in zip(codes["hs_prefix"], codes["commodity"])}
 
 
 def flow_key(frame: pd.DataFrame) -> pd.Series:
@@ -162,7 +166,7 @@ FLOW_EVENT_COLUMNS = ("flow", "day", "lines")
 _COUNTS = ("day", "lines", "outcomes", "positives")
 
 
-def as_category(values) -> pd.Categorical:
+def as_category(values: pd.Series | list[str]) -> pd.Categorical:
     """Text values as a categorical with object categories (missing: code -1).
 
     Event keys are categoricals so that matching them to a batch's keys hashes each distinct key
@@ -182,7 +186,7 @@ def concat_events(frames: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in frames if len(f)] or frames[:1]
     if len(frames) == 1:
         return frames[0].reset_index(drop=True)
-    columns = {}
+    columns: dict[Hashable, pd.Categorical | np.ndarray] = {}
     for column in frames[0].columns:
         parts = [f[column] for f in frames]
         if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts):
@@ -302,7 +306,9 @@ class PastEvents:
         """All events together; the coverage starts at the earliest start."""
         starts = [e.coverage_start for e in events if e.coverage_start is not None]
         return PastEvents(
-            *(concat_events([getattr(e, name) for e in events]) for name in ("parties", "values", "flows")),
+            concat_events([e.parties for e in events]),
+            concat_events([e.values for e in events]),
+            concat_events([e.flows for e in events]),
             min(starts) if starts else None,
         )
 
@@ -349,7 +355,26 @@ class HistoryColumns:
         return {name: self.frame[name].to_numpy(dtype="float64", na_value=np.nan) for name in names}
 
 
-class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
+class EventSource(Protocol):
+    """What :meth:`HistoryFeatures.transform` reads from a history store: the events of the parties
+    and flows of the lines it is given (:class:`features.history_store.HistoryStore`,
+    :class:`features.history_store.FileHistory`)."""
+
+    def events_for(
+        self, lines: pd.DataFrame, entities: tuple[str, ...], flow_days: int | None, *, label_delay_days: int | None
+    ) -> PastEvents: ...
+
+
+Past: TypeAlias = pd.DataFrame | PastEvents | HistoryColumns | EventSource | None
+"""What the history features of a batch are computed from (see :meth:`HistoryFeatures.transform`)."""
+
+
+def _is_event_source(past: object) -> TypeIs[EventSource]:
+    """Whether ``past`` reads events itself (a history store, or a store seen from a file being scored)."""
+    return hasattr(past, "events_for")
+
+
+class HistoryFeatures(FeatureTransformer):
     """Entity history, label-delayed misdeclaration rates, China-to-hub switches and flow surges.
 
     ``transform(X, past)`` computes features of the lines ``X`` from ``past`` (every line seen
@@ -402,7 +427,7 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
         """The parties, then the extra entities (derived from params: saved specs need no new field)."""
         return ENTITY_COLUMNS + tuple(self.extra_entities)
 
-    def fit(self, X: pd.DataFrame, y=None):
+    def fit(self, X: pd.DataFrame, y: object = None) -> Self:
         for name in ("label_delay_days", "trailing_days", "baseline_days", "tenure_unknown_days"):
             strictly = name in ("trailing_days", "baseline_days")
             if getattr(self, name) < 0 or (strictly and getattr(self, name) == 0):
@@ -439,7 +464,7 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
             )
         return groups
 
-    def transform(self, X: pd.DataFrame, past=None) -> pd.DataFrame:
+    def transform(self, X: pd.DataFrame, past: Past = None) -> pd.DataFrame:
         """History features of the lines ``X``.
 
         Parameters
@@ -496,12 +521,12 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
             new.update(self._flow_features(X, days, events))
         return new
 
-    def _events(self, X: pd.DataFrame, past) -> PastEvents:
+    def _events(self, X: pd.DataFrame, past: pd.DataFrame | PastEvents | EventSource | None) -> PastEvents:
         """Events of ``past`` (the lines relevant to ``X``, without copies of them) and of ``X``."""
         current = PastEvents.from_lines(X, self.entities)
         if isinstance(past, PastEvents):
             return PastEvents.concat(past, current)
-        if hasattr(past, "events_for"):  # a history store, or a store seen from a file being scored
+        if _is_event_source(past):
             return PastEvents.concat(
                 past.events_for(
                     X, self.entities, self.trailing_days + self.baseline_days, label_delay_days=self.label_delay_days

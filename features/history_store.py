@@ -106,7 +106,7 @@ def resolve_history_dir(directory: str | Path | None = None) -> Path:
 def history_frame(lines: pd.DataFrame) -> pd.DataFrame:
     """The history columns of validated lines, typed as the store keeps them."""
     frame = lines.reindex(columns=list(HISTORY_COLUMNS))
-    typed = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in _NUMERIC}
+    typed: dict[str, pd.Series] = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in _NUMERIC}
     typed["declared_at"] = pd.to_datetime(frame["declared_at"]).dt.normalize()
     typed.update({c: frame[c].astype("string") for c in _TEXT})
     return pd.DataFrame(typed, index=frame.index)[list(HISTORY_COLUMNS)].reset_index(drop=True)
@@ -166,7 +166,7 @@ _TOTALS_UPSERT = """
 """
 
 
-def _checkpoint(connection) -> int | None:
+def _checkpoint(connection: duckdb.DuckDBPyConnection) -> int | None:
     """Day before which events live in the old tables (None: no checkpoint yet)."""
     rows = connection.execute("SELECT max(day) FROM checkpoint").fetchall()
     return None if rows[0][0] is None else int(rows[0][0])
@@ -174,7 +174,8 @@ def _checkpoint(connection) -> int | None:
 
 def key_hashes(keys: pd.DataFrame) -> np.ndarray:
     """Signed 64-bit hashes of (declaration_id, line_no) as the store types them (``key_hash``)."""
-    return KeyFilter.hashes_of(keys).view("int64")
+    hashes: np.ndarray = KeyFilter.hashes_of(keys).view("int64")
+    return hashes
 
 
 class KeyFilter:
@@ -199,9 +200,9 @@ class KeyFilter:
         self.bits_per_key = bits_per_key
         self.hashes = hashes
         # (file identity, bits, keys): a file is replaced, never rewritten, so a new identity is a new filter
-        self._loaded: tuple[tuple, np.ndarray, int] | None = None
+        self._loaded: tuple[tuple[int, int, int], np.ndarray, int] | None = None
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, object]:
         # A copy sent to a worker process reads the filter itself (it may be large).
         return {**self.__dict__, "_loaded": None}
 
@@ -219,9 +220,10 @@ class KeyFilter:
     def _positions(self, hashes: np.ndarray, size: int) -> np.ndarray:
         low, high = hashes & np.uint64(0xFFFFFFFF), hashes >> np.uint64(32)
         steps = np.arange(self.hashes, dtype="uint64")[:, None]
-        return ((low[None, :] + steps * high[None, :]) % np.uint64(size)).astype("int64")
+        positions: np.ndarray = ((low[None, :] + steps * high[None, :]) % np.uint64(size)).astype("int64")
+        return positions
 
-    def load(self, connection) -> tuple[np.ndarray, int]:
+    def load(self, connection: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, int]:
         """(bits, keys added); read once per version of the file (every part of a batch reads it);
         rebuilt from the ``lines`` table when missing or unreadable."""
         try:
@@ -238,7 +240,7 @@ class KeyFilter:
         stored = connection.execute("SELECT declaration_id, line_no FROM lines").df()
         return self._set(self._empty(len(stored)), self.hashes_of(stored)), len(stored)
 
-    def ensure(self, connection) -> None:
+    def ensure(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Write the filter rebuilt from the table when it is missing (under the store's write lock)."""
         if not self.path.exists():
             bits, count = self.load(connection)
@@ -255,7 +257,8 @@ class KeyFilter:
         if len(keys) == 0:
             return np.zeros(0, dtype=bool)
         positions = self._positions(self.hashes_of(keys), 8 * len(bits))
-        return ((bits[positions >> 3] >> (7 - (positions & 7))) & 1).astype(bool).all(axis=0)
+        held: np.ndarray = ((bits[positions >> 3] >> (7 - (positions & 7))) & 1).astype(bool).all(axis=0)
+        return held
 
     def _set(self, bits: np.ndarray, hashes: np.ndarray) -> np.ndarray:
         """Set the bits of ``hashes`` in ``bits`` (packed, eight to a byte, first bit highest)."""
@@ -267,7 +270,7 @@ class KeyFilter:
         """Packed bits for ``keys`` keys and as many more (the filter is rebuilt past that)."""
         return np.zeros(max(1024, self.bits_per_key * 2 * keys // 8 + 1), dtype="uint8")
 
-    def add(self, connection, bits: np.ndarray, count: int, keys: pd.DataFrame) -> None:
+    def add(self, connection: duckdb.DuckDBPyConnection, bits: np.ndarray, count: int, keys: pd.DataFrame) -> None:
         """Add keys and save; past twice its capacity the filter is rebuilt larger from the table."""
         count += len(keys)
         if count * self.bits_per_key > 8 * len(bits):
@@ -335,7 +338,9 @@ class HistoryStore:
     def path(self) -> Path:
         return self.directory / DATABASE_NAME
 
-    def _stored_copies(self, connection, keys: pd.DataFrame, bits: np.ndarray | None = None) -> pd.DataFrame:
+    def _stored_copies(
+        self, connection: duckdb.DuckDBPyConnection, keys: pd.DataFrame, bits: np.ndarray | None = None
+    ) -> pd.DataFrame:
         """The stored versions of the lines ``keys`` names.
 
         Only keys the key filter may hold are looked up, by their hash (an integer column is
@@ -358,7 +363,7 @@ class HistoryStore:
         stored = history_frame(stored)
         return stored[line_keys(stored).isin(line_keys(candidates))].reset_index(drop=True)  # hash collisions
 
-    def _ensure_key_hashes(self, connection) -> None:
+    def _ensure_key_hashes(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Stores written before ``key_hash`` existed get the column (once, under the write lock)."""
         columns = connection.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'lines'").df()
         if "key_hash" not in set(columns["column_name"]):
@@ -426,7 +431,7 @@ class HistoryStore:
                     raise
                 time.sleep(0.2)
 
-    def _import_parquet_parts(self, connection) -> None:
+    def _import_parquet_parts(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Stores written before the database (Parquet parts) are imported once, in write order.
 
         The parts are then moved to ``imported-parts/`` (kept, not deleted).
@@ -446,6 +451,7 @@ class HistoryStore:
         if lines.empty:
             return 0
         with self._connect(write=True) as connection:
+            assert connection is not None  # a write opens the database, creating it if need be
             return self._add(connection, lines)
 
     def stored_copies(self, lines: pd.DataFrame) -> pd.DataFrame:
@@ -471,10 +477,11 @@ class HistoryStore:
         if lines.empty:
             return
         with self._connect(write=True) as connection:
+            assert connection is not None  # a write opens the database, creating it if need be
             delta = summed(PastEvents.from_lines(history_frame(lines), ENTITY_COLUMNS, weight=-1))
             self._insert_events(connection, delta, _checkpoint(connection))
 
-    def _add(self, connection, lines: pd.DataFrame) -> int:
+    def _add(self, connection: duckdb.DuckDBPyConnection, lines: pd.DataFrame) -> int:
         batch = winning_copies(history_frame(lines))
         if self.new_keys_only:
             added, removed = batch, batch.iloc[0:0]
@@ -517,7 +524,7 @@ class HistoryStore:
         self._advance_checkpoint(connection)
         return len(added)
 
-    def _insert_events(self, connection, delta: PastEvents, checkpoint: int | None) -> None:
+    def _insert_events(self, connection: duckdb.DuckDBPyConnection, delta: PastEvents, checkpoint: int | None) -> None:
         """Party and flow events to the recent tables, or (before the checkpoint) to the old ones."""
         for name, (table, columns) in _EVENT_TABLES.items():
             frame = getattr(delta, name)
@@ -527,7 +534,7 @@ class HistoryStore:
             if name == "parties" and old.any():
                 self._add_to_totals(connection, frame[old])
 
-    def _add_to_totals(self, connection, events: pd.DataFrame) -> None:
+    def _add_to_totals(self, connection: duckdb.DuckDBPyConnection, events: pd.DataFrame) -> None:
         """Fold old-day events into the party totals (recomputed from the old events if any is negative)."""
         keys = events[["entity", "key"]].drop_duplicates().astype("string")
         connection.register("touched", keys)
@@ -545,7 +552,7 @@ class HistoryStore:
             with contextlib.suppress(duckdb.Error):
                 connection.unregister(name)
 
-    def _advance_checkpoint(self, connection) -> None:
+    def _advance_checkpoint(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Move events older than ``recent_days`` before the latest day into the old tables and totals,
         once the recent tables hold more than twice that."""
         checkpoint = _checkpoint(connection)
@@ -562,13 +569,13 @@ class HistoryStore:
         connection.execute("INSERT INTO checkpoint VALUES (?)", [target])
 
     @staticmethod
-    def _insert(connection, table: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    def _insert(connection: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
         if len(frame):
             connection.register("delta", frame)
             connection.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM delta")
             connection.unregister("delta")
 
-    def _add_first_uses(self, connection, values: pd.DataFrame) -> None:
+    def _add_first_uses(self, connection: duckdb.DuckDBPyConnection, values: pd.DataFrame) -> None:
         if len(values):
             connection.register("firsts", values)
             connection.execute(
@@ -577,7 +584,9 @@ class HistoryStore:
             )
             connection.unregister("firsts")
 
-    def _first_uses_without(self, connection, parties_of: pd.DataFrame, without: pd.DataFrame) -> pd.DataFrame:
+    def _first_uses_without(
+        self, connection: duckdb.DuckDBPyConnection, parties_of: pd.DataFrame, without: pd.DataFrame
+    ) -> pd.DataFrame:
         """Exact first uses of the parties of ``parties_of``, from their stored lines minus ``without``."""
         keys = _party_keys(parties_of)
         connection.register("party_keys", keys)
@@ -703,7 +712,7 @@ class HistoryStore:
                 f"JOIN query_keys USING (entity, key) WHERE day < {last} GROUP BY ALL"
             )
             parties = connection.execute(per_day if fold_before is None else _folded(per_day, fold_before)).df()
-            if totals:
+            if totals and checkpoint is not None:  # totals implies a checkpoint (said again for mypy)
                 parties = pd.concat([parties, _totals_as_events(connection, checkpoint)], ignore_index=True)
             values = connection.execute(  # one row per party and value (stores without the key append)
                 "SELECT entity, key, kind, value, min(day) AS day, 1 AS lines FROM value_firsts "
@@ -756,7 +765,7 @@ def _folded(per_day: str, cut: int) -> str:
         FROM ev WHERE day < {cut} GROUP BY entity, key"""
 
 
-def _totals_as_events(connection, checkpoint: int) -> pd.DataFrame:
+def _totals_as_events(connection: duckdb.DuckDBPyConnection, checkpoint: int) -> pd.DataFrame:
     """Per queried party with old lines: its first day (one line), and the rest of its old lines and
     outcomes on the day before the checkpoint, which count for every line the totals are used for."""
     totals = connection.execute("SELECT t.* FROM party_totals_old t JOIN query_keys USING (entity, key) WHERE t.lines > 0").df()
@@ -855,7 +864,10 @@ class FileHistory:
         """First uses of the parties of corrected copies, from the store without those copies."""
         if self._overrides is None:
             changed = pd.concat(self._changed, ignore_index=True) if self._changed else pd.DataFrame()
-            self._overrides = self.store.first_uses_without(changed) if len(changed) else PastEvents.empty().values
+            # Changed copies come from the store (none without one): the test of it is for mypy.
+            self._overrides = (
+                self.store.first_uses_without(changed) if self.store is not None and len(changed) else PastEvents.empty().values
+            )
             self._stale = _party_keys(changed) if len(changed) else None
         return self._overrides
 

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
-from features.history import HistoryFeatures
+from features.history import HistoryFeatures, Past
 from features.text import DescriptionFeatures
 from features.transformers import (
     CategoryEncoder,
@@ -68,8 +68,9 @@ class FeaturePipeline:
             frame = step.fit(frame).transform(frame)
         return self
 
-    def transform(self, lines: pd.DataFrame, past: pd.DataFrame | None = None) -> pd.DataFrame:
-        """All derived columns of ``lines``; ``past`` is every line seen before (history store)."""
+    def transform(self, lines: pd.DataFrame, past: Past = None) -> pd.DataFrame:
+        """All derived columns of ``lines``; ``past`` is every line seen before (or a history store:
+        see :meth:`HistoryFeatures.transform`)."""
         frame = lines
         for _, step in self.steps:
             check_is_fitted(step)
@@ -168,9 +169,7 @@ def pipeline_from_spec(spec: Sequence[Mapping[str, Any]]) -> FeaturePipeline:
     return FeaturePipeline(steps)
 
 
-def transform_features(
-    pipeline: FeaturePipeline, lines: pd.DataFrame, past: pd.DataFrame | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def transform_features(pipeline: FeaturePipeline, lines: pd.DataFrame, past: Past = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Apply a fitted pipeline.
 
     Returns

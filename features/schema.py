@@ -9,14 +9,22 @@ readable reason per failed rule. Every input row ends in exactly one of the two.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
 
 from features.pandera_import import import_pandera_pandas
 
-pa = import_pandera_pandas()
+# The same module either way: mypy reads pandera's types through the import (a function returning
+# a module is typed ModuleType, whose attributes are Any); at run time it is imported without
+# pandas-on-Spark (see features.pandera_import).
+if TYPE_CHECKING:
+    import pandera.pandas as pa
+else:
+    pa = import_pandera_pandas()
 
 TEXT_COLUMNS = (
     "declaration_id",
@@ -210,7 +218,7 @@ def _parse_column(raw: pd.Series, column: str) -> pd.Series:
     return text
 
 
-def parse_manifest(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, set[tuple]]:
+def parse_manifest(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, set[tuple[Hashable, str]]]:
     """Parse raw manifest values into typed canonical columns.
 
     Parameters
@@ -230,7 +238,7 @@ def parse_manifest(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, set[tupl
     """
     typed = pd.DataFrame(index=raw.index)
     errors = pd.Series("", index=raw.index, dtype="object")
-    unparsed: set[tuple] = set()
+    unparsed: set[tuple[Hashable, str]] = set()
     for column in CANONICAL_COLUMNS:
         if column not in raw.columns:
             typed[column] = _missing_column(column, len(raw), raw.index)
@@ -241,7 +249,9 @@ def parse_manifest(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, set[tupl
         kind = "date" if column in DATE_COLUMNS else "number"
         if column in FLOAT_COLUMNS + INT_COLUMNS + DATE_COLUMNS and failed.any():
             for index, value in raw.loc[failed, column].items():
-                errors.loc[index] += f"{column}: unparseable {kind} '{value}'; "
+                # The cast: pandas-stubs type `series.loc[label] = value` for str labels only, and
+                # items() gives a label as a Hashable; pandas takes any label of the index there.
+                errors.loc[cast(str, index)] += f"{column}: unparseable {kind} '{value}'; "
                 unparsed.add((index, column))
         typed[column] = parsed
     typed["line_no"] = typed["line_no"].fillna(1.0)
@@ -349,7 +359,7 @@ def quarantine_rules(reason: str) -> list[str]:
     return [_RULE_VALUE.sub("", part.strip()) for part in str(reason).split(";") if part.strip()]
 
 
-def _schema_reasons(typed: pd.DataFrame, schema: pa.DataFrameSchema, unparsed: set[tuple]) -> pd.Series:
+def _schema_reasons(typed: pd.DataFrame, schema: pa.DataFrameSchema, unparsed: set[tuple[Hashable, str]]) -> pd.Series:
     """One reason per failed rule and row; a value that did not parse is not reported again as missing."""
     reasons = pd.Series("", index=typed.index, dtype="object")
     try:
@@ -374,7 +384,7 @@ class KeyHashes:
     them and each hash is re-sorted O(log n) times.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.blocks: list[np.ndarray] = []
 
     def __len__(self) -> int:

@@ -88,8 +88,8 @@ class FeatureTransformer(JsonStateMixin, TransformerMixin, BaseEstimator):  # ty
 
 
 class FeatureStep(Protocol):
-    """What the feature pipeline needs of a step (every :class:`FeatureTransformer`, and
-    :class:`features.history.HistoryFeatures`)."""
+    """What the feature pipeline needs of a step (every :class:`FeatureTransformer`, among them
+    :class:`features.history.HistoryFeatures`, whose ``transform`` also takes ``past``)."""
 
     categorical_outputs: tuple[str, ...]
     reason_group: str

@@ -30,6 +30,7 @@ from models.reasons import PhraseContext, group_contributions, write_reasons
 from models.scope import DISGUISE, ORIGIN, OriginCheck
 
 if TYPE_CHECKING:  # the bundle module imports this one's callers; annotations only
+    from features.history import Past
     from models.bundle import ModelBundle
     from models.treeshap import TreeShapTables
 
@@ -137,7 +138,7 @@ def disguise_risk(raw_scores: np.ndarray, calibration: dict[str, Any], controlle
     return np.asarray(np.where(controlled, 0.0, apply_calibration(raw_scores, calibration)))
 
 
-def score_risk(bundle: ModelBundle, lines: pd.DataFrame, past: pd.DataFrame | None = None, num_threads: int = 2) -> RiskScores:
+def score_risk(bundle: ModelBundle, lines: pd.DataFrame, past: Past = None, num_threads: int = 2) -> RiskScores:
     """Step 1: features, calibrated risk and scope of validated lines (see :func:`score_frame`)."""
     derived, X = transform_features(bundle.pipeline, lines, past)
     raw = np.asarray(bundle.booster.predict(X, raw_score=True, num_threads=num_threads))
@@ -212,7 +213,7 @@ def finish_frame(
 
 
 def score_frame(
-    bundle: ModelBundle, lines: pd.DataFrame, explain: str = "flagged", num_threads: int = 2, past: pd.DataFrame | None = None
+    bundle: ModelBundle, lines: pd.DataFrame, explain: str = "flagged", num_threads: int = 2, past: Past = None
 ) -> pd.DataFrame:
     """Score validated manifest lines: risk, check, channel by day quota, reasons, suspected commodity.
 
@@ -230,9 +231,10 @@ def score_frame(
         Which lines get reasons.
     num_threads : int
         LightGBM threads.
-    past : DataFrame, optional
+    past : DataFrame or history store, optional
         Lines seen before (history store, earlier chunks of the same file) for the entity and flow
-        history features; without it, history comes from ``lines`` alone.
+        history features, in any form :meth:`features.history.HistoryFeatures.transform` takes;
+        without it, history comes from ``lines`` alone.
 
     Returns
     -------
