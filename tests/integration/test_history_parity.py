@@ -7,9 +7,12 @@ the test's folder, the app through its HTTPS test client.
 
 from __future__ import annotations
 
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -78,18 +81,21 @@ def keys_of(frame: pd.DataFrame) -> list[tuple[str, int]]:
     return sorted(zip(frame["declaration_id"].astype(str), frame["line_no"].astype("int64"), strict=True))
 
 
+@pytest.mark.parametrize("scored_in", ["scoring worker", "web process"])
 def test_post_score_and_batch_scoring_give_the_same_scores_from_the_same_history(
-    world, make_client, scorer, model_dir, auth, tmp_path
+    scored_in, world, make_client, scorer, model_dir, auth, tmp_path
 ):
     earlier, later = world
     api_store = filled_store(tmp_path / "api-history", earlier)
     batch_store = filled_store(tmp_path / "batch-history", earlier)
     lines = request_lines(later)
     write_table(pd.DataFrame(lines, columns=list(DECLARED_COLUMNS)), tmp_path / "incoming.parquet")
+    # The service's own model (model_uri) scores in its worker processes; an injected scorer in its threads.
+    model = {"model_uri": str(model_dir)} if scored_in == "scoring worker" else {"scorer": scorer}
+    client = make_client(history_dir=str(api_store.directory), **model)
+    assert (client.app.state.runtime.scoring is None) == (scored_in == "web process")
 
-    response = make_client(scorer=scorer, history_dir=str(api_store.directory)).post(
-        "/score", headers=auth("sup"), json={"lines": lines}
-    )
+    response = client.post("/score", headers=auth("sup"), json={"lines": lines})
     score_file(
         tmp_path / "incoming.parquet",
         tmp_path / "scored.parquet",
@@ -239,3 +245,61 @@ def test_start_up_pushes_outcomes_recorded_while_the_store_was_elsewhere(make_cl
         (clean.declaration_id, clean.line_no): (1.0, 0.0),
     }
     pd.testing.assert_frame_equal(store.read(), synced)
+
+
+# ----------------------------------------------------------------------------- scoring workers
+
+
+def _hold_store(store: HistoryStore) -> duckdb.DuckDBPyConnection:
+    """Open the store's database in this process: DuckDB's file lock keeps every other process
+    (the scoring worker) waiting for it until the connection closes."""
+    return duckdb.connect(str(store.path))
+
+
+def test_post_score_runs_in_a_worker_process_while_pages_answer(world, make_client, model_dir, auth, sign_in, tmp_path):
+    earlier, later = world
+    store = filled_store(tmp_path / "history", earlier)
+    client = make_client(model_uri=str(model_dir), history_dir=str(store.directory))
+    sign_in(client, "lax")
+    pool = client.app.state.runtime.scoring
+    workers = client.portal.call(pool.pids)
+    lines = request_lines(later.iloc[:100])
+
+    held = _hold_store(store)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        scoring = background.submit(client.post, "/score", headers=auth("sup"), json={"lines": lines})
+        queue, case = client.get("/"), client.get(f"/cases/{_open_case(client.app.state.runtime.engine, 'USLAX').id}")
+        answered_while_scoring = not scoring.done()
+        held.close()
+        scored = scoring.result(timeout=300)
+
+    assert os.getpid() not in workers and len(workers) == 1
+    assert (queue.status_code, case.status_code, answered_while_scoring) == (200, 200, True)
+    assert scored.status_code == 200, scored.text
+    assert len(scored.json()["scores"]) == 100
+    assert keys_of(store.read()) == sorted(keys_of(earlier) + keys_of(later.iloc[:100]))
+
+
+def test_a_killed_scoring_worker_fails_its_request_only_and_is_replaced(world, make_client, model_dir, auth, sign_in, tmp_path):
+    earlier, later = world
+    store = filled_store(tmp_path / "history", earlier)
+    client = make_client(model_uri=str(model_dir), history_dir=str(store.directory))
+    sign_in(client, "lax")
+    pool = client.app.state.runtime.scoring
+    (worker,) = client.portal.call(pool.pids)
+    lines = request_lines(later.iloc[:100])
+
+    held = _hold_store(store)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        scoring = background.submit(client.post, "/score", headers=auth("sup"), json={"lines": lines})
+        os.kill(worker, signal.SIGKILL)
+        failed = scoring.result(timeout=300)
+    held.close()
+    page = client.get("/")
+    again = client.post("/score", headers=auth("sup"), json={"lines": lines})
+    (replacement,) = client.portal.call(pool.pids)
+
+    assert failed.status_code == 503 and "scoring worker stopped" in failed.json()["detail"]
+    assert page.status_code == 200
+    assert again.status_code == 200 and len(again.json()["scores"]) == 100
+    assert replacement not in (worker, os.getpid())
