@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # the triage modules load SQLAlchemy and argon2: imported whe
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 APP_FACTORY = "serve.api:app_from_environment"
+# uvicorn kills a worker that does not answer its health check in time (5 s by default): a worker
+# starting its scoring pool (model built, warm-up scoring) on a busy machine can take longer.
+WORKER_HEALTHCHECK_SECONDS = 60
 triage_app = typer.Typer(
     help="Inspector triage queue: load scored batches, export labels, add users.", no_args_is_help=True, add_completion=False
 )
@@ -208,4 +211,12 @@ def serve(
     # environment; the model chosen here is handed on through it.
     if settings.model_uri is not None:
         os.environ["MISDECLARE_MODEL_URI"] = settings.model_uri
-    uvicorn.run(APP_FACTORY, factory=True, workers=workers, host=host, port=port, log_level="info")
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+    )

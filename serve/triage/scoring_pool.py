@@ -25,6 +25,8 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -32,12 +34,14 @@ from functools import partial
 from pathlib import Path
 
 from serve.triage.errors import ModelUnavailableError
-from serve.triage.scoring import Scorer, ScoreResult, score_lines
+from serve.triage.scoring import DECLARED_COLUMNS, Scorer, ScoreResult, score_lines
 
 # What a scoring worker process builds once in its initializer and every task of it uses. A
 # process pool's initializer can hand state to its tasks only through the worker's own globals;
 # this dict lives in the worker processes, the web process never fills it.
 _WORKER: dict[str, object] = {}
+PARENT_CHECK_SECONDS = 1.0
+WARM_UP_LINES = 64  # enough lines of one day for red and yellow ones, whose reasons are computed
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,42 @@ def _start_worker(bundle: BundleBytes, history_dir: str, niceness: int, num_thre
     # Ctrl-C reaches the whole process group: the web process shuts the pool down, the workers
     # finish or drop their task instead of printing a KeyboardInterrupt each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(os.getppid())
     if niceness:
         os.nice(niceness)
-    scorer: Scorer = partial(score_frame, bundle.build(), num_threads=num_threads)
+    model = bundle.build()
+    scorer: Scorer = partial(score_frame, model, num_threads=num_threads)
+    _warm_up(scorer, model)
     _WORKER.update(scorer=scorer, store=HistoryStore(history_dir), pid=os.getpid())
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the web process that started it is gone.
+
+    A web worker killed outright (``SIGKILL``, out of memory, uvicorn's health check) cannot stop
+    its pool; its workers would wait for tasks forever, each holding a model and a share of memory.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _warm_up(scorer: Scorer, model) -> None:
+    """Score a few synthetic lines once, without the store, and throw the result away.
+
+    A process's first scoring imports the feature and reason code, builds the booster's TreeSHAP
+    tables and loads the compiled kernels: 5-10 s that the first request would otherwise wait for.
+    """
+    from models.predict import shap_tables
+    from serve.triage.synthetic import synthetic_scored_batch
+
+    shap_tables(model.booster)
+    lines = synthetic_scored_batch(WARM_UP_LINES, seed=0).reindex(columns=list(DECLARED_COLUMNS))
+    score_lines(scorer, lines.to_dict("records"))
 
 
 def _worker_pid() -> int:
