@@ -29,12 +29,12 @@ from serve.triage import accounts
 from serve.triage.api_routes import router as api_router
 from serve.triage.db import make_engine
 from serve.triage.errors import TriageError
-from serve.triage.export import outcomes_to_store
+from serve.triage.export import OutcomePusher, outcomes_to_store
 from serve.triage.migrate import upgrade
 from serve.triage.pages import router as page_router
 from serve.triage.pictures import PictureReference
 from serve.triage.scoring import Scorer, scorer_for
-from serve.triage.scoring_pool import BundleBytes, ScoringPool
+from serve.triage.scoring_pool import BundleBytes, ScoringPool, WorkerStore
 from serve.triage.settings import Settings
 from serve.triage.web import (
     SESSION_COOKIE,
@@ -74,8 +74,12 @@ def make_templates() -> Jinja2Templates:
     return templates
 
 
-async def triage_error(request: Request, exc: TriageError) -> Response:
-    """JSON errors for the API; for pages, sign-in redirects and an error page."""
+def triage_error(request: Request, exc: TriageError) -> Response:
+    """JSON errors for the API; for pages, sign-in redirects and an error page.
+
+    A plain function, so that Starlette runs it in a worker thread: a refusal is audited with a
+    database write, which must not hold up the event loop (and the requests it serves).
+    """
     if _is_api(request):
         return api_error_response(request, exc)
     if exc.status == 401:
@@ -234,6 +238,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             pictures=PictureReference.from_tables(load_reference()),
             model=bundle,
             scoring=pool,
+            outcomes=OutcomePusher(engine, history if pool is None else WorkerStore(pool)),
         )
         try:
             yield

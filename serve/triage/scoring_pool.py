@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
+
 from serve.triage.errors import ModelUnavailableError
 from serve.triage.scoring import DECLARED_COLUMNS, Scorer, ScoreResult, score_lines
 
@@ -122,6 +124,11 @@ def _score_in_worker(lines: list[dict]) -> ScoreResult:
     return score_lines(_WORKER["scorer"], lines, _WORKER["store"])  # type: ignore[arg-type]
 
 
+def _append_in_worker(lines: pd.DataFrame) -> int:
+    """Task of a scoring worker: append lines (recorded outcomes) to its history store."""
+    return _WORKER["store"].append(lines)  # type: ignore[attr-defined]
+
+
 class ScoringPool:
     """Worker processes that score ``POST /score`` requests for one web process.
 
@@ -194,8 +201,31 @@ class ScoringPool:
                 self._executor = self._new_executor()
             raise ModelUnavailableError("the scoring worker stopped while scoring; send the request again") from exc
 
+    def append(self, lines: pd.DataFrame) -> int:
+        """Append ``lines`` to the history store in a worker and wait for it (from a thread, not the loop).
+
+        The workers write the store for scoring already: their writes take turns in the worker
+        instead of waiting for each other's file lock, and the web process spends no CPU on them.
+        """
+        executor = self._executor
+        if executor is None:
+            raise ModelUnavailableError("the scoring workers are not running")
+        return executor.submit(_append_in_worker, lines).result()
+
     def close(self) -> None:
         """Stop the workers (waits for the tasks they are running; queued ones are dropped)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+class WorkerStore:
+    """The history store as the scoring workers write it: what :class:`serve.triage.export.OutcomePusher`
+    needs of a store (``append``), done by :meth:`ScoringPool.append`."""
+
+    def __init__(self, pool: ScoringPool):
+        self.pool = pool
+
+    def append(self, lines: pd.DataFrame) -> int:
+        """Append ``lines`` in a scoring worker; returns the lines added or changed."""
+        return self.pool.append(lines)

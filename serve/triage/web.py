@@ -19,6 +19,7 @@ from features.history_store import HistoryStore
 from serve.triage import accounts, audit
 from serve.triage.accounts import Principal
 from serve.triage.errors import ForbiddenError, InvalidInputError, NotAuthenticatedError, TriageError
+from serve.triage.export import OutcomePusher
 from serve.triage.pictures import PictureReference
 from serve.triage.scoring import Scorer
 from serve.triage.scoring_pool import ScoringPool
@@ -40,7 +41,9 @@ class Runtime:
     ``model`` the bundle loaded from ``settings.model_uri`` (None when the scorer was injected or
     there is none), whose validation window batch reports of its own batches are drawn against;
     ``scoring`` the worker processes that score ``POST /score`` with that bundle (None: ``scorer``
-    scores in this process's threads, as for an injected scorer or ``scoring_workers=0``).
+    scores in this process's threads, as for an injected scorer or ``scoring_workers=0``);
+    ``outcomes`` pushes the outcomes recorded on the pages to the history store (through the
+    scoring workers when they run).
     """
 
     settings: Settings
@@ -52,6 +55,7 @@ class Runtime:
     pictures: PictureReference
     model: object | None = None
     scoring: ScoringPool | None = None
+    outcomes: OutcomePusher | None = None
 
 
 def runtime(request: Request) -> Runtime:
