@@ -25,7 +25,10 @@ from features.schema import validate_manifest
 from models.bundle import load_bundle
 from models.predict import score_frame
 from serve.batch import score_file
-from serve.triage.db import Case
+from serve.triage.accounts import Principal
+from serve.triage.cases import OutcomeInput, record_outcome
+from serve.triage.db import Case, User
+from serve.triage.export import OutcomePusher
 from serve.triage.scoring import DECLARED_COLUMNS, split_reasons
 
 KEY = ["declaration_id", "line_no"]
@@ -219,6 +222,64 @@ def test_an_outcome_recorded_on_the_case_page_is_a_labelled_line_in_the_store(cl
 
     assert response.status_code == 303
     assert _stored(store) == {(case.declaration_id, case.line_no): (1.0, 1.0)}
+
+
+def test_outcomes_recorded_on_case_pages_reach_the_store_through_the_scoring_worker(
+    make_client, model_dir, sign_in, engine, tmp_path
+):
+    store = HistoryStore(tmp_path / "history")
+    client = make_client(model_uri=str(model_dir), history_dir=str(store.directory))
+    assert client.app.state.runtime.scoring is not None
+    csrf = sign_in(client, "lax")
+    confirmed, clean = _open_case(engine, "USLAX"), _open_case(engine, "USLAX", skip=1)
+
+    answers = [
+        client.post(f"/cases/{case.id}/outcome", follow_redirects=False, data={"csrf_token": csrf, **form}).status_code
+        for case, form in ((confirmed, {"result": "confirmed", "found_commodity": "gallium"}), (clean, {"result": "clean"}))
+    ]
+
+    assert answers == [303, 303]
+    assert _stored(store) == {
+        (confirmed.declaration_id, confirmed.line_no): (1.0, 1.0),
+        (clean.declaration_id, clean.line_no): (1.0, 0.0),
+    }
+
+
+class _RecordingStore:
+    """A real store whose first write records, meanwhile, the outcome of another case (as another
+    request thread would) and pushes it: the pusher must leave that one to the push running now."""
+
+    def __init__(self, store: HistoryStore, pusher_and_case: list):
+        self.store, self.pusher_and_case, self.batches, self.returned_meanwhile = store, pusher_and_case, [], []
+
+    def append(self, lines: pd.DataFrame) -> int:
+        self.batches.append(keys_of(lines))
+        if len(self.batches) == 1:
+            pusher, case_id = self.pusher_and_case
+            with ThreadPoolExecutor(max_workers=1) as other:
+                self.returned_meanwhile.append(other.submit(pusher.push, case_id).result())
+        return self.store.append(lines)
+
+
+def test_outcomes_recorded_during_a_push_go_in_the_next_push(engine, tmp_path):
+    first, second = _open_case(engine, "USLAX"), _open_case(engine, "USLAX", skip=1)
+    with Session(engine) as db:
+        sup = db.scalars(select(User).where(User.username == "sup")).one()
+    who = Principal(sup.id, "sup", "supervisor", frozenset(), "test", "web")
+    for case in (first, second):
+        with Session(engine) as db, db.begin():
+            record_outcome(db, who, case.id, OutcomeInput(result="clean"))
+    handle = []
+    store = _RecordingStore(HistoryStore(tmp_path / "history"), handle)
+    pusher = OutcomePusher(engine, store)
+    handle += [pusher, second.id]
+
+    changed = pusher.push(first.id)
+
+    assert store.returned_meanwhile == [0]  # left to the push running
+    assert store.batches == [[(first.declaration_id, first.line_no)], [(second.declaration_id, second.line_no)]]
+    assert changed == 2
+    assert _stored(store.store) == {(c.declaration_id, c.line_no): (1.0, 0.0) for c in (first, second)}
 
 
 def test_start_up_pushes_outcomes_recorded_while_the_store_was_elsewhere(make_client, scorer, auth, engine, tmp_path):
