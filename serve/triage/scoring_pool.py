@@ -8,9 +8,11 @@ worker
 - is started with the **verified bytes** of the bundle's files (:func:`models.bundle.read_bundle_contents`
   in the web process, once) and builds the models from that text itself
   (:func:`models.bundle.bundle_from_contents`): models are data, no model object crosses a process
-  boundary and nothing is unpickled but plain lines, bytes and results;
+  boundary; only manifest lines, file bytes and results do;
 - opens the history store of ``Settings.history_dir``, reads the lines' history from it and appends
-  the lines it scores, as the in-process scorer did (:func:`serve.triage.scoring.score_lines`);
+  the lines it scores, as the in-process scorer did (:func:`serve.triage.scoring.score_lines`), and
+  appends the outcomes recorded on the pages (:class:`WorkerStore`), so that the web process spends
+  no CPU on store writes;
 - runs at a lower OS priority (``os.nice(Settings.scoring_nice)``), so that a page waiting for the
   CPU gets it first, and with one LightGBM thread.
 
@@ -82,7 +84,7 @@ def _start_worker(bundle: BundleBytes, history_dir: str, niceness: int, num_thre
     model = bundle.build()
     scorer: Scorer = partial(score_frame, model, num_threads=num_threads)
     _warm_up(scorer, model)
-    _WORKER.update(scorer=scorer, store=HistoryStore(history_dir), pid=os.getpid())
+    _WORKER.update(scorer=scorer, store=HistoryStore(history_dir))
 
 
 def _exit_with_parent(parent: int) -> None:
