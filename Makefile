@@ -52,9 +52,13 @@ bench: $(STAMP)
 bench-spark: $(STAMP)
 	$(BIN)/python bench/bench_spark.py --rows $(or $(ROWS),10000000)
 
-# Inspectors and scoring clients against misdeclare serve on loopback (stops by itself; about 2 minutes).
+# Inspectors (think time 1-3 s) and scoring clients against misdeclare serve --workers 2 on loopback, on SQLite
+# and PostgreSQL (DB=sqlite or DB=postgresql for one; a local PostgreSQL is started by .ci/postgres.sh when
+# MISDECLARE_TEST_POSTGRES_URL is unset). Stops by itself: the demo, then about 2 minutes per database.
 loadtest: $(STAMP)
-	$(BIN)/python bench/loadtest.py --users $(or $(USERS),50) --seconds $(or $(SECONDS),60)
+	@databases="$(or $(DB),sqlite postgresql)"; \
+	case "$$databases" in *postgresql*) [ -n "$$MISDECLARE_TEST_POSTGRES_URL" ] || eval "$$(bash .ci/postgres.sh)";; esac; \
+	$(BIN)/python bench/loadtest.py --database $$databases --users $(or $(USERS),50) --seconds $(or $(SECONDS),60)
 
 # README pictures: the demo's world through the triage pages in headless Chromium (a few minutes).
 screenshots: $(STAMP)

@@ -29,11 +29,12 @@ from serve.triage import accounts
 from serve.triage.api_routes import router as api_router
 from serve.triage.db import make_engine
 from serve.triage.errors import TriageError
-from serve.triage.export import outcomes_to_store
+from serve.triage.export import OutcomePusher, outcomes_to_store
 from serve.triage.migrate import upgrade
 from serve.triage.pages import router as page_router
 from serve.triage.pictures import PictureReference
-from serve.triage.scoring import Scorer, load_model_bundle, scorer_for
+from serve.triage.scoring import Scorer, scorer_for
+from serve.triage.scoring_pool import BundleBytes, ScoringPool, WorkerStore
 from serve.triage.settings import Settings
 from serve.triage.web import (
     SESSION_COOKIE,
@@ -73,8 +74,12 @@ def make_templates() -> Jinja2Templates:
     return templates
 
 
-async def triage_error(request: Request, exc: TriageError) -> Response:
-    """JSON errors for the API; for pages, sign-in redirects and an error page."""
+def triage_error(request: Request, exc: TriageError) -> Response:
+    """JSON errors for the API; for pages, sign-in redirects and an error page.
+
+    A plain function, so that Starlette runs it in a worker thread: a refusal is audited with a
+    database write, which must not hold up the event loop (and the requests it serves).
+    """
     if _is_api(request):
         return api_error_response(request, exc)
     if exc.status == 401:
@@ -189,9 +194,11 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
     settings : Settings, optional
         Configuration; read from ``MISDECLARE_*`` environment variables when omitted.
     scorer : callable, optional
-        DataFrame -> DataFrame scorer for ``POST /score``, called as ``scorer(lines, past=store)``.
-        When omitted, the lifespan loads one from ``settings.model_uri``
-        (``functools.partial(models.predict.score_frame, models.bundle.load_bundle(uri))``);
+        DataFrame -> DataFrame scorer for ``POST /score``, called as ``scorer(lines, past=store)``
+        in the web process's threads. When omitted, the lifespan reads the bundle of
+        ``settings.model_uri`` once and starts ``settings.scoring_workers`` scoring processes that
+        build ``functools.partial(models.predict.score_frame, bundle)`` from its verified bytes
+        (:mod:`serve.triage.scoring_pool`; with ``scoring_workers=0`` it scores in this process);
         with neither, ``POST /score`` answers 503. Channels are day quotas (``models.channels``)
         among the request's own lines of each day: a request of fewer than 8 lines of a day gets
         no red or yellow disguise line (origin checks still go to yellow); score whole days in
@@ -205,7 +212,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
     FastAPI
         The app; its lifespan migrates the database, opens the history store and pushes to it every
         outcome in force of the triage database (outcomes recorded later are pushed as they are
-        recorded), and loads the model once.
+        recorded), and loads the model once (and once in each scoring worker).
     """
     settings = settings or Settings()
 
@@ -214,8 +221,13 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
         engine = make_engine(settings.database_url)
         upgrade(engine)
         history = open_history(settings, engine)
-        bundle = load_model_bundle(settings.model_uri) if scorer is None and settings.model_uri else None
-        model = scorer if scorer is not None else (scorer_for(bundle) if bundle is not None else None)
+        files = BundleBytes.read(settings.model_uri) if scorer is None and settings.model_uri else None
+        bundle = files.build() if files is not None else None
+        pool = None
+        if files is not None and settings.scoring_workers:
+            pool = ScoringPool(files, history.directory, settings.scoring_workers, settings.scoring_nice)
+            await pool.start()
+        model = scorer if scorer is not None else (scorer_for(bundle) if bundle is not None and pool is None else None)
         app.state.runtime = Runtime(
             settings=settings,
             engine=engine,
@@ -225,9 +237,15 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             history=history,
             pictures=PictureReference.from_tables(load_reference()),
             model=bundle,
+            scoring=pool,
+            outcomes=OutcomePusher(engine, history if pool is None else WorkerStore(pool)),
         )
-        yield
-        engine.dispose()
+        try:
+            yield
+        finally:
+            if pool is not None:
+                pool.close()
+            engine.dispose()
 
     # No /docs or /redoc: their pages load scripts from a CDN, which neither the network nor the
     # content security policy allows; the spec itself is at /openapi.json.
@@ -250,3 +268,8 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
     app.add_middleware(SecurityHeadersMiddleware)
     app.openapi = lambda: _openapi(app)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app with settings from the ``MISDECLARE_*`` environment: the factory of ``misdeclare serve --workers N``."""
+    return create_app(Settings())

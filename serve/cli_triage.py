@@ -25,6 +25,10 @@ if TYPE_CHECKING:  # the triage modules load SQLAlchemy and argon2: imported whe
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+APP_FACTORY = "serve.api:app_from_environment"
+# uvicorn kills a worker that does not answer its health check in time (5 s by default): a worker
+# starting its scoring pool (model built, warm-up scoring) on a busy machine can take longer.
+WORKER_HEALTHCHECK_SECONDS = 60
 triage_app = typer.Typer(
     help="Inspector triage queue: load scored batches, export labels, add users.", no_args_is_help=True, add_completion=False
 )
@@ -167,8 +171,20 @@ def serve(
             "champion of 'misdeclare' when there is one.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            envvar="MISDECLARE_WEB_WORKERS",
+            help="Web worker processes serving pages and API (uvicorn workers). Each starts "
+            "MISDECLARE_SCORING_WORKERS scoring processes of its own for POST /score (default 1).",
+        ),
+    ] = 1,
 ) -> None:
     """Start the inspectors' pages and the JSON API (spec at /openapi.json)."""
+    import os
+
     import uvicorn
 
     from serve.api import create_app
@@ -188,4 +204,19 @@ def serve(
             "Note: the session cookie is Secure, so browsers send it only over HTTPS (or to localhost): "
             "serve this address behind TLS, or set MISDECLARE_COOKIE_SECURE=false on a trusted network."
         )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        return
+    # Several workers: uvicorn starts each from the app factory, which reads the settings from the
+    # environment; the model chosen here is handed on through it.
+    if settings.model_uri is not None:
+        os.environ["MISDECLARE_MODEL_URI"] = settings.model_uri
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+    )

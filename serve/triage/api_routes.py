@@ -132,9 +132,10 @@ def get_me(who: Anyone) -> MeOut:
 @router.post(
     "/score", tags=["scoring"], responses={**WRITE_RESPONSES, 503: {"model": ErrorOut, "description": "No model loaded"}}
 )
-def post_score(body: ScoreRequest, db: DB, rt: RT, who: CaseWorker) -> ScoreResponse:
+async def post_score(body: ScoreRequest, db: DB, rt: RT, who: CaseWorker) -> ScoreResponse:
     """Score a small batch of manifest lines (at most 1000): risk score, channel, reasons, suspected commodity."""
-    return service.score(db, rt, who, body)
+    # async: the scoring runs in the scoring workers; this handler only awaits it (service.score).
+    return await service.score(db, rt, who, body)
 
 
 @router.get("/api/queue", tags=["queue"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 
@@ -104,6 +105,66 @@ def outcomes_to_store(db: Session, store: HistoryStore, case_ids: list[int] | No
         return 0
     conditions = () if case_ids is None else (Case.id.in_(case_ids),)
     return store.append(_labelled_lines(db, *conditions))
+
+
+class OutcomePusher:
+    """Push recorded outcomes to the history store after their answer is sent, several at a time.
+
+    A store write has a fixed cost (open the store, look the lines up, write, close: a few hundred
+    ms of CPU for one line as for fifty). Under load the outcomes recorded while one push runs wait
+    in a set and go together in the next push, made by the thread that ran the previous one; the
+    others return at once. Outcomes left pending by a push that fails go with the next push, and in
+    any case at the next start-up (:func:`outcomes_to_store` for every case).
+
+    Parameters
+    ----------
+    engine : Engine
+        The triage database (the pushes read the committed outcomes from it).
+    store : HistoryStore
+        Where the labelled lines go: the store itself, or anything with its ``append`` (the scoring
+        workers' writer, :class:`serve.triage.scoring_pool.WorkerStore`).
+    """
+
+    def __init__(self, engine: Engine, store: HistoryStore):
+        self.engine = engine
+        self.store = store
+        self._pending: set[int] = set()
+        self._lock = threading.Lock()
+        self._pushing = False
+
+    def push(self, case_id: int) -> int:
+        """Push ``case_id``'s outcome (with any pending ones), or leave it to the push running now.
+
+        Returns
+        -------
+        int
+            Lines the store added or changed in the pushes this call made (0 when it left them).
+        """
+        with self._lock:
+            self._pending.add(case_id)
+            if self._pushing:
+                return 0
+            self._pushing = True
+        changed = 0
+        try:
+            while True:
+                with self._lock:
+                    batch = sorted(self._pending)
+                    self._pending.clear()
+                    if not batch:
+                        self._pushing = False
+                        return changed
+                try:
+                    with Session(self.engine) as db:
+                        changed += outcomes_to_store(db, self.store, batch)
+                except BaseException:
+                    with self._lock:
+                        self._pending.update(batch)
+                    raise
+        except BaseException:
+            with self._lock:
+                self._pushing = False
+            raise
 
 
 def write_frame(frame: pd.DataFrame, path: Path) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from serve import charts as charts_module
 from serve import report
-from serve.triage import accounts, audit, cases, export, service, supervision, views
+from serve.triage import accounts, audit, cases, service, supervision, views
 from serve.triage.accounts import Principal
 from serve.triage.api_routes import AuditQuery, QueueQuery
 from serve.triage.db import ROLES, Case, ConfigChange, User
@@ -344,11 +344,12 @@ def push_outcome(rt: Runtime, case_id: int) -> int:
     """Push the committed outcome in force of a case to the history store (if it is a label).
 
     Runs after the outcome's own transaction (:func:`attempt`) has committed, in a new session that
-    sees it; a store write that fails here leaves the outcome recorded, and the next start-up of the
-    service pushes it (:func:`serve.triage.export.outcomes_to_store`).
+    sees it, through the service's :class:`serve.triage.export.OutcomePusher` (several outcomes in one
+    store write under load; in the scoring workers when they run, which write the store anyway); a
+    store write that fails here leaves the outcome recorded, and the next start-up of the service
+    pushes it (:func:`serve.triage.export.outcomes_to_store`).
     """
-    with Session(rt.engine) as db:
-        return export.outcomes_to_store(db, rt.history, [case_id])
+    return rt.outcomes.push(case_id)
 
 
 def record_outcome(

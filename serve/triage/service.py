@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 from fastapi import UploadFile
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from features.schema import ManifestFileError, neutralise_frame
@@ -30,14 +31,24 @@ def me(who: Principal) -> schemas.MeOut:
     return schemas.MeOut(username=who.username, role=who.role, ports=sorted(who.ports), via=who.via)
 
 
-def score(db: Session, rt: Runtime, who: Principal, request: schemas.ScoreRequest) -> schemas.ScoreResponse:
+async def score(db: Session, rt: Runtime, who: Principal, request: schemas.ScoreRequest) -> schemas.ScoreResponse:
     """Score the lines of ``request`` with the loaded model; audited with the number of lines.
 
     The lines' history comes from the service's history store, which then holds the valid lines.
+    Scoring runs in the scoring workers (``rt.scoring``), else in a thread of this process; the
+    event loop only waits for it, and the audit write and the answer are made in a thread too.
     """
     who.require(*cases.CASE_ROLES)
-    result = scoring.score_lines(rt.scorer, [line.model_dump() for line in request.lines], rt.history)
-    audit.record(db, who.origin, "score", "score", {"lines": len(request.lines), "rejected": len(result.rejected)})
+    lines = [line.model_dump() for line in request.lines]
+    if rt.scoring is not None:
+        result = await rt.scoring.score(lines)
+    else:
+        result = await run_in_threadpool(scoring.score_lines, rt.scorer, lines, rt.history)
+    return await run_in_threadpool(_scored, db, who, len(lines), result)
+
+
+def _scored(db: Session, who: Principal, n_lines: int, result: scoring.ScoreResult) -> schemas.ScoreResponse:
+    audit.record(db, who.origin, "score", "score", {"lines": n_lines, "rejected": len(result.rejected)})
     return schemas.ScoreResponse.model_validate({"scores": result.scores, "rejected": result.rejected})
 
 

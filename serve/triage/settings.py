@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         Header holding the client address set by the one reverse proxy in front of the service
         (e.g. ``X-Forwarded-For``; its last value is the address that proxy saw). Unset by default:
         a header a client sends itself is never trusted, the connection's address is used.
+    scoring_workers : int
+        Worker processes of each web process that score ``POST /score`` requests
+        (:mod:`serve.triage.scoring_pool`), so that scoring never holds the CPU the pages need in
+        the web process. 0 scores in the web process's own threads (as before the pool existed).
+    scoring_nice : int
+        Niceness added to the scoring workers (``os.nice``): pages win the CPU when both wait for it.
     argon2_time_cost, argon2_memory_kib : int
         Password hashing cost (argon2id); the defaults follow the RFC 9106 second recommendation.
     """
@@ -68,5 +74,7 @@ class Settings(BaseSettings):
     max_failed_sign_ins_per_client: int = Field(default=20, gt=0)
     trusted_proxy_header: str | None = None
     lockout_minutes: int = Field(default=15, gt=0)
+    scoring_workers: int = Field(default=1, ge=0, le=64)
+    scoring_nice: int = Field(default=10, ge=0, le=19)
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65_536, ge=8)

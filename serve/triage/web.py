@@ -19,8 +19,10 @@ from features.history_store import HistoryStore
 from serve.triage import accounts, audit
 from serve.triage.accounts import Principal
 from serve.triage.errors import ForbiddenError, InvalidInputError, NotAuthenticatedError, TriageError
+from serve.triage.export import OutcomePusher
 from serve.triage.pictures import PictureReference
 from serve.triage.scoring import Scorer
+from serve.triage.scoring_pool import ScoringPool
 from serve.triage.settings import Settings
 
 SESSION_COOKIE = "misdeclare_session"
@@ -37,7 +39,11 @@ class Runtime:
     ``history`` is the history store ``POST /score`` reads and feeds, and recorded outcomes reach;
     ``pictures`` what the case page's pictures read from the reference tables (price bands, hubs);
     ``model`` the bundle loaded from ``settings.model_uri`` (None when the scorer was injected or
-    there is none), whose validation window batch reports of its own batches are drawn against.
+    there is none), whose validation window batch reports of its own batches are drawn against;
+    ``scoring`` the worker processes that score ``POST /score`` with that bundle (None: ``scorer``
+    scores in this process's threads, as for an injected scorer or ``scoring_workers=0``);
+    ``outcomes`` pushes the outcomes recorded on the pages to the history store (through the
+    scoring workers when they run).
     """
 
     settings: Settings
@@ -48,6 +54,8 @@ class Runtime:
     history: HistoryStore
     pictures: PictureReference
     model: object | None = None
+    scoring: ScoringPool | None = None
+    outcomes: OutcomePusher | None = None
 
 
 def runtime(request: Request) -> Runtime:

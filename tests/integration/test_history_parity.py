@@ -7,9 +7,12 @@ the test's folder, the app through its HTTPS test client.
 
 from __future__ import annotations
 
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,7 +25,10 @@ from features.schema import validate_manifest
 from models.bundle import load_bundle
 from models.predict import score_frame
 from serve.batch import score_file
-from serve.triage.db import Case
+from serve.triage.accounts import Principal
+from serve.triage.cases import OutcomeInput, record_outcome
+from serve.triage.db import Case, User
+from serve.triage.export import OutcomePusher
 from serve.triage.scoring import DECLARED_COLUMNS, split_reasons
 
 KEY = ["declaration_id", "line_no"]
@@ -78,18 +84,21 @@ def keys_of(frame: pd.DataFrame) -> list[tuple[str, int]]:
     return sorted(zip(frame["declaration_id"].astype(str), frame["line_no"].astype("int64"), strict=True))
 
 
+@pytest.mark.parametrize("scored_in", ["scoring worker", "web process"])
 def test_post_score_and_batch_scoring_give_the_same_scores_from_the_same_history(
-    world, make_client, scorer, model_dir, auth, tmp_path
+    scored_in, world, make_client, scorer, model_dir, auth, tmp_path
 ):
     earlier, later = world
     api_store = filled_store(tmp_path / "api-history", earlier)
     batch_store = filled_store(tmp_path / "batch-history", earlier)
     lines = request_lines(later)
     write_table(pd.DataFrame(lines, columns=list(DECLARED_COLUMNS)), tmp_path / "incoming.parquet")
+    # The service's own model (model_uri) scores in its worker processes; an injected scorer in its threads.
+    model = {"model_uri": str(model_dir)} if scored_in == "scoring worker" else {"scorer": scorer}
+    client = make_client(history_dir=str(api_store.directory), **model)
+    assert (client.app.state.runtime.scoring is None) == (scored_in == "web process")
 
-    response = make_client(scorer=scorer, history_dir=str(api_store.directory)).post(
-        "/score", headers=auth("sup"), json={"lines": lines}
-    )
+    response = client.post("/score", headers=auth("sup"), json={"lines": lines})
     score_file(
         tmp_path / "incoming.parquet",
         tmp_path / "scored.parquet",
@@ -215,6 +224,64 @@ def test_an_outcome_recorded_on_the_case_page_is_a_labelled_line_in_the_store(cl
     assert _stored(store) == {(case.declaration_id, case.line_no): (1.0, 1.0)}
 
 
+def test_outcomes_recorded_on_case_pages_reach_the_store_through_the_scoring_worker(
+    make_client, model_dir, sign_in, engine, tmp_path
+):
+    store = HistoryStore(tmp_path / "history")
+    client = make_client(model_uri=str(model_dir), history_dir=str(store.directory))
+    assert client.app.state.runtime.scoring is not None
+    csrf = sign_in(client, "lax")
+    confirmed, clean = _open_case(engine, "USLAX"), _open_case(engine, "USLAX", skip=1)
+
+    answers = [
+        client.post(f"/cases/{case.id}/outcome", follow_redirects=False, data={"csrf_token": csrf, **form}).status_code
+        for case, form in ((confirmed, {"result": "confirmed", "found_commodity": "gallium"}), (clean, {"result": "clean"}))
+    ]
+
+    assert answers == [303, 303]
+    assert _stored(store) == {
+        (confirmed.declaration_id, confirmed.line_no): (1.0, 1.0),
+        (clean.declaration_id, clean.line_no): (1.0, 0.0),
+    }
+
+
+class _RecordingStore:
+    """A real store whose first write records, meanwhile, the outcome of another case (as another
+    request thread would) and pushes it: the pusher must leave that one to the push running now."""
+
+    def __init__(self, store: HistoryStore, pusher_and_case: list):
+        self.store, self.pusher_and_case, self.batches, self.returned_meanwhile = store, pusher_and_case, [], []
+
+    def append(self, lines: pd.DataFrame) -> int:
+        self.batches.append(keys_of(lines))
+        if len(self.batches) == 1:
+            pusher, case_id = self.pusher_and_case
+            with ThreadPoolExecutor(max_workers=1) as other:
+                self.returned_meanwhile.append(other.submit(pusher.push, case_id).result())
+        return self.store.append(lines)
+
+
+def test_outcomes_recorded_during_a_push_go_in_the_next_push(engine, tmp_path):
+    first, second = _open_case(engine, "USLAX"), _open_case(engine, "USLAX", skip=1)
+    with Session(engine) as db:
+        sup = db.scalars(select(User).where(User.username == "sup")).one()
+    who = Principal(sup.id, "sup", "supervisor", frozenset(), "test", "web")
+    for case in (first, second):
+        with Session(engine) as db, db.begin():
+            record_outcome(db, who, case.id, OutcomeInput(result="clean"))
+    handle = []
+    store = _RecordingStore(HistoryStore(tmp_path / "history"), handle)
+    pusher = OutcomePusher(engine, store)
+    handle += [pusher, second.id]
+
+    changed = pusher.push(first.id)
+
+    assert store.returned_meanwhile == [0]  # left to the push running
+    assert store.batches == [[(first.declaration_id, first.line_no)], [(second.declaration_id, second.line_no)]]
+    assert changed == 2
+    assert _stored(store.store) == {(c.declaration_id, c.line_no): (1.0, 0.0) for c in (first, second)}
+
+
 def test_start_up_pushes_outcomes_recorded_while_the_store_was_elsewhere(make_client, scorer, auth, engine, tmp_path):
     confirmed, clean = _open_case(engine, "USLAX"), _open_case(engine, "USHOU")
     elsewhere = make_client(scorer=scorer, history_dir=str(tmp_path / "elsewhere"))
@@ -239,3 +306,61 @@ def test_start_up_pushes_outcomes_recorded_while_the_store_was_elsewhere(make_cl
         (clean.declaration_id, clean.line_no): (1.0, 0.0),
     }
     pd.testing.assert_frame_equal(store.read(), synced)
+
+
+# ----------------------------------------------------------------------------- scoring workers
+
+
+def _hold_store(store: HistoryStore) -> duckdb.DuckDBPyConnection:
+    """Open the store's database in this process: DuckDB's file lock keeps every other process
+    (the scoring worker) waiting for it until the connection closes."""
+    return duckdb.connect(str(store.path))
+
+
+def test_post_score_runs_in_a_worker_process_while_pages_answer(world, make_client, model_dir, auth, sign_in, tmp_path):
+    earlier, later = world
+    store = filled_store(tmp_path / "history", earlier)
+    client = make_client(model_uri=str(model_dir), history_dir=str(store.directory))
+    sign_in(client, "lax")
+    pool = client.app.state.runtime.scoring
+    workers = client.portal.call(pool.pids)
+    lines = request_lines(later.iloc[:100])
+
+    held = _hold_store(store)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        scoring = background.submit(client.post, "/score", headers=auth("sup"), json={"lines": lines})
+        queue, case = client.get("/"), client.get(f"/cases/{_open_case(client.app.state.runtime.engine, 'USLAX').id}")
+        answered_while_scoring = not scoring.done()
+        held.close()
+        scored = scoring.result(timeout=300)
+
+    assert os.getpid() not in workers and len(workers) == 1
+    assert (queue.status_code, case.status_code, answered_while_scoring) == (200, 200, True)
+    assert scored.status_code == 200, scored.text
+    assert len(scored.json()["scores"]) == 100
+    assert keys_of(store.read()) == sorted(keys_of(earlier) + keys_of(later.iloc[:100]))
+
+
+def test_a_killed_scoring_worker_fails_its_request_only_and_is_replaced(world, make_client, model_dir, auth, sign_in, tmp_path):
+    earlier, later = world
+    store = filled_store(tmp_path / "history", earlier)
+    client = make_client(model_uri=str(model_dir), history_dir=str(store.directory))
+    sign_in(client, "lax")
+    pool = client.app.state.runtime.scoring
+    (worker,) = client.portal.call(pool.pids)
+    lines = request_lines(later.iloc[:100])
+
+    held = _hold_store(store)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        scoring = background.submit(client.post, "/score", headers=auth("sup"), json={"lines": lines})
+        os.kill(worker, signal.SIGKILL)
+        failed = scoring.result(timeout=300)
+    held.close()
+    page = client.get("/")
+    again = client.post("/score", headers=auth("sup"), json={"lines": lines})
+    (replacement,) = client.portal.call(pool.pids)
+
+    assert failed.status_code == 503 and "scoring worker stopped" in failed.json()["detail"]
+    assert page.status_code == 200
+    assert again.status_code == 200 and len(again.json()["scores"]) == 100
+    assert replacement not in (worker, os.getpid())
