@@ -452,7 +452,9 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
             or an object whose ``events_for(X, entities, flow_days,
             label_delay_days=...)`` returns
             them, as :class:`features.history_store.HistoryStore` does, reading only the events of
-            the parties and flows of ``X``.
+            the parties and flows of ``X``; or one whose ``events_with`` (same arguments) returns
+            them with those of ``X`` included, as :class:`features.history_store.FileHistory`
+            does for a part of the file it holds.
         """
         check_is_fitted(self)
         if isinstance(past, HistoryColumns):
@@ -498,14 +500,15 @@ class HistoryFeatures(JsonStateMixin, TransformerMixin, BaseEstimator):
 
     def _events(self, X: pd.DataFrame, past) -> PastEvents:
         """Events of ``past`` (the lines relevant to ``X``, without copies of them) and of ``X``."""
+        flow_days = self.trailing_days + self.baseline_days
+        if hasattr(past, "events_with"):  # a file being scored, which holds X: X's events are there
+            return past.events_with(X, self.entities, flow_days, label_delay_days=self.label_delay_days)
         current = PastEvents.from_lines(X, self.entities)
         if isinstance(past, PastEvents):
             return PastEvents.concat(past, current)
         if hasattr(past, "events_for"):  # a history store, or a store seen from a file being scored
             return PastEvents.concat(
-                past.events_for(
-                    X, self.entities, self.trailing_days + self.baseline_days, label_delay_days=self.label_delay_days
-                ),
+                past.events_for(X, self.entities, flow_days, label_delay_days=self.label_delay_days),
                 current,
             )
         if past is None or past.empty:

@@ -867,24 +867,46 @@ class FileHistory:
         label_delay_days: int | None = None,
     ) -> PastEvents:
         """Events of the parties and flows of ``lines`` (a part of the file), without the lines themselves."""
+        events = self.events_with(lines, entities, flow_days, label_delay_days)
+        part = PastEvents.from_lines(lines, ENTITY_COLUMNS, weight=-1)
+        taken_out = [replace(part, values=PastEvents.empty().values)]
+        others = tuple(entity for entity in entities if entity not in ENTITY_COLUMNS)
+        if others:
+            taken_out.append(replace(PastEvents.from_lines(lines, others, weight=-1), flows=PastEvents.empty().flows))
+        return PastEvents.concat(events, *taken_out)
+
+    def events_with(
+        self,
+        lines: pd.DataFrame,
+        entities: tuple[str, ...] = ENTITY_COLUMNS,
+        flow_days: int | None = None,
+        label_delay_days: int | None = None,
+    ) -> PastEvents:
+        """Events of the parties and flows of ``lines`` (a part of the file), the lines' own included.
+
+        What :class:`~features.history.HistoryFeatures` reads for a part: :meth:`events_for` plus
+        the part's own events, without taking the part out of the file's store only to add it
+        back. The file's store holds each line of the part exactly as it is (keys are unique within
+        the file), so its events there are the part's own; those of the part's last day are not
+        read, and count for none of its lines (counts are of earlier days, first uses before the
+        line's day).
+        """
         stored = [entity for entity in entities if entity in ENTITY_COLUMNS]
-        # Minus the part's own lines. A file in date order would read, for every part, the events
-        # of its parties since the file began: those before the part (and its label delay) are
-        # folded per party, so memory follows the part, not the file (exact: see events_for).
+        # A file in date order would read, for every part, the events of its parties since the
+        # file began: those before the part (and its label delay) are folded per party, so memory
+        # follows the part, not the file (exact: see HistoryStore.events_for).
         fold = (
             None
             if label_delay_days is None or self._first_copy_day is not None
             else int(day_numbers(lines).min()) - label_delay_days
         )
-        # The file's store holds each line of the part exactly as it is (keys are unique within the
-        # file), so the part is taken out by its own events instead of its copies read back.
         events = self.file.events_for(lines, tuple(stored), flow_days, exclude=lines.iloc[0:0], fold_before=fold)
-        part = PastEvents.from_lines(lines, ENTITY_COLUMNS, weight=-1)
-        events = PastEvents.concat(events, replace(part, values=PastEvents.empty().values))
         extra = [entity for entity in entities if entity in self.extra_entities]
         if extra:
-            own = replace(PastEvents.from_lines(lines, tuple(extra), weight=-1), flows=PastEvents.empty().flows)
-            events = PastEvents.concat(events, self._extra.relevant_to(lines, tuple(extra)), own)
+            events = PastEvents.concat(events, self._extra.relevant_to(lines, tuple(extra)))
+        unheld = tuple(entity for entity in entities if entity not in ENTITY_COLUMNS and entity not in self.extra_entities)
+        if unheld:  # parties this history was not told to keep: the part's own lines only
+            events = PastEvents.concat(events, replace(PastEvents.from_lines(lines, unheld), flows=PastEvents.empty().flows))
         if self.store is None:
             return events
         overrides = self._first_use_overrides()
