@@ -369,6 +369,20 @@ Past: TypeAlias = pd.DataFrame | PastEvents | HistoryColumns | EventSource | Non
 """What the history features of a batch are computed from (see :meth:`HistoryFeatures.transform`)."""
 
 
+class LineHolder(Protocol):
+    """A history that already holds the lines it is asked about (a file being scored,
+    :class:`features.history_store.FileHistory`): their own events come from it too."""
+
+    def events_with(
+        self, lines: pd.DataFrame, entities: tuple[str, ...], flow_days: int | None, *, label_delay_days: int | None
+    ) -> PastEvents: ...
+
+
+def _holds_lines(past: object) -> TypeIs[LineHolder]:
+    """Whether ``past`` holds the lines it is asked about (see :class:`LineHolder`)."""
+    return hasattr(past, "events_with")
+
+
 def _is_event_source(past: object) -> TypeIs[EventSource]:
     """Whether ``past`` reads events itself (a history store, or a store seen from a file being scored)."""
     return hasattr(past, "events_for")
@@ -477,7 +491,9 @@ class HistoryFeatures(FeatureTransformer):
             or an object whose ``events_for(X, entities, flow_days,
             label_delay_days=...)`` returns
             them, as :class:`features.history_store.HistoryStore` does, reading only the events of
-            the parties and flows of ``X``.
+            the parties and flows of ``X``; or one whose ``events_with`` (same arguments) returns
+            them with those of ``X`` included, as :class:`features.history_store.FileHistory`
+            does for a part of the file it holds.
         """
         check_is_fitted(self)
         if isinstance(past, HistoryColumns):
@@ -523,14 +539,15 @@ class HistoryFeatures(FeatureTransformer):
 
     def _events(self, X: pd.DataFrame, past: pd.DataFrame | PastEvents | EventSource | None) -> PastEvents:
         """Events of ``past`` (the lines relevant to ``X``, without copies of them) and of ``X``."""
+        flow_days = self.trailing_days + self.baseline_days
+        if _holds_lines(past):  # a file being scored, which holds X: X's events are there
+            return past.events_with(X, self.entities, flow_days, label_delay_days=self.label_delay_days)
         current = PastEvents.from_lines(X, self.entities)
         if isinstance(past, PastEvents):
             return PastEvents.concat(past, current)
         if _is_event_source(past):
             return PastEvents.concat(
-                past.events_for(
-                    X, self.entities, self.trailing_days + self.baseline_days, label_delay_days=self.label_delay_days
-                ),
+                past.events_for(X, self.entities, flow_days, label_delay_days=self.label_delay_days),
                 current,
             )
         if past is None or past.empty:

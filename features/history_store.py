@@ -47,6 +47,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.history import (
@@ -690,8 +692,12 @@ class HistoryStore:
             keys = keys[keys["entity"].isin(entities)]
             days = day_numbers(lines)
             flows = pd.DataFrame({"flow": flow_key(lines).unique()})
-            connection.register("query_keys", keys)
-            connection.register("query_flows", flows)
+            # Arrow tables: DuckDB scans them faster than pandas' text columns. Party events come back
+            # by the number of their key here (qid): grouping and returning integers, not text.
+            keys = keys.reset_index(drop=True)
+            query_keys = {c: pa.array(keys[c], pa.string()) for c in ("entity", "key")}
+            connection.register("query_keys", pa.table({**query_keys, "qid": pa.array(np.arange(len(keys), dtype="int32"))}))
+            connection.register("query_flows", pa.table({"flow": pa.array(flows["flow"], pa.string())}))
             copies = self._stored_copies(connection, exclude)
             checkpoint, first = _checkpoint(connection), int(days.min())
             totals = (
@@ -706,38 +712,41 @@ class HistoryStore:
             # part does not read its parties' years to come.
             last = int(days.max())
             per_day = (
-                "SELECT entity, key, day, sum(lines) AS lines, sum(outcomes) AS outcomes, "
+                "SELECT qid, day, sum(lines) AS lines, sum(outcomes) AS outcomes, "
                 "sum(positives) AS positives "
                 f"FROM ({_events_union('party_events', checkpoint is not None and not totals)}) "
-                f"JOIN query_keys USING (entity, key) WHERE day < {last} GROUP BY ALL"
+                f"JOIN query_keys USING (entity, key) WHERE day < {last} GROUP BY qid, day"
             )
-            parties = connection.execute(per_day if fold_before is None else _folded(per_day, fold_before)).df()
+            parties = _arrow_frame(
+                connection.sql(per_day if fold_before is None else _folded(per_day, fold_before)), PARTY_EVENT_COLUMNS, keys
+            )
             if totals and checkpoint is not None:  # totals implies a checkpoint (said again for mypy)
-                parties = pd.concat([parties, _totals_as_events(connection, checkpoint)], ignore_index=True)
-            values = connection.execute(  # one row per party and value (stores without the key append)
-                "SELECT entity, key, kind, value, min(day) AS day, 1 AS lines FROM value_firsts "
-                f"JOIN query_keys USING (entity, key) WHERE day < {last} GROUP BY entity, key, kind, value"
-            ).df()
+                parties = concat_events([parties, _frame(_totals_as_events(connection, checkpoint), PARTY_EVENT_COLUMNS)])
+            values = _arrow_frame(  # one row per party and value (stores without the key append)
+                connection.sql(
+                    "SELECT qid, kind, value, min(day) AS day, 1 AS lines FROM value_firsts "
+                    f"JOIN query_keys USING (entity, key) WHERE day < {last} GROUP BY qid, kind, value"
+                ),
+                VALUE_EVENT_COLUMNS,
+                keys,
+            )
             since = first - flow_days if flow_days is not None else np.iinfo("int32").min
             old_flows = checkpoint is not None and since < checkpoint
-            flow_rows = connection.execute(
-                f"SELECT flow, day, sum(lines) AS lines FROM ({_events_union('flow_events', old_flows)}) "
-                "JOIN query_flows USING (flow) WHERE day >= ? AND day < ? GROUP BY ALL",
-                [since, int(days.max())],
-            ).df()
+            flow_rows = _arrow_frame(
+                connection.sql(
+                    f"SELECT flow, day, sum(lines) AS lines FROM ({_events_union('flow_events', old_flows)}) "
+                    "JOIN query_flows USING (flow) WHERE day >= $since AND day < $last GROUP BY ALL",
+                    params={"since": since, "last": int(days.max())},
+                ),
+                FLOW_EVENT_COLUMNS,
+            )
             changed = copies[~_same_but_labels(copies, history_frame(exclude))] if len(copies) else copies
             exact = self._first_uses_without(connection, changed, copies) if len(changed) else None
-        values = _frame(values, VALUE_EVENT_COLUMNS)
         if exact is not None:  # parties of corrected copies: first uses without the stored copies
             stale = _party_keys(changed)
             keep = ~pd.MultiIndex.from_frame(values[["entity", "key"]].astype("string")).isin(pd.MultiIndex.from_frame(stale))
             values = concat_events([values[keep], _frame(exact, VALUE_EVENT_COLUMNS)])
-        stored = PastEvents(
-            _frame(parties, PARTY_EVENT_COLUMNS),
-            values,
-            _frame(flow_rows, FLOW_EVENT_COLUMNS),
-            (pd.Timestamp(start) - EPOCH).days,
-        )
+        stored = PastEvents(parties, values, flow_rows, (pd.Timestamp(start) - EPOCH).days)
         if copies.empty:
             return stored
         taken_out = PastEvents.from_lines(copies, ENTITY_COLUMNS, weight=-1)
@@ -755,14 +764,14 @@ def _folded(per_day: str, cut: int) -> str:
     cut = int(cut)
     return f"""
         WITH ev AS ({per_day})
-        SELECT entity, key, day, lines, outcomes, positives FROM ev WHERE day >= {cut}
+        SELECT qid, day, lines, outcomes, positives FROM ev WHERE day >= {cut}
         UNION ALL
-        SELECT entity, key, min(day) FILTER (WHERE lines > 0), 1, 0, 0 FROM ev WHERE day < {cut}
-        GROUP BY entity, key HAVING count(*) FILTER (WHERE lines > 0) > 0
+        SELECT qid, min(day) FILTER (WHERE lines > 0), 1, 0, 0 FROM ev WHERE day < {cut}
+        GROUP BY qid HAVING count(*) FILTER (WHERE lines > 0) > 0
         UNION ALL
-        SELECT entity, key, {cut - 1}, sum(lines) - CASE WHEN count(*) FILTER (WHERE lines > 0) > 0 THEN 1 ELSE 0 END,
+        SELECT qid, {cut - 1}, sum(lines) - CASE WHEN count(*) FILTER (WHERE lines > 0) > 0 THEN 1 ELSE 0 END,
                sum(outcomes), sum(positives)
-        FROM ev WHERE day < {cut} GROUP BY entity, key"""
+        FROM ev WHERE day < {cut} GROUP BY qid"""
 
 
 def _totals_as_events(connection: duckdb.DuckDBPyConnection, checkpoint: int) -> pd.DataFrame:
@@ -792,6 +801,36 @@ def _same_but_labels(stored: pd.DataFrame, current: pd.DataFrame) -> np.ndarray:
 def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
     """Cells as text, missing as a sentinel, so that two frames compare cell by cell."""
     return frame.astype("string").fillna("\0").reset_index(drop=True)
+
+
+def _arrow_frame(relation: duckdb.DuckDBPyRelation, columns: tuple[str, ...], keys: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of a query as an event frame (integer counts, categorical text), as :func:`_frame`
+    makes it from ``.df()``.
+
+    Through Arrow: text is dictionary-encoded there, not converted to Python strings and back. With
+    ``keys`` (the registered ``query_keys``), rows name their party by its row there (``qid``).
+    """
+    table = relation.to_arrow_table().combine_chunks()
+    frame = {}
+    if keys is not None:
+        qid = table.column("qid").to_numpy().astype("int64")
+        for column in ("entity", "key"):
+            codes, uniques = pd.factorize(keys[column])
+            frame[column] = pd.Categorical.from_codes(
+                codes[qid], categories=pd.Index(np.asarray(uniques, dtype=object), dtype=object)
+            )
+    for column in columns:
+        if column in frame:
+            continue
+        values = table.column(column)
+        if column in ("day", *_SUMMED):
+            frame[column] = pc.cast(values, pa.int64()).to_numpy()
+        else:
+            encoded = pc.dictionary_encode(values.cast(pa.string())).combine_chunks()
+            categories = pd.Index(np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object), dtype=object)
+            codes = encoded.indices.fill_null(-1).to_numpy().astype("int64")
+            frame[column] = pd.Categorical.from_codes(codes, categories=categories)
+    return pd.DataFrame(frame)[list(columns)]
 
 
 def _frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -879,24 +918,46 @@ class FileHistory:
         label_delay_days: int | None = None,
     ) -> PastEvents:
         """Events of the parties and flows of ``lines`` (a part of the file), without the lines themselves."""
+        events = self.events_with(lines, entities, flow_days, label_delay_days)
+        part = PastEvents.from_lines(lines, ENTITY_COLUMNS, weight=-1)
+        taken_out = [replace(part, values=PastEvents.empty().values)]
+        others = tuple(entity for entity in entities if entity not in ENTITY_COLUMNS)
+        if others:
+            taken_out.append(replace(PastEvents.from_lines(lines, others, weight=-1), flows=PastEvents.empty().flows))
+        return PastEvents.concat(events, *taken_out)
+
+    def events_with(
+        self,
+        lines: pd.DataFrame,
+        entities: tuple[str, ...] = ENTITY_COLUMNS,
+        flow_days: int | None = None,
+        label_delay_days: int | None = None,
+    ) -> PastEvents:
+        """Events of the parties and flows of ``lines`` (a part of the file), the lines' own included.
+
+        What :class:`~features.history.HistoryFeatures` reads for a part: :meth:`events_for` plus
+        the part's own events, without taking the part out of the file's store only to add it
+        back. The file's store holds each line of the part exactly as it is (keys are unique within
+        the file), so its events there are the part's own; those of the part's last day are not
+        read, and count for none of its lines (counts are of earlier days, first uses before the
+        line's day).
+        """
         stored = [entity for entity in entities if entity in ENTITY_COLUMNS]
-        # Minus the part's own lines. A file in date order would read, for every part, the events
-        # of its parties since the file began: those before the part (and its label delay) are
-        # folded per party, so memory follows the part, not the file (exact: see events_for).
+        # A file in date order would read, for every part, the events of its parties since the
+        # file began: those before the part (and its label delay) are folded per party, so memory
+        # follows the part, not the file (exact: see HistoryStore.events_for).
         fold = (
             None
             if label_delay_days is None or self._first_copy_day is not None
             else int(day_numbers(lines).min()) - label_delay_days
         )
-        # The file's store holds each line of the part exactly as it is (keys are unique within the
-        # file), so the part is taken out by its own events instead of its copies read back.
         events = self.file.events_for(lines, tuple(stored), flow_days, exclude=lines.iloc[0:0], fold_before=fold)
-        part = PastEvents.from_lines(lines, ENTITY_COLUMNS, weight=-1)
-        events = PastEvents.concat(events, replace(part, values=PastEvents.empty().values))
         extra = [entity for entity in entities if entity in self.extra_entities]
         if extra:
-            own = replace(PastEvents.from_lines(lines, tuple(extra), weight=-1), flows=PastEvents.empty().flows)
-            events = PastEvents.concat(events, self._extra.relevant_to(lines, tuple(extra)), own)
+            events = PastEvents.concat(events, self._extra.relevant_to(lines, tuple(extra)))
+        unheld = tuple(entity for entity in entities if entity not in ENTITY_COLUMNS and entity not in self.extra_entities)
+        if unheld:  # parties this history was not told to keep: the part's own lines only
+            events = PastEvents.concat(events, replace(PastEvents.from_lines(lines, unheld), flows=PastEvents.empty().flows))
         if self.store is None:
             return events
         overrides = self._first_use_overrides()
