@@ -45,7 +45,7 @@ from serve.triage.loading import load_scored_frames
 from serve.triage.migrate import upgrade
 from training.config import TrainConfig
 from training.retrain import RetrainSettings, challenge
-from training.simulate import WEEK, SimulationSettings, policy_summary, week_metrics
+from training.simulate import WEEK, SimulationSettings, new_fraud_masks, policy_summary, shift_networks, week_metrics
 from training.synthetic.output import arriving_lines
 
 _SIMULATION = Principal(user_id=None, username="simulation", role="supervisor", ports=frozenset(), client="simulation", via="cli")
@@ -153,6 +153,7 @@ def run_policy(
     with Session(engine) as db, db.begin():
         set_config(db, _SIMULATION, daily_capacity=settings.daily_capacity, exploration_share=exploration)
     pending = pd.DataFrame(columns=["case_id", "known_on", "fraud", "commodity"])
+    networks = shift_networks(world, settings)
     weekly = []
     for week in range(settings.weeks):
         begin, end = settings.week_start(week), settings.week_start(week + 1)
@@ -193,6 +194,7 @@ def run_policy(
             (chosen["selected_by"] == "exploration").to_numpy(),
             chosen["probability"].to_numpy("float64"),
             settings,
+            new_fraud_masks(lines, settings, networks),
         )
         champion, metrics["retrain"] = _retrain(
             world, engine, champion, settings, end, train_weeks, config, retrain, folder / "models" / f"week-{week + 1:03d}"

@@ -21,10 +21,12 @@ retrain:
   comparison_window_days: 21
   slice_min_positives: 10
   train_weeks: 8
-new_route:
-  scenario: scenario_new_route.yaml
-  route: vn_sea
-  week: 1
+scenario: scenario_shifts.yaml
+headline: new_hub
+shifts:
+  new_hub: {kind: new_route, route: vn_sea, week: 1}
+  new_cover: {kind: new_cover, cover: aluminium_ingots, week: 2}
+  abandoned_route: {kind: abandoned_route, route: mx_road, week: 3}
 """
 PORTS = 6  # ports of discharge of the generated world, all busy every day
 
