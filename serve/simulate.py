@@ -15,7 +15,8 @@ Per exploration share (a *policy*), in a folder of its own:
    triage outcome ``outcome_delay_days`` after the line's date, and pushed to the history store;
 5. at the end of each week the retrain decision core runs on the lines of the last
    ``retrain.train_weeks`` weeks with the triage labels (exported as ``misdeclare triage export``
-   does), and a promoted challenger becomes the champion (the job's MLflow records are left out).
+   does), and a promoted challenger becomes the champion (the job's MLflow records are left out);
+   the week's measures are appended to ``weekly.jsonl`` in the policy's folder.
 
 What each week achieved is measured against the simulation's truth
 (:func:`training.simulate.week_metrics`).
@@ -23,6 +24,7 @@ What each week achieved is measured against the simulation's truth
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -201,6 +203,9 @@ def run_policy(
         )
         metrics["retrained"] = metrics["retrain"]["action"] in ("promote", "keep")
         weekly.append(metrics)
+        # One line per finished week: a long run can be read (and its progress seen) before it ends.
+        with (folder / "weekly.jsonl").open("a", encoding="utf-8") as log:
+            log.write(json.dumps(metrics) + "\n")
     return PolicyRun(exploration, weekly, policy_summary(weekly, settings), time.perf_counter() - started)
 
 
