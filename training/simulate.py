@@ -374,12 +374,13 @@ def recall_figure(document: dict):
         for style, shift in zip(_SHIFT_STYLES, shifts, strict=False):
             recall = [_nan(w["shifts"][shift]["new_fraud_recall"]) for w in policy["weekly"]]
             bottom.plot(weeks, recall, color=color, linestyle=style, label=f"{name}: {shift}")
-    for axes in (top, bottom):
+    # Before the first shift the bottom panel is empty: its legend goes there.
+    for axes, corner in ((top, "lower right"), (bottom, "center left")):
         for shift, spec in shifts.items():
             axes.axvline(spec["week"], color="grey", linewidth=1)
             axes.annotate(shift, (spec["week"], 1.02), ha="center", fontsize=7, color="grey", annotation_clip=False)
         axes.set(ylabel="recall at the inspection capacity", ylim=(0, 1))
-        axes.legend(fontsize=6, ncols=2, loc="lower right")
+        axes.legend(fontsize=6, ncols=2, loc=corner)
     bottom.set(xlabel="week of the loop")
     figure.tight_layout()
     return figure
