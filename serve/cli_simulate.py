@@ -42,6 +42,10 @@ def simulate(
         str, typer.Option("--exploration", help="Comma-separated exploration shares of the daily capacity, one policy each.")
     ] = DEFAULT_EXPLORATION,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the world (the same for every policy).")] = 0,
+    world: Annotated[
+        str | None,
+        typer.Option("--world", help="A held-out world of training/data/worlds.yaml (held-out-<i>) instead of the default."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the document as one JSON object on stdout.")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for simulation.json and recall.png.")] = Path("simulation"),
     lines_per_week: Annotated[
@@ -55,7 +59,8 @@ def simulate(
     ] = None,
 ) -> None:
     """Run the learning loop (scoring, triage queue with random checks, outcomes, weekly retrain) on a
-    generated world whose fraud moves to a new route, once per exploration share."""
+    generated world whose fraud shifts (a new cover code, a new hub, an abandoned route), once per
+    exploration share."""
     import matplotlib.pyplot as plt
 
     from serve.simulate import run_simulation
@@ -66,7 +71,7 @@ def simulate(
     if jobs < 1:
         raise typer.BadParameter(f"must be >= 1, got {jobs}", param_hint="--jobs")
     shares = _shares(exploration)
-    settings = load_simulation_settings(settings_file, weeks=weeks, seed=seed, lines_per_week=lines_per_week)
+    settings = load_simulation_settings(settings_file, weeks=weeks, seed=seed, lines_per_week=lines_per_week, world=world)
     threads = max(1, 2 // min(jobs, len(shares)))
     train_config = load_train_config(config, label_delay_days=settings.outcome_delay_days, num_threads=threads)
     retrain = load_retrain_settings(**{k: v for k, v in settings.retrain.items() if k != "train_weeks"})
@@ -93,11 +98,14 @@ def print_simulation(document: dict, out: Path) -> None:
     """One row per policy: the headline numbers."""
     from rich.table import Table
 
-    table = Table(title=f"learning loop: new route from week {document['settings']['new_route']['week']}")
+    settings = document["settings"]
+    shifts = ", ".join(f"{name} week {shift['week']}" for name, shift in settings["shifts"].items())
+    table = Table(title=f"learning loop on world {settings['world']}: {shifts}; headline {settings['headline']}")
     for column in (
         "exploration",
         "first caught (week)",
-        "new-route recall after 3 retrains",
+        "recall in its first 2 weeks",
+        "new-fraud recall after 3 retrains",
         "mean recall at capacity",
         "mean hit rate",
         "prevalence error (13 weeks)",
@@ -111,6 +119,7 @@ def print_simulation(document: dict, out: Path) -> None:
         table.add_row(
             label,
             _text(policy["first_caught_week"]),
+            _text(policy["recall_first_2_weeks"]),
             _text(policy["new_fraud_recall_after_3_retrains"]),
             _text(sum(recall) / len(recall) if recall else None),
             _text(sum(hits) / len(hits) if hits else None),

@@ -15,7 +15,8 @@ Per exploration share (a *policy*), in a folder of its own:
    triage outcome ``outcome_delay_days`` after the line's date, and pushed to the history store;
 5. at the end of each week the retrain decision core runs on the lines of the last
    ``retrain.train_weeks`` weeks with the triage labels (exported as ``misdeclare triage export``
-   does), and a promoted challenger becomes the champion (the job's MLflow records are left out).
+   does), and a promoted challenger becomes the champion (the job's MLflow records are left out);
+   the week's measures are appended to ``weekly.jsonl`` in the policy's folder.
 
 What each week achieved is measured against the simulation's truth
 (:func:`training.simulate.week_metrics`).
@@ -23,6 +24,7 @@ What each week achieved is measured against the simulation's truth
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -45,7 +47,7 @@ from serve.triage.loading import load_scored_frames
 from serve.triage.migrate import upgrade
 from training.config import TrainConfig
 from training.retrain import RetrainSettings, challenge
-from training.simulate import WEEK, SimulationSettings, policy_summary, week_metrics
+from training.simulate import WEEK, SimulationSettings, new_fraud_masks, policy_summary, shift_networks, week_metrics
 from training.synthetic.output import arriving_lines
 
 _SIMULATION = Principal(user_id=None, username="simulation", role="supervisor", ports=frozenset(), client="simulation", via="cli")
@@ -153,6 +155,7 @@ def run_policy(
     with Session(engine) as db, db.begin():
         set_config(db, _SIMULATION, daily_capacity=settings.daily_capacity, exploration_share=exploration)
     pending = pd.DataFrame(columns=["case_id", "known_on", "fraud", "commodity"])
+    networks = shift_networks(world, settings)
     weekly = []
     for week in range(settings.weeks):
         begin, end = settings.week_start(week), settings.week_start(week + 1)
@@ -193,12 +196,16 @@ def run_policy(
             (chosen["selected_by"] == "exploration").to_numpy(),
             chosen["probability"].to_numpy("float64"),
             settings,
+            new_fraud_masks(lines, settings, networks),
         )
         champion, metrics["retrain"] = _retrain(
             world, engine, champion, settings, end, train_weeks, config, retrain, folder / "models" / f"week-{week + 1:03d}"
         )
         metrics["retrained"] = metrics["retrain"]["action"] in ("promote", "keep")
         weekly.append(metrics)
+        # One line per finished week: a long run can be read (and its progress seen) before it ends.
+        with (folder / "weekly.jsonl").open("a", encoding="utf-8") as log:
+            log.write(json.dumps(metrics) + "\n")
     return PolicyRun(exploration, weekly, policy_summary(weekly, settings), time.perf_counter() - started)
 
 

@@ -512,3 +512,54 @@ def test_fraud_moves_onto_the_new_route_from_its_start(scenario_frame):
     assert on_route[fraud["declared_at"] >= start].mean() > 0.25
     assert set(fraud.loc[on_route, "port_of_loading"]) <= set(route["loading"])
     assert len(validate_manifest(scenario_frame).quarantine) == 0
+
+
+SHIFTS_FILE = Path(training.__file__).parent / "data" / "scenario_shifts.yaml"
+
+
+@pytest.fixture(scope="module")
+def shifts():
+    return load_generator_config(SHIFTS_FILE)
+
+
+@pytest.fixture(scope="module")
+def shifts_frame(shifts):
+    return generate_manifest(N_ROWS, 7, "2025-01-01", "2026-06-30", config=shifts)
+
+
+def test_a_new_cover_hides_fraud_in_goods_that_look_legitimate(shifts, shifts_frame):
+    ((name, cover),) = shifts["fraud"]["new_covers"].items()
+    group = shifts["other_goods"][cover["group"]]
+    start = pd.Timestamp(cover["start"])
+    frame = shifts_frame
+    under = frame["hs_code"].str[:6].isin([str(code) for code in group["hs6"]])
+    fraud = frame["sim_fraud"] == 1
+    new = fraud & under
+    assert not new[frame["declared_at"] < start].any()
+    assert set(frame.loc[new, "sim_commodity"]) == set(cover["shares"])
+    after = fraud & (frame["declared_at"] >= start) & frame["sim_commodity"].isin(list(cover["shares"]))
+    # Line 1 of a declaration always hides the good; further lines only sometimes: the share of
+    # hiding lines under the new cover is at least half its declaration share.
+    assert new[after].mean() > 0.5 * max(cover["shares"].values())
+    new_lines, legit = frame[new], frame[~fraud & under]
+    assert (new_lines["sim_disguise"] == "undervalued").all()
+    assert (new_lines["origin_country"] == new_lines["export_country"]).all()
+    price = new_lines["declared_value_usd"] / new_lines["net_weight_kg"]
+    low, high = group["usd_per_kg"]
+    sigma = BAND_SIGMAS * shifts["prices"]["noise_sigma"]
+    inside = (price >= low * np.exp(-sigma)) & (price <= high * np.exp(sigma))
+    assert inside.mean() > 1 - 3 * shifts["prices"]["outlier_share"]
+    # Packed and described like the goods' legitimate trade.
+    assert set(new_lines["package_type"]) <= set(legit["package_type"])
+    words = {*group["descriptions"], *shifts["descriptions"]["generic_vague"]}
+    assert set(new_lines["description"].str.lower()) <= {w.lower() for w in words}
+    assert name
+
+
+def test_an_abandoned_route_carries_no_network_fraud_from_its_end(shifts, shifts_frame):
+    ((name, route),) = [(n, r) for n, r in shifts["fraud"]["routes"].items() if r.get("end")]
+    end = pd.Timestamp(route["end"])
+    network = shifts_frame[(shifts_frame["sim_fraud"] == 1) & (shifts_frame["sim_scenario"] == "fraud_network")]
+    on_route = network["sim_route"] == name
+    assert on_route[network["declared_at"] < end].any()
+    assert not on_route[network["declared_at"] >= end].any()

@@ -1,4 +1,5 @@
-"""``misdeclare simulate`` end to end, small: four weeks of the loop through the product, two policies."""
+"""``misdeclare simulate`` end to end, small: four weeks of the loop through the product, two policies,
+a new cover code and a new hub opening in week 1."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ retrain:
   comparison_window_days: 21
   slice_min_positives: 10
   train_weeks: 8
-new_route:
-  scenario: scenario_new_route.yaml
-  route: vn_sea
-  week: 1
+scenario: scenario_shifts.yaml
+headline: new_cover
+shifts:
+  new_cover: {kind: new_cover, cover: aluminium_ingots, week: 1}
+  new_hub: {kind: new_route, route: vn_sea, week: 1}
+  abandoned_route: {kind: abandoned_route, route: mx_road, week: 2}
 """
 PORTS = 6  # ports of discharge of the generated world, all busy every day
 
@@ -43,16 +46,27 @@ def test_simulate_runs_the_loop_and_reports_every_policy(mlflow_workdir):
     for policy in (none, explored):
         assert [w["week"] for w in policy["weekly"]] == [0, 1, 2, 3]
         assert policy["new_fraud_recall_after_3_retrains"] is None  # the loop ends before a third retrain
-        assert policy["first_caught_week"] == 1  # the new route's fraud is found in the week it opens
         assert {w["retrain"]["action"] for w in policy["weekly"]} <= {"promote", "keep", "skipped"}
+        # The new hub's fraud looks like the fraud the champion knows (goods evidence): found in the
+        # week the hub opens by the model alone (measured: 0.86 of it in its first 2 weeks).
+        assert policy["shifts"]["new_hub"]["first_caught_week"] == 1
+        assert policy["shifts"]["new_hub"]["recall_first_2_weeks"] > 0.6
+    # The new cover's fraud looks legitimate: the model alone finds none of it (measured 0 of 73
+    # lines in weeks 1-3); the random checks find some (measured 8 of 73, 2 of 19 in week 2).
+    found = {
+        label: sum(w["shifts"]["new_cover"]["new_fraud_found"] for w in p["weekly"]) for label, p in document["policies"].items()
+    }
+    assert sum(w["shifts"]["new_cover"]["new_fraud"] for w in none["weekly"]) > 50
+    assert found["0"] == 0 and none["first_caught_week"] is None
+    assert found["0.2"] >= 4 and explored["first_caught_week"] is not None
     # round(20 * 0.2) = 4 random checks per port and day, none without exploration.
     assert [w["random_checks"] for w in explored["weekly"]] == [7 * PORTS * 4] * 4
     assert [w["random_checks"] for w in none["weekly"]] == [0] * 4
-    # Random checks hit far less often than the model's picks (measured: 0.21-0.33 against
-    # 0.53-0.83, the smallest weekly gap 0.32) ...
+    # Random checks hit far less often than the model's picks (measured: 0.15-0.31 against
+    # 0.37-0.78, the smallest weekly gap 0.22) ...
     for with_checks, without in zip(explored["weekly"], none["weekly"], strict=True):
-        assert with_checks["hit_rate"] < without["hit_rate"] - 0.2
-    # ... and estimate the prevalence (measured 5 % off over the 4 weeks); without them, no estimate.
+        assert with_checks["hit_rate"] < without["hit_rate"] - 0.15
+    # ... and estimate the prevalence (measured 2 % off over the 4 weeks); without them, no estimate.
     assert explored["prevalence_estimate_error"] < 0.25
     assert none["prevalence_estimate_error"] is None
     assert (mlflow_workdir / "sim" / "recall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -49,6 +49,7 @@ _DECL_DEFAULTS = {
     "shipper_key": 0,
     "consignee_kind": _POOL,
     "consignee_key": 0,
+    "mimic": False,
 }
 
 
@@ -164,10 +165,12 @@ def _captured(world: _World, rng, commodity: np.ndarray) -> np.ndarray:
 
 
 def _route_period_cum(world: _World) -> tuple[np.ndarray, np.ndarray]:
-    """Route weights per (commodity, period) where periods split at the routes' start days."""
-    bounds = np.unique(world.routes.start[world.routes.start >= world.start])
+    """Route weights per (commodity, period) where periods split at the routes' start and end days."""
+    routes = world.routes
+    days = np.concatenate([routes.start, routes.end[routes.end <= world.end]])
+    bounds = np.unique(days[days >= world.start])
     period_days = np.concatenate([[world.start - 1], bounds])
-    active = world.routes.start[None, :] <= period_days[:, None]  # (periods, R)
+    active = (routes.start[None, :] <= period_days[:, None]) & (period_days[:, None] < routes.end[None, :])  # (periods, R)
     weights = world.routes.weight.T[:, None, :] * active[None, :, :]  # (C, periods, R)
     if (weights.sum(axis=2) == 0).any():
         raise ValueError("config 'fraud.routes' leaves a commodity without an active route")
@@ -183,7 +186,9 @@ def _pick_routes(world: _World, rng, nets: _Networks, network: np.ndarray, commo
     sticky = (network >= 0) & (rng.random(len(day)) < _share(world.cfg, "fraud.networks.route_stickiness"))
     captured = nets.captured[net]
     moved = sticky & (captured >= 0) & (day >= world.routes.start[np.maximum(captured, 0)])
-    return np.where(moved, captured, np.where(sticky, nets.preferred[net], free))
+    route = np.where(moved, captured, np.where(sticky, nets.preferred[net], free))
+    # A network whose usual route was abandoned goes where the free draw sends it.
+    return np.where(day >= world.routes.end[route], free, route)
 
 
 def _pick_networks(world: _World, rng, nets: _Networks, commodity: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -220,7 +225,11 @@ def _borrow_established(world: _World, rng, parties: dict) -> dict:
     share = _share(world.cfg, "fraud.established_party_share")
     if share == 0:
         return parties
-    through = rng.random(len(parties["shipper_kind"])) < share
+    return _through_established(parties, rng.random(len(parties["shipper_kind"])) < share)
+
+
+def _through_established(parties: dict, through: np.ndarray) -> dict:
+    """Parties with the ``through`` declarations filed through long-established legitimate firms."""
     return {
         **parties,
         "shipper_kind": np.where(through, _ESTABLISHED, parties["shipper_kind"]),
@@ -248,7 +257,12 @@ def _fraud(world: _World, rng, day: np.ndarray, commodity: np.ndarray, n_rows: i
     form = _draw(rng, world.forms.cum_by_commodity, commodity)
     group = _draw(rng, world.fraud_cover_cum, commodity)
     disguise, origin = _disguise(world, rng, commodity, fields["export"])
+    group, mimic, established = _new_covers(world, rng, day, commodity, group)
+    disguise = np.where(mimic, _UNDERVALUED, disguise)
+    origin = np.where(mimic, fields["export"], origin)
     parties = _borrow_established(world, rng, _network_parties(world, rng, nets, network, day))
+    if mimic.any():
+        parties = _through_established(parties, mimic & (rng.random(len(day)) < established))
     return _frame(
         _FRAUD,
         day,
@@ -259,9 +273,32 @@ def _fraud(world: _World, rng, day: np.ndarray, commodity: np.ndarray, n_rows: i
         disguise=disguise,
         origin=origin,
         network=network,
+        mimic=mimic,
         **fields,
         **parties,
     )
+
+
+def _new_covers(
+    world: _World, rng, day: np.ndarray, commodity: np.ndarray, group: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Goods group each fraud declaration is declared as once ``fraud.new_covers`` open, whether it
+    mimics that group's legitimate trade (its price band, packing, plain words, the export country
+    as origin), and the share of such declarations filed through long-established legitimate firms.
+    Draws nothing when no new cover is configured."""
+    mimic = np.zeros(len(day), bool)
+    established = np.zeros(len(day))
+    for name in sorted(world.cfg.get("fraud", {}).get("new_covers") or {}):
+        where = f"fraud.new_covers.{name}"
+        to = _position(world.goods.group_names, _cfg(world.cfg, f"{where}.group"), f"{where}.group")
+        shares = _vector(
+            {**{c: 0.0 for c in world.commodities}, **_cfg(world.cfg, f"{where}.shares")}, world.commodities, f"{where}.shares"
+        )
+        moves = ~mimic & (day >= _as_day(_cfg(world.cfg, f"{where}.start"), f"config '{where}.start'"))
+        moves &= rng.random(len(day)) < shares[commodity]
+        group, mimic = np.where(moves, to, group), mimic | moves
+        established = np.where(moves, _share(world.cfg, f"{where}.established_party_share"), established)
+    return group, mimic, established
 
 
 def _switch_buyers(world: _World, rng, n_rows: int) -> tuple[np.ndarray, np.ndarray]:

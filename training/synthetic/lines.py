@@ -55,10 +55,12 @@ def _packing(world: _World, rng, lines: pd.DataFrame) -> dict:
     """Profiles that set the physics: the hidden good's for fraud (its density and packing)."""
     goods, forms = world.goods, world.forms
     fraud = lines["fraud"].to_numpy()
+    # A line that mimics its declared good's trade is packed like it (a new cover, fraud.new_covers).
+    mimic = lines["mimic"].to_numpy()
     form = np.maximum(lines["form"].to_numpy(), 0)
     declared = goods.profile[lines["good"].to_numpy()]
-    physical = np.where(fraud, forms.profile[form], declared)
-    repacked = fraud & (rng.random(len(lines)) < _share(world.cfg, "fraud.repack_share"))
+    physical = np.where(fraud & ~mimic, forms.profile[form], declared)
+    repacked = fraud & ~mimic & (rng.random(len(lines)) < _share(world.cfg, "fraud.repack_share"))
     low, high = _pair(world.cfg, "fraud.repack_weight_factor")
     factor = np.where(repacked, low + rng.random(len(lines)) * (high - low), 1.0)
     return {"declared": declared, "physical": physical, "package": np.where(repacked, declared, physical), "factor": factor}
@@ -143,7 +145,9 @@ def _add_text(world: _World, rng, lines: pd.DataFrame) -> pd.DataFrame:
     n = len(lines)
     six = rng.random(n) < _share(cfg, "hs_code.six_digit_share")
     vague_share = np.where(
-        lines["fraud"].to_numpy(), _share(cfg, "fraud.vague_description_share"), _share(cfg, "descriptions.vague_share")
+        lines["fraud"].to_numpy() & ~lines["mimic"].to_numpy(),
+        _share(cfg, "fraud.vague_description_share"),
+        _share(cfg, "descriptions.vague_share"),
     )
     vague = rng.random(n) < vague_share
     start = np.where(vague, goods.vague_start[good], goods.phrase_start[good])

@@ -14,6 +14,9 @@ from training.synthetic.codes import _COVER, _OTHER, _TARGET, SCENARIOS
 from training.synthetic.config import _as_day, _cfg, _number, _pair, _share
 from training.synthetic.helpers import _cum_rows, _position, _vector
 
+# End day of a lane that is never abandoned: beyond any day a window can hold.
+_NEVER = np.iinfo(np.int64).max
+
 # --------------------------------------------------------------------------------------------
 # Compiled world: the configuration and reference tables as arrays
 # --------------------------------------------------------------------------------------------
@@ -84,6 +87,7 @@ class _Lanes:
     weight: np.ndarray  # (L,) or (L, C) for routes
     start: np.ndarray  # first active day
     capture: np.ndarray
+    end: np.ndarray  # first day without fraud (routes abandoned in the window), else past the window
 
 
 @dataclass(frozen=True)
@@ -403,6 +407,7 @@ def _lane_row(cfg: dict, where: str, names: tuple, is_route: bool) -> dict:
         "weight": weights,
         "start": _as_day(spec["start"], f"config '{where}.start'") if "start" in spec else None,
         "capture": _share(cfg, f"{where}.capture") if "capture" in spec else 0.0,
+        "end": _as_day(spec["end"], f"config '{where}.end'") if spec.get("end") is not None else None,
     }
 
 
@@ -424,6 +429,8 @@ def _build_lanes(cfg: dict, block: str, names: tuple, profiles: _Profiles | None
         capture=field["capture"],
         # Lanes without a start date exist from before the window.
         start=np.array([start - 1 if row["start"] is None else row["start"] for row in rows]),
+        # Lanes without an end date run past any window.
+        end=np.array([_NEVER if row["end"] is None else row["end"] for row in rows]),
     )
 
 
