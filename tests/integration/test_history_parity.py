@@ -84,7 +84,9 @@ def keys_of(frame: pd.DataFrame) -> list[tuple[str, int]]:
     return sorted(zip(frame["declaration_id"].astype(str), frame["line_no"].astype("int64"), strict=True))
 
 
-@pytest.mark.parametrize("scored_in", ["scoring worker", "web process"])
+# The scoring-worker cases start worker processes (spawned, each building the model and its TreeSHAP
+# tables): slow, like the tests that run whole commands; the web-process case stays in make test-fast.
+@pytest.mark.parametrize("scored_in", [pytest.param("scoring worker", marks=pytest.mark.slow), "web process"])
 def test_post_score_and_batch_scoring_give_the_same_scores_from_the_same_history(
     scored_in, world, make_client, scorer, model_dir, auth, tmp_path
 ):
@@ -224,6 +226,7 @@ def test_an_outcome_recorded_on_the_case_page_is_a_labelled_line_in_the_store(cl
     assert _stored(store) == {(case.declaration_id, case.line_no): (1.0, 1.0)}
 
 
+@pytest.mark.slow
 def test_outcomes_recorded_on_case_pages_reach_the_store_through_the_scoring_worker(
     make_client, model_dir, sign_in, engine, tmp_path
 ):
@@ -317,6 +320,7 @@ def _hold_store(store: HistoryStore) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(store.path))
 
 
+@pytest.mark.slow
 def test_post_score_runs_in_a_worker_process_while_pages_answer(world, make_client, model_dir, auth, sign_in, tmp_path):
     earlier, later = world
     store = filled_store(tmp_path / "history", earlier)
@@ -341,6 +345,7 @@ def test_post_score_runs_in_a_worker_process_while_pages_answer(world, make_clie
     assert keys_of(store.read()) == sorted(keys_of(earlier) + keys_of(later.iloc[:100]))
 
 
+@pytest.mark.slow
 def test_a_killed_scoring_worker_fails_its_request_only_and_is_replaced(world, make_client, model_dir, auth, sign_in, tmp_path):
     earlier, later = world
     store = filled_store(tmp_path / "history", earlier)
