@@ -320,15 +320,21 @@ def _hold_store(store: HistoryStore) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(store.path))
 
 
-@pytest.mark.slow
-def test_post_score_runs_in_a_worker_process_while_pages_answer(world, make_client, model_dir, auth, sign_in, tmp_path):
+def _served_by_a_pool(world, make_client, model_dir, sign_in, tmp_path):
+    """A signed-in client of an app whose POST /score runs in its scoring worker, over a store of the
+    earlier lines; returns the client, the store, the pool and 100 later lines as a request's body."""
     earlier, later = world
     store = filled_store(tmp_path / "history", earlier)
     client = make_client(model_uri=str(model_dir), history_dir=str(store.directory))
     sign_in(client, "lax")
-    pool = client.app.state.runtime.scoring
+    return client, store, client.app.state.runtime.scoring, request_lines(later.iloc[:100])
+
+
+@pytest.mark.slow
+def test_post_score_runs_in_a_worker_process_while_pages_answer(world, make_client, model_dir, auth, sign_in, tmp_path):
+    client, store, pool, lines = _served_by_a_pool(world, make_client, model_dir, sign_in, tmp_path)
+    earlier, later = world
     workers = client.portal.call(pool.pids)
-    lines = request_lines(later.iloc[:100])
 
     held = _hold_store(store)
     with ThreadPoolExecutor(max_workers=1) as background:
@@ -347,13 +353,8 @@ def test_post_score_runs_in_a_worker_process_while_pages_answer(world, make_clie
 
 @pytest.mark.slow
 def test_a_killed_scoring_worker_fails_its_request_only_and_is_replaced(world, make_client, model_dir, auth, sign_in, tmp_path):
-    earlier, later = world
-    store = filled_store(tmp_path / "history", earlier)
-    client = make_client(model_uri=str(model_dir), history_dir=str(store.directory))
-    sign_in(client, "lax")
-    pool = client.app.state.runtime.scoring
+    client, store, pool, lines = _served_by_a_pool(world, make_client, model_dir, sign_in, tmp_path)
     (worker,) = client.portal.call(pool.pids)
-    lines = request_lines(later.iloc[:100])
 
     held = _hold_store(store)
     with ThreadPoolExecutor(max_workers=1) as background:
