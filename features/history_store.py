@@ -325,6 +325,7 @@ class HistoryStore:
         self.new_keys_only = new_keys_only
         self.key_filter = KeyFilter(self.directory / KEY_FILTER_NAME)
         self.read_only = False
+        self._prepared: tuple[int, int] | None = None  # the database file the last write prepared
 
     def reader(self) -> HistoryStore:
         """The same store, opened read-only for reads: several processes may read it at once.
@@ -399,13 +400,10 @@ class HistoryStore:
             connection = self._open(read_only=not write and self.read_only)
             try:
                 connection.execute("BEGIN TRANSACTION")
+                identity = _file_identity(self.path)
                 if write:
-                    for table, columns in _SCHEMA.items():
-                        if table == "value_firsts" and not self.unique_first_uses:
-                            columns = columns[: columns.index(", PRIMARY KEY")]
-                        connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-                    self._ensure_key_hashes(connection)
-                    self._import_parquet_parts(connection)
+                    if legacy or self._prepared != identity:
+                        self._prepare(connection)
                     if not self.new_keys_only:
                         self.key_filter.ensure(connection)
                 elif not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'lines'").fetchall()[0][0]:
@@ -414,12 +412,28 @@ class HistoryStore:
                     return
                 yield connection
                 connection.execute("COMMIT")
+                if write:
+                    self._prepared = identity
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
                     connection.execute("ROLLBACK")
                 raise
             finally:
                 connection.close()
+
+    def _prepare(self, connection: duckdb.DuckDBPyConnection) -> None:
+        """Tables, key hashes and the one-time import of Parquet parts, before a write.
+
+        Done once per database file and store object (:meth:`_connect` remembers the file it
+        prepared): every later write of the same file skips these statements, which cost more than
+        a small write itself (the key-hash check scans the whole ``lines`` table).
+        """
+        for table, columns in _SCHEMA.items():
+            if table == "value_firsts" and not self.unique_first_uses:
+                columns = columns[: columns.index(", PRIMARY KEY")]
+            connection.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+        self._ensure_key_hashes(connection)
+        self._import_parquet_parts(connection)
 
     def _open(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open the database, waiting up to ``lock_timeout`` seconds while another process holds it."""
@@ -751,6 +765,12 @@ class HistoryStore:
             return stored
         taken_out = PastEvents.from_lines(copies, ENTITY_COLUMNS, weight=-1)
         return PastEvents.concat(stored, replace(taken_out, values=PastEvents.empty().values))
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    """Device and inode of an open database file: a store removed and written anew is another file."""
+    status = path.stat()
+    return status.st_dev, status.st_ino
 
 
 def _events_union(table: str, with_old: bool) -> str:
