@@ -238,7 +238,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             pictures=PictureReference.from_tables(load_reference()),
             model=bundle,
             scoring=pool,
-            outcomes=OutcomePusher(engine, history if pool is None else WorkerStore(pool)),
+            outcomes=OutcomePusher(engine, history if pool is None else WorkerStore(pool), settings.outcome_push_seconds),
         )
         try:
             yield

@@ -12,11 +12,13 @@ features of batch scoring and ``POST /score`` count them.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import threading
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from time import monotonic, sleep
 
 import pandas as pd
 from sqlalchemy import select
@@ -110,11 +112,15 @@ def outcomes_to_store(db: Session, store: HistoryStore, case_ids: list[int] | No
 class OutcomePusher:
     """Push recorded outcomes to the history store after their answer is sent, several at a time.
 
-    A store write has a fixed cost (open the store, look the lines up, write, close: a few hundred
+    A store write has a fixed cost (open the store, look the lines up, write, close: about a hundred
     ms of CPU for one line as for fifty). Under load the outcomes recorded while one push runs wait
     in a set and go together in the next push, made by the thread that ran the previous one; the
-    others return at once. Outcomes left pending by a push that fails go with the next push, and in
-    any case at the next start-up (:func:`outcomes_to_store` for every case).
+    others return at once. A push starts at least ``min_interval`` seconds after the previous one
+    started (the pushing thread waits, gathering the outcomes recorded meanwhile): fifty inspectors
+    deciding a case every few seconds cost a write per interval, not one per outcome. An outcome
+    counts in the features from the day after it is known, so seconds of delay change no score.
+    Outcomes left pending by a push that fails go with the next push, and in any case at the next
+    start-up (:func:`outcomes_to_store` for every case).
 
     Parameters
     ----------
@@ -123,14 +129,20 @@ class OutcomePusher:
     store : HistoryStore
         Where the labelled lines go: the store itself, or anything with its ``append`` (the scoring
         workers' writer, :class:`serve.triage.scoring_pool.WorkerStore`).
+    min_interval : float
+        Seconds between the starts of two pushes (``Settings.outcome_push_seconds``; 0: push at once).
     """
 
-    def __init__(self, engine: Engine, store: HistoryStore):
+    def __init__(self, engine: Engine, store: HistoryStore, min_interval: float = 0.0):
+        if min_interval < 0:
+            raise ValueError(f"min_interval must be >= 0 seconds, got {min_interval}")
         self.engine = engine
         self.store = store
+        self.min_interval = min_interval
         self._pending: set[int] = set()
         self._lock = threading.Lock()
         self._pushing = False
+        self._last_start = -math.inf  # monotonic() when the last push started
 
     def push(self, case_id: int) -> int:
         """Push ``case_id``'s outcome (with any pending ones), or leave it to the push running now.
@@ -148,7 +160,9 @@ class OutcomePusher:
         changed = 0
         try:
             while True:
+                sleep(max(0.0, self._last_start + self.min_interval - monotonic()))
                 with self._lock:
+                    self._last_start = monotonic()
                     batch = sorted(self._pending)
                     self._pending.clear()
                     if not batch:

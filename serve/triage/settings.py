@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         the web process. 0 scores in the web process's own threads (as before the pool existed).
     scoring_nice : int
         Niceness added to the scoring workers (``os.nice``): pages win the CPU when both wait for it.
+    outcome_push_seconds : float
+        Least seconds between two pushes of recorded outcomes to the history store
+        (:class:`serve.triage.export.OutcomePusher`): the outcomes recorded meanwhile go together.
     argon2_time_cost, argon2_memory_kib : int
         Password hashing cost (argon2id); the defaults follow the RFC 9106 second recommendation.
     """
@@ -76,5 +79,6 @@ class Settings(BaseSettings):
     lockout_minutes: int = Field(default=15, gt=0)
     scoring_workers: int = Field(default=1, ge=0, le=64)
     scoring_nice: int = Field(default=10, ge=0, le=19)
+    outcome_push_seconds: float = Field(default=2.0, ge=0)
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65_536, ge=8)

@@ -65,9 +65,10 @@ def make_settings(path: Path, **overrides) -> Settings:
     """Settings of a test app on the SQLite file ``path``, with its history store in ``path``'s folder.
 
     The history store is ``history/`` beside the database unless ``history_dir`` is overridden, so
-    that no test writes into the repository.
+    that no test writes into the repository. Outcomes reach the store as soon as they are recorded
+    (``outcome_push_seconds`` 0), so that a test can look for them there at once.
     """
-    defaults = {"history_dir": str(path.parent / "history"), **CHEAP_HASHING}
+    defaults = {"history_dir": str(path.parent / "history"), "outcome_push_seconds": 0.0, **CHEAP_HASHING}
     return Settings(database_url=f"sqlite:///{path}", **{**defaults, **overrides})
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -283,6 +284,47 @@ def test_outcomes_recorded_during_a_push_go_in_the_next_push(engine, tmp_path):
     assert store.batches == [[(first.declaration_id, first.line_no)], [(second.declaration_id, second.line_no)]]
     assert changed == 2
     assert _stored(store.store) == {(c.declaration_id, c.line_no): (1.0, 0.0) for c in (first, second)}
+
+
+class _TimedStore:
+    """A store that notes when each write starts and which lines it carries."""
+
+    def __init__(self, store: HistoryStore):
+        self.store, self.batches, self.started = store, [], []
+
+    def append(self, lines: pd.DataFrame) -> int:
+        self.started.append(time.monotonic())
+        self.batches.append(sorted(keys_of(lines)))
+        return self.store.append(lines)
+
+
+def test_outcomes_recorded_within_the_push_interval_go_together_after_it(engine, tmp_path):
+    cases = [_open_case(engine, "USHOU", skip=k) for k in range(3)]
+    with Session(engine) as db:
+        sup = db.scalars(select(User).where(User.username == "sup")).one()
+    who = Principal(sup.id, "sup", "supervisor", frozenset(), "test", "web")
+    for case in cases:
+        with Session(engine) as db, db.begin():
+            record_outcome(db, who, case.id, OutcomeInput(result="clean"))
+    store = _TimedStore(HistoryStore(tmp_path / "history"))
+    pusher = OutcomePusher(engine, store, min_interval=2.0)
+
+    assert pusher.push(cases[0].id) == 1  # the first push goes at once
+    with ThreadPoolExecutor(max_workers=1) as other:
+        waiting = other.submit(pusher.push, cases[1].id)  # waits out the interval, then pushes
+        later = [pusher.push(cases[2].id)]  # recorded meanwhile: joins the waiting push
+        later.append(waiting.result())
+
+    keys = [(c.declaration_id, c.line_no) for c in cases]
+    assert store.batches == [[keys[0]], sorted(keys[1:])]
+    assert store.started[1] - store.started[0] >= 2.0
+    assert sorted(later) == [0, 2]  # one call left its outcome to the other, which pushed both
+    assert _stored(store.store) == {key: (1.0, 0.0) for key in keys}
+
+
+def test_a_negative_push_interval_is_refused(engine, tmp_path):
+    with pytest.raises(ValueError, match="min_interval must be >= 0 seconds, got -1"):
+        OutcomePusher(engine, HistoryStore(tmp_path / "history"), min_interval=-1)
 
 
 def test_start_up_pushes_outcomes_recorded_while_the_store_was_elsewhere(make_client, scorer, auth, engine, tmp_path):
