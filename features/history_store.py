@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import threading
 import time
@@ -112,6 +113,18 @@ def history_frame(lines: pd.DataFrame) -> pd.DataFrame:
     typed["declared_at"] = pd.to_datetime(frame["declared_at"]).dt.normalize()
     typed.update({c: frame[c].astype("string") for c in _TEXT})
     return pd.DataFrame(typed, index=frame.index)[list(HISTORY_COLUMNS)].reset_index(drop=True)
+
+
+def no_lines() -> pd.DataFrame:
+    """An empty frame of the history columns, typed as :func:`history_frame` types them."""
+    return _typed_empty_lines().copy()
+
+
+@functools.cache
+def _typed_empty_lines() -> pd.DataFrame:
+    # Built once per process: typing even an empty frame costs milliseconds, paid by every store
+    # read that finds nothing. Callers get a copy (no_lines), never this frame.
+    return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS)))
 
 
 def _is_labelled(frame: pd.DataFrame) -> np.ndarray:
@@ -350,11 +363,11 @@ class HistoryStore:
         scanned far faster than the text keys), and only the matching rows are read.
         """
         if keys.empty:
-            return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS))).iloc[0:0]
+            return no_lines()
         bits = self.key_filter.load(connection)[0] if bits is None else bits
         candidates = history_frame(keys[self.key_filter.may_hold(bits, keys)])[["declaration_id", "line_no"]]
         if candidates.empty:
-            return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS))).iloc[0:0]
+            return no_lines()
         connection.register("candidates", candidates.assign(key_hash=key_hashes(candidates)))
         stored = connection.execute(
             "SELECT s.* EXCLUDE (key_hash) FROM lines s WHERE s.rowid IN (SELECT l.rowid FROM lines l "
@@ -474,7 +487,7 @@ class HistoryStore:
         """The stored versions of ``lines`` (by key; none when the store is missing)."""
         with self._connect() as connection:
             if connection is None or lines.empty:
-                return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS))).iloc[0:0]
+                return no_lines()
             return self._stored_copies(connection, lines)
 
     def first_uses_without(self, lines: pd.DataFrame) -> pd.DataFrame:
@@ -642,7 +655,7 @@ class HistoryStore:
         """Every stored line (its current version), by date; an empty frame if none."""
         with self._connect() as connection:
             if connection is None:
-                return history_frame(pd.DataFrame(columns=list(HISTORY_COLUMNS)))
+                return no_lines()
             frame = connection.execute(
                 "SELECT * EXCLUDE (key_hash) FROM lines ORDER BY declared_at, declaration_id, line_no"
             ).df()
@@ -805,8 +818,13 @@ def _totals_as_events(connection: duckdb.DuckDBPyConnection, checkpoint: int) ->
 
 def _party_keys(lines: pd.DataFrame) -> pd.DataFrame:
     """(entity, key) of every party of ``lines``, as text."""
-    frames = [pd.DataFrame({"entity": e, "key": lines[e].dropna().astype("string").unique()}) for e in ENTITY_COLUMNS]
-    return pd.concat(frames, ignore_index=True).astype({"entity": "string", "key": "string"})
+    keys = [np.asarray(lines[e].dropna().astype("string").unique(), dtype=object) for e in ENTITY_COLUMNS]
+    return pd.DataFrame(
+        {
+            "entity": pd.array(np.repeat(np.array(ENTITY_COLUMNS, dtype=object), [len(k) for k in keys]), dtype="string"),
+            "key": pd.array(np.concatenate(keys), dtype="string"),
+        }
+    )
 
 
 def _same_but_labels(stored: pd.DataFrame, current: pd.DataFrame) -> np.ndarray:
