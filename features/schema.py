@@ -244,11 +244,14 @@ def parse_manifest(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, set[tupl
             typed[column] = _missing_column(column, len(raw), raw.index)
             continue
         parsed = _parse_column(raw[column], column)
-        present = raw[column].notna() & (raw[column].astype("string").str.strip() != "")
-        failed = present & parsed.isna()
-        kind = "date" if column in DATE_COLUMNS else "number"
-        if column in FLOAT_COLUMNS + INT_COLUMNS + DATE_COLUMNS and failed.any():
-            for index, value in raw.loc[failed, column].items():
+        missing = parsed.isna().to_numpy()
+        if column in FLOAT_COLUMNS + INT_COLUMNS + DATE_COLUMNS and missing.any():
+            # A value present in the file (not blank) that gave no number or date: only the rows
+            # that parsed to missing are looked at (text columns cannot fail to parse).
+            candidates = raw[column][missing]
+            present = (candidates.notna() & (candidates.astype("string").str.strip() != "")).to_numpy()
+            kind = "date" if column in DATE_COLUMNS else "number"
+            for index, value in candidates[present].items():
                 # The cast: pandas-stubs type `series.loc[label] = value` for str labels only, and
                 # items() gives a label as a Hashable; pandas takes any label of the index there.
                 errors.loc[cast(str, index)] += f"{column}: unparseable {kind} '{value}'; "
