@@ -93,6 +93,9 @@ _LABELS = ("inspected", "misdeclared")
 # two storing the same new line would both insert it. Writes from this process therefore take
 # turns (other processes are kept out by DuckDB's file lock, which _open waits for).
 _WRITE_LOCK = threading.Lock()
+# How often a process waiting for another's lock on the database tries again: writes by the API's
+# scoring workers hold it for about a tenth of a second, so a coarser wait would double their latency.
+LOCK_RETRY_SECONDS = 0.02
 # DuckDB's own memory (buffer pool, joins, sorts) per database: by default it may take 80 % of the
 # machine, and a process's resident memory keeps what it took. Beyond this it spills to disk.
 DUCKDB_MEMORY_LIMIT = "512MB"
@@ -458,7 +461,7 @@ class HistoryStore:
             except duckdb.IOException as error:
                 if "lock" not in str(error).lower() or time.monotonic() > deadline:
                     raise
-                time.sleep(0.2)
+                time.sleep(LOCK_RETRY_SECONDS)
 
     def _import_parquet_parts(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Stores written before the database (Parquet parts) are imported once, in write order.
