@@ -133,6 +133,7 @@ def test_score_without_model_503(make_client, auth):
     assert (response.status_code, response.json()) == (503, {"detail": "no scoring model is loaded (set MISDECLARE_MODEL_URI)"})
 
 
+@pytest.mark.slow  # starts a scoring worker process
 def test_model_uri_setting_loads_the_bundle_at_start_up(make_client, auth, model_dir):
     response = make_client(model_uri=str(model_dir)).post("/score", headers=auth("lax"), json={"lines": [LINE]})
     assert response.status_code == 200

@@ -118,7 +118,7 @@ def test_each_day_gets_its_quota_in_the_batch(batch, manifest):
         assert yellow.max() <= red.min(), day
 
 
-@pytest.mark.parametrize("chunk_rows", [333, 4_000])
+@pytest.mark.parametrize("chunk_rows", [pytest.param(333, marks=pytest.mark.slow), 4_000])  # 333: 24 chunks
 def test_chunk_size_and_row_order_do_not_change_the_output(bundle, manifest, batch, tmp_path, chunk_rows):
     _, reference = batch
     write_table(manifest.sample(frac=1, random_state=chunk_rows).astype("string"), tmp_path / "incoming.parquet")
@@ -200,6 +200,7 @@ def test_the_quarantine_is_safe_to_open_in_a_spreadsheet_and_the_scored_file_is_
     assert validate_manifest(corrected).valid["description"].tolist() == ["@SUM(A1)"]  # read back as declared
 
 
+@pytest.mark.slow  # scores the whole file twice
 def test_rescoring_with_the_store_gives_the_same_channels(bundle, manifest, tmp_path):
     """The store's copies of the file's own lines are not counted twice on a second run."""
     write_table(manifest.head(2_000).astype("string"), tmp_path / "incoming.parquet")
@@ -240,6 +241,7 @@ def test_the_queue_loads_scored_files_with_or_without_the_check_column(batch, tm
     assert (without.n_inserted, without.n_rejected) == (300, 0)
 
 
+@pytest.mark.slow  # starts worker processes
 def test_two_worker_processes_write_the_same_bytes_as_one(bundle, manifest, tmp_path):
     """Parts scored in loky workers (bundle from plain files, stores read-only) change nothing."""
     write_table(manifest.astype("string"), tmp_path / "incoming.csv")

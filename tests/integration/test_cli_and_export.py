@@ -186,6 +186,7 @@ def _run_once(tmp_path: Path) -> str:
     return output
 
 
+@pytest.mark.slow  # starts misdeclare serve twice
 def test_serve_creates_an_admin_with_a_one_time_password_on_first_start_only(tmp_path):
     first = _run_once(tmp_path)
     second = _run_once(tmp_path)

@@ -249,6 +249,7 @@ def test_labels_export_on_this_backend(engine, origin, principal):
 # --- scale ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 100k cases loaded and queried: a scale test
 def test_100k_open_cases_load_in_seconds_and_the_queue_stays_fast(engine, origin, tmp_path, principal):
     frame = synthetic_scored_batch(100_000, seed=15, ports=("USLAX", "USHOU"), red_share=0.3, yellow_share=0.7)
     frame.to_csv(tmp_path / "big.csv", index=False)

@@ -18,7 +18,7 @@ from features.schema import validate_manifest
 from training.synthetic import generate_manifest
 
 # Each example scores a store twice (about 1.3 s): 40 in make test, 8 in make test-fast.
-PROPERTY_EXAMPLES = 8 if os.environ.get("MISDECLARE_TEST_FAST") else 40
+PROPERTY_EXAMPLES = 3 if os.environ.get("MISDECLARE_TEST_FAST") else 40
 
 
 def fitted(lines: pd.DataFrame) -> HistoryFeatures:

@@ -162,6 +162,7 @@ def _python(code: str, cwd: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # starts and kills a process
 def test_a_process_killed_between_the_two_moves_leaves_champion_unchanged(versions, mlflow_workdir):
     v1, v2, v3 = versions(3)
     promote(NAME, v1, None)
@@ -187,6 +188,7 @@ def test_a_process_killed_between_the_two_moves_leaves_champion_unchanged(versio
     assert promote(NAME, v3, v2, timeout_seconds=5) == AliasMove(v2, v3, v2, v2)
 
 
+@pytest.mark.slow  # starts processes
 def test_two_concurrent_promotions_from_the_same_champion_promote_once(versions, mlflow_workdir):
     v1, v2, v3 = versions(3)
     promote(NAME, v1, None)
