@@ -1,4 +1,4 @@
-"""Load test of ``misdeclare serve``: fifty inspectors and two scoring clients at once, on loopback only.
+"""Load test of ``misdeclare serve``: fifty users at once (48 inspectors, 2 scoring clients), on loopback only.
 
 Run ``make loadtest`` (both databases; ``DB=sqlite`` or ``DB=postgresql`` for one), or
 ``.venv/bin/python bench/loadtest.py --database sqlite postgresql --users 50 --seconds 60``. It
@@ -6,7 +6,7 @@ Run ``make loadtest`` (both databases; ``DB=sqlite`` or ``DB=postgresql`` for on
 1. runs ``misdeclare demo`` once in a temporary folder (champion registered, a later quarter scored);
 2. for each ``--database``: a fresh triage database (a SQLite file, or a new PostgreSQL database
    created next to ``--postgres-url`` and dropped afterwards), the demo's scored quarter loaded into
-   it (``misdeclare triage load``), a copy of the demo's history store, ``--users`` inspectors spread
+   it (``misdeclare triage load``), a copy of the demo's history store, ``--users`` minus ``--scorers`` inspectors spread
    over the ports and a supervisor with an API token;
 3. starts ``misdeclare serve --workers W`` on a free loopback port (separate processes, as in
    production; each web worker runs ``MISDECLARE_SCORING_WORKERS`` scoring processes);
@@ -15,9 +15,10 @@ Run ``make loadtest`` (both databases; ``DB=sqlite`` or ``DB=postgresql`` for on
    - an **inspector** opens the queue page, thinks, opens a case of its port, thinks (reads it), records
      an outcome on it (the form posts and the browser follows the redirect to the case page), thinks;
      the think time is drawn uniformly from ``--think`` (default 1–3 s, like locust's
-     ``between(1, 3)``); ``--think 0 0`` makes every inspector a closed loop (saturation);
-   - a **scoring client** (``--scorers``, a machine) sends ``POST /score`` with 100 lines of the
-     demo's manifest, again as soon as the answer comes (closed loop, no think time);
+     ``between(1, 3)``); ``--think 0 0`` makes every user a closed loop (saturation);
+   - a **scoring client** (``--scorers`` of the ``--users``, a machine sending declarations as they
+     arrive) sends ``POST /score`` with 100 lines of the demo's manifest, waits the same think time,
+     again;
 
 5. prints p50 / p99 per route, the count of 5xx answers, and the outcomes the clients saw recorded
    against the outcomes counted in the database afterwards (lost outcomes), with the load average of
@@ -260,14 +261,16 @@ async def inspector(client: httpx.AsyncClient, case_ids: list[int], thinking: Th
             await thinking.pause()
 
 
-async def scorer(url: str, token: str, lines: list[dict], until: float, seed: int, record: Recorder) -> None:
-    """``POST /score`` with 100 consecutive lines of the manifest, again and again (a machine client)."""
-    rng = np.random.default_rng(seed)
+async def scorer(url: str, token: str, lines: list[dict], thinking: Thinking, record: Recorder) -> None:
+    """``POST /score`` with 100 consecutive lines of the manifest, think, again (a machine client that
+    sends declarations as they arrive)."""
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT, headers=headers) as client:
-        while time.monotonic() < until:
-            start = int(rng.integers(0, len(lines) - SCORE_LINES))
+        await thinking.pause()
+        while time.monotonic() < thinking.until:
+            start = int(thinking.rng.integers(0, len(lines) - SCORE_LINES))
             await record.timed(ROUTES[3], client.post("/score", json={"lines": lines[start : start + SCORE_LINES]}))
+            await thinking.pause()
 
 
 def score_lines(demo: Path) -> list[dict]:
@@ -311,7 +314,10 @@ async def drive(
         for k, name in enumerate(port_names):
             thinking = Thinking(args.think[0], args.think[1], until, seed=len(tasks))
             tasks.append(inspector(clients[name], ids[k :: len(port_names)], thinking, record))
-    tasks += [scorer(url, token, lines, until, 1_000 + i, record) for i in range(args.scorers)]
+    tasks += [
+        scorer(url, token, lines, Thinking(args.think[0], args.think[1], until, seed=1_000 + i), record)
+        for i in range(args.scorers)
+    ]
     cpu_before = server_cpu_seconds(server, args.workers)
     await asyncio.gather(*tasks)
     cpu_after = server_cpu_seconds(server, args.workers)
@@ -358,7 +364,7 @@ def one_run(kind: str, root: Path, demo_root: Path, lines: list[dict], args: arg
     folder = root / kind
     folder.mkdir()
     with triage_database(kind, folder, args.postgres_url) as database:
-        inspectors, token, history = prepare(folder, demo_root / "demo", database, args.users)
+        inspectors, token, history = prepare(folder, demo_root / "demo", database, args.users - args.scorers)
         server, url = start_server(folder, demo_root, database, history, args.workers, args.scoring_workers, args.scoring_nice)
         record = Recorder()
         load_before = load_average()
@@ -373,6 +379,7 @@ def one_run(kind: str, root: Path, demo_root: Path, lines: list[dict], args: arg
     summary = {
         "database": kind,
         "users": args.users,
+        "inspectors": args.users - args.scorers,
         "scorers": args.scorers,
         "seconds": args.seconds,
         "think_seconds": list(args.think),
@@ -405,8 +412,9 @@ def one_run(kind: str, root: Path, demo_root: Path, lines: list[dict], args: arg
 def print_summary(summary: dict) -> None:
     think = summary["think_seconds"]
     print(
-        f"\n{summary['database']}: {summary['users']} inspectors (think {think[0]:g}-{think[1]:g} s), "
-        f"{summary['scorers']} scoring clients, {summary['seconds']:.0f} s; serve --workers {summary['web_workers']}, "
+        f"\n{summary['database']}: {summary['users']} users, {summary['inspectors']} inspectors and "
+        f"{summary['scorers']} scoring clients (think {think[0]:g}-{think[1]:g} s), {summary['seconds']:.0f} s; "
+        f"serve --workers {summary['web_workers']}, "
         f"{summary['scoring_workers_per_web_worker']} scoring worker(s) each (nice {summary['scoring_nice']}); "
         "load average (1, 5, 15 min) "
         f"before {summary['load_average_before']}, after {summary['load_average_after']}"
@@ -438,8 +446,8 @@ def main() -> None:
         default=os.environ.get("MISDECLARE_TEST_POSTGRES_URL"),
         help="a PostgreSQL server URL whose user may create databases (the run creates and drops its own)",
     )
-    parser.add_argument("--users", type=int, default=50, help="inspectors browsing and deciding")
-    parser.add_argument("--scorers", type=int, default=2, help="API clients sending POST /score with 100 lines")
+    parser.add_argument("--users", type=int, default=50, help="users at once: inspectors and scoring clients")
+    parser.add_argument("--scorers", type=int, default=2, help="of the users, API clients sending POST /score with 100 lines")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--think", type=float, nargs=2, default=(1.0, 3.0), metavar=("MIN", "MAX"))
     parser.add_argument("--workers", type=int, default=2, help="misdeclare serve --workers")
