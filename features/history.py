@@ -27,7 +27,7 @@ from pandas.api.types import union_categoricals
 from sklearn.utils.validation import check_is_fitted
 
 from features.reference import ReferenceTables, load_reference
-from features.transformers import FeatureTransformer, as_float, as_text, via_hub_mask
+from features.transformers import FeatureTransformer, as_float, as_text, via_hub_mask, with_columns
 
 if TYPE_CHECKING:  # annotations only: no run-time dependency on typing_extensions
     from typing_extensions import TypeIs
@@ -515,8 +515,8 @@ class HistoryFeatures(FeatureTransformer):
         """
         check_is_fitted(self)
         if isinstance(past, HistoryColumns):
-            return X.assign(**past.of(X, self.numeric_features_))
-        return X.assign(**self.features_from_events(X, self._events(X, past)))
+            return with_columns(X, past.of(X, self.numeric_features_))
+        return with_columns(X, self.features_from_events(X, self._events(X, past)))
 
     def features_from_events(
         self,

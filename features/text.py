@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 from sklearn.utils.validation import check_is_fitted
 
-from features.transformers import BoolArray, FeatureTransformer, FloatArray, as_text
+from features.transformers import BoolArray, FeatureTransformer, FloatArray, as_text, with_columns
 
 
 class Keywords(TypedDict):
@@ -86,7 +86,7 @@ class DescriptionFeatures(FeatureTransformer):
             "desc_hs_mismatch": self._mismatch(X, mentions, any_group),
         }
         new.update({f"desc_mentions_{g}": flags.astype("float64") for g, flags in mentions.items()})
-        return X.assign(**new)
+        return with_columns(X, new)
 
     def _mismatch(self, X: pd.DataFrame, mentions: dict[str, BoolArray], any_group: BoolArray) -> FloatArray:
         """1 when a cover-coded line's words name goods but not the declared ones; NaN off cover codes."""

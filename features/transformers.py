@@ -107,6 +107,18 @@ class FeatureStep(Protocol):
     def from_state(cls, state: Mapping[str, Any]) -> Self: ...
 
 
+def with_columns(X: pd.DataFrame, new: Mapping[str, Any]) -> pd.DataFrame:
+    """``X.assign(**new)``, new columns joined in one step.
+
+    ``assign`` inserts the columns one at a time (about 4 ms for 15 columns of a 100-line request, in
+    every step of the pipeline); a frame of the new columns joined to ``X`` gives the same frame at a
+    fifth of that. Replaced columns, or an index with repeated labels, go through ``assign`` itself.
+    """
+    if not new or any(column in X.columns for column in new) or not X.index.is_unique:
+        return X.assign(**new)
+    return pd.concat([X, pd.DataFrame(dict(new), index=X.index)], axis=1)
+
+
 def as_float(frame: pd.DataFrame, column: str) -> FloatArray:
     """Column as float64 with missing values as NaN (NaN for every row if the column is absent)."""
     if column not in frame.columns:
@@ -220,10 +232,16 @@ def net_or_gross(X: pd.DataFrame) -> np.ndarray:
 def lookup_by_prefix(
     hs_codes: pd.Series[str], table: Mapping[str, object], lengths: tuple[int, ...] = (6, 4, 2)
 ) -> pd.Series[Any]:
-    """Value of the longest HS prefix of each code found in ``table`` (missing where none is)."""
+    """Value of the longest HS prefix of each code found in ``table`` (missing where none is).
+
+    Each distinct prefix is looked up once in the dict (``Series.map`` with a dict turned the whole
+    table into an index at every call: most of the cost of a 100-line request).
+    """
     result = pd.Series(pd.NA, index=hs_codes.index, dtype="object")
     for length in lengths:
-        hits = hs_codes.str.slice(0, length).map(table)
+        codes, prefixes = pd.factorize(hs_codes.str.slice(0, length))
+        found = np.array([table.get(prefix, np.nan) for prefix in prefixes] + [np.nan], dtype=object)
+        hits = pd.Series(found[codes], index=hs_codes.index)  # code -1 (no code) takes the last: missing
         result = result.where(result.notna(), hits)
     return result
 
@@ -306,7 +324,7 @@ class ValueFeatures(FeatureTransformer):
         }
         for band, (low, high) in self.price_bands_.items():
             new[f"band_dist_{band}"] = band_log_distance(log_vpk, low, high)
-        return X.assign(**new)
+        return with_columns(X, new)
 
     def _declared_band_distance(self, hs: pd.Series[str], log_vpk: FloatArray) -> FloatArray:
         low: FloatArray = lookup_by_prefix(hs, self.hs_band_low_, lengths=(6, 4)).to_numpy(dtype=np.float64, na_value=np.nan)
@@ -439,7 +457,7 @@ class RouteFeatures(FeatureTransformer):
             new[f"days_since_{measure}"] = as_floats((declared - pd.Timestamp(date)).dt.days)
         for column in self.categorical_outputs:
             new[column] = as_text(X, column)
-        return X.assign(**new)
+        return with_columns(X, new)
 
 
 class CategoryEncoder(FeatureTransformer):
@@ -494,7 +512,7 @@ class CategoryEncoder(FeatureTransformer):
             # (pandas turns the values into an Index itself; its stubs accept only an Index.)
             codes = pd.Index(categories, dtype="object").get_indexer(pd.Index(as_text(X, column).astype("object")))
             new[f"{column}_code"] = (codes + 1).astype("int32")
-        return X.assign(**new)
+        return with_columns(X, new)
 
     def feature_groups(self) -> dict[str, str]:
         return {}
