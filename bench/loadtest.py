@@ -401,6 +401,7 @@ def one_run(kind: str, root: Path, demo_root: Path, lines: list[dict], args: arg
         summary["routes"][route] = {
             "requests": len(seconds),
             "p50_ms": float(np.quantile(seconds, 0.5)) * 1000 if len(seconds) else None,
+            "p90_ms": float(np.quantile(seconds, 0.9)) * 1000 if len(seconds) else None,
             "p99_ms": float(np.quantile(seconds, 0.99)) * 1000 if len(seconds) else None,
             "server_errors": sum(s >= 500 for s in codes),
             "client_errors": sum(400 <= s < 500 for s in codes),
@@ -419,12 +420,12 @@ def print_summary(summary: dict) -> None:
         "load average (1, 5, 15 min) "
         f"before {summary['load_average_before']}, after {summary['load_average_after']}"
     )
-    print("| route | requests | p50 ms | p99 ms | 5xx | 4xx | no answer |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| route | requests | p50 ms | p90 ms | p99 ms | 5xx | 4xx | no answer |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for route, r in summary["routes"].items():
-        p50 = "" if r["p50_ms"] is None else f"{r['p50_ms']:,.0f}"
-        p99 = "" if r["p99_ms"] is None else f"{r['p99_ms']:,.0f}"
-        print(f"| {route} | {r['requests']:,} | {p50} | {p99} | {r['server_errors']} | {r['client_errors']} | {r['no_answer']} |")
+        p50, p90, p99 = ("" if r[k] is None else f"{r[k]:,.0f}" for k in ("p50_ms", "p90_ms", "p99_ms"))
+        errors = f"{r['server_errors']} | {r['client_errors']} | {r['no_answer']}"
+        print(f"| {route} | {r['requests']:,} | {p50} | {p90} | {p99} | {errors} |")
     pages = sum(summary["routes"][route]["requests"] for route in ROUTES[:3])
     scored = summary["routes"][ROUTES[3]]["requests"]
     cpu = summary["server_cpu_seconds"]
