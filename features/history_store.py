@@ -118,6 +118,16 @@ def history_frame(lines: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(typed, index=frame.index)[list(HISTORY_COLUMNS)].reset_index(drop=True)
 
 
+def _typed_keys(lines: pd.DataFrame) -> pd.DataFrame:
+    """``history_frame(lines)[["declaration_id", "line_no"]]`` without typing the other columns."""
+    return pd.DataFrame(
+        {
+            "declaration_id": lines["declaration_id"].astype("string"),
+            "line_no": pd.to_numeric(lines["line_no"], errors="coerce").astype("float64"),
+        }
+    ).reset_index(drop=True)
+
+
 def no_lines() -> pd.DataFrame:
     """An empty frame of the history columns, typed as :func:`history_frame` types them."""
     return _typed_empty_lines().copy()
@@ -368,7 +378,7 @@ class HistoryStore:
         if keys.empty:
             return no_lines()
         bits = self.key_filter.load(connection)[0] if bits is None else bits
-        candidates = history_frame(keys[self.key_filter.may_hold(bits, keys)])[["declaration_id", "line_no"]]
+        candidates = _typed_keys(keys[self.key_filter.may_hold(bits, keys)])
         if candidates.empty:
             return no_lines()
         connection.register("candidates", candidates.assign(key_hash=key_hashes(candidates)))

@@ -8,6 +8,7 @@ readable reason per failed rule. Every input row ends in exactly one of the two.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -280,6 +281,7 @@ def _whole(series: pd.Series) -> pd.Series:
 MAX_WHOLE = 2**53
 
 
+@functools.cache  # built once per process: rebuilding it cost every validated chunk a few ms
 def _build_schema() -> pa.DataFrameSchema:
     text = pa.Column("string", nullable=True, required=True)
     columns = {name: text for name in TEXT_COLUMNS}
