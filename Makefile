@@ -52,7 +52,7 @@ bench: $(STAMP)
 bench-spark: $(STAMP)
 	$(BIN)/python bench/bench_spark.py --rows $(or $(ROWS),10000000)
 
-# Inspectors (think time 1-3 s) and scoring clients against misdeclare serve --workers 2 on loopback, on SQLite
+# 50 users (48 inspectors, 2 API clients scoring 100 lines; think time 1-3 s) against misdeclare serve --workers 2 (2 scoring workers each) on loopback, on SQLite
 # and PostgreSQL (DB=sqlite or DB=postgresql for one; a local PostgreSQL is started by .ci/postgres.sh when
 # MISDECLARE_TEST_POSTGRES_URL is unset). Stops by itself: the demo, then about 2 minutes per database.
 loadtest: $(STAMP)

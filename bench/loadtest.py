@@ -452,7 +452,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--think", type=float, nargs=2, default=(1.0, 3.0), metavar=("MIN", "MAX"))
     parser.add_argument("--workers", type=int, default=2, help="misdeclare serve --workers")
-    parser.add_argument("--scoring-workers", type=int, default=1, help="MISDECLARE_SCORING_WORKERS (per web worker)")
+    parser.add_argument("--scoring-workers", type=int, default=2, help="MISDECLARE_SCORING_WORKERS (per web worker)")
     parser.add_argument("--scoring-nice", type=int, default=10, help="MISDECLARE_SCORING_NICE")
     parser.add_argument("--out", type=Path, default=Path("bench/out/loadtest.json"))
     parser.add_argument(
