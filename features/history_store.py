@@ -428,11 +428,12 @@ class HistoryStore:
                 connection.execute("BEGIN TRANSACTION")
                 identity = _file_identity(self.path)
                 if write:
-                    if legacy or self._prepared != identity:
+                    # A new file can take a deleted one's inode: its missing tables say it is new.
+                    if legacy or self._prepared != identity or not _has_lines_table(connection):
                         self._prepare(connection)
                     if not self.new_keys_only:
                         self.key_filter.ensure(connection)
-                elif not connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'lines'").fetchall()[0][0]:
+                elif not _has_lines_table(connection):
                     connection.execute("COMMIT")
                     yield None  # a database whose first write never committed
                     return
@@ -791,6 +792,10 @@ class HistoryStore:
             return stored
         taken_out = PastEvents.from_lines(copies, ENTITY_COLUMNS, weight=-1)
         return PastEvents.concat(stored, replace(taken_out, values=PastEvents.empty().values))
+
+
+def _has_lines_table(connection: duckdb.DuckDBPyConnection) -> bool:
+    return bool(connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'lines'").fetchall()[0][0])
 
 
 def _file_identity(path: Path) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 
 import duckdb
@@ -12,12 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from features import history_store
 from features.history import HISTORY_COLUMNS, HistoryFeatures, PastEvents, line_keys
 from features.history_store import FileHistory, HistoryStore, history_frame, winning_copies
 from features.schema import validate_manifest
 from training.synthetic import generate_manifest
 
-# Each example scores a store twice (about 1.3 s): 40 in make test, 8 in make test-fast.
+# Each example scores a store twice (about 1.3 s): 40 in make test, 3 in make test-fast.
 PROPERTY_EXAMPLES = 3 if os.environ.get("MISDECLARE_TEST_FAST") else 40
 
 
@@ -115,6 +117,21 @@ def test_a_labelled_copy_supersedes_an_unlabelled_one_in_either_order(tmp_path):
         events = store.events_for(_frame(_line("B", 60, np.nan, np.nan)), exclude=_frame(_line("B", 60, 0, 0)))
         shipper = events.parties[events.parties["entity"] == "shipper_id"]
         assert shipper[["lines", "outcomes", "positives"]].sum().tolist() == [1, 1, 1]
+
+
+def test_a_store_removed_while_its_object_lives_is_written_anew(tmp_path, monkeypatch):
+    """A store object prepares its database once; a database removed and created again is prepared
+    again, not written without its tables, even when the new file gets the old one's inode (which
+    the file system may give it: every file here gets the same identity)."""
+    monkeypatch.setattr(history_store, "_file_identity", lambda path: (0, 0))
+    store = HistoryStore(tmp_path / "history")
+    assert store.append(_frame(_line("A", 0, 0.0, 0.0))) == 1
+    shutil.rmtree(store.directory)
+
+    assert store.append(_frame(_line("B", 3, np.nan, np.nan))) == 1
+
+    assert store.read()["declaration_id"].tolist() == ["B"]
+    assert store.append(_frame(_line("B", 3, np.nan, np.nan))) == 0  # its key filter was rebuilt too
 
 
 def test_the_same_file_stored_twice_is_counted_once(tmp_path):
