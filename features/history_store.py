@@ -109,23 +109,15 @@ def resolve_history_dir(directory: str | Path | None = None) -> Path:
     return Path(directory or os.environ.get("MISDECLARE_HISTORY_DIR") or DEFAULT_HISTORY_DIR)
 
 
-def history_frame(lines: pd.DataFrame) -> pd.DataFrame:
-    """The history columns of validated lines, typed as the store keeps them."""
-    frame = lines.reindex(columns=list(HISTORY_COLUMNS))
-    typed: dict[str, pd.Series] = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in _NUMERIC}
-    typed["declared_at"] = pd.to_datetime(frame["declared_at"]).dt.normalize()
-    typed.update({c: frame[c].astype("string") for c in _TEXT})
-    return pd.DataFrame(typed, index=frame.index)[list(HISTORY_COLUMNS)].reset_index(drop=True)
-
-
-def _typed_keys(lines: pd.DataFrame) -> pd.DataFrame:
-    """``history_frame(lines)[["declaration_id", "line_no"]]`` without typing the other columns."""
-    return pd.DataFrame(
-        {
-            "declaration_id": lines["declaration_id"].astype("string"),
-            "line_no": pd.to_numeric(lines["line_no"], errors="coerce").astype("float64"),
-        }
-    ).reset_index(drop=True)
+def history_frame(lines: pd.DataFrame, columns: tuple[str, ...] = HISTORY_COLUMNS) -> pd.DataFrame:
+    """The history columns of validated lines (or only ``columns`` of them), typed as the store keeps them."""
+    frame = lines.reindex(columns=list(columns))
+    numeric = [c for c in _NUMERIC if c in columns]
+    typed: dict[str, pd.Series] = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in numeric}
+    if "declared_at" in columns:
+        typed["declared_at"] = pd.to_datetime(frame["declared_at"]).dt.normalize()
+    typed.update({c: frame[c].astype("string") for c in _TEXT if c in columns})
+    return pd.DataFrame(typed, index=frame.index)[list(columns)].reset_index(drop=True)
 
 
 def no_lines() -> pd.DataFrame:
@@ -378,7 +370,7 @@ class HistoryStore:
         if keys.empty:
             return no_lines()
         bits = self.key_filter.load(connection)[0] if bits is None else bits
-        candidates = _typed_keys(keys[self.key_filter.may_hold(bits, keys)])
+        candidates = history_frame(keys[self.key_filter.may_hold(bits, keys)], ("declaration_id", "line_no"))
         if candidates.empty:
             return no_lines()
         connection.register("candidates", candidates.assign(key_hash=key_hashes(candidates)))
@@ -426,7 +418,7 @@ class HistoryStore:
             connection = self._open(read_only=not write and self.read_only)
             try:
                 connection.execute("BEGIN TRANSACTION")
-                identity = _file_identity(self.path)
+                identity = _file_identity(self.path) if write else None
                 if write:
                     # A new file can take a deleted one's inode: its missing tables say it is new.
                     if legacy or self._prepared != identity or not _has_lines_table(connection):
