@@ -76,6 +76,20 @@ def count_before(
     return np.where(query_group >= 0, counts, np.nan)
 
 
+def first_net_day(event_group: np.ndarray, event_day: np.ndarray, lines: np.ndarray, query_group: np.ndarray) -> np.ndarray:
+    """Per query, the first day on which its group's events sum to more than zero lines.
+
+    Events are summed per group and day first, so that a day whose lines were all taken out (weight
+    -1) is not a first day. NaN for a query with group < 0 or whose group has no such day.
+    """
+    keys, inverse = np.unique(event_group.astype("int64") * _SPAN + event_day, return_inverse=True)
+    kept = keys[np.bincount(inverse, weights=lines, minlength=len(keys)) > 0]  # by group, then day
+    groups, first = np.unique(kept // _SPAN, return_index=True)
+    by_group = np.full(int(max(query_group.max(initial=-1), groups.max(initial=-1))) + 1, np.nan)
+    by_group[groups] = (kept % _SPAN)[first]
+    return np.where(query_group >= 0, by_group[np.maximum(query_group, 0)] if len(by_group) else np.nan, np.nan)
+
+
 def count_in_window(
     event_group: np.ndarray,
     event_day: np.ndarray,
@@ -595,27 +609,23 @@ class HistoryFeatures(FeatureTransformer):
         self, X: pd.DataFrame, days: np.ndarray, entity: str, events: PastEvents, firsts: pd.DataFrame
     ) -> dict[str, np.ndarray]:
         query = X[entity].astype("string") if entity in X else pd.Series(pd.NA, index=X.index, dtype="string")
-        parties = events.parties[(events.parties["entity"] == entity).to_numpy()]
+        of_entity = (events.parties["entity"] == entity).to_numpy()
         keys, group = self._query_keys(query)
-        event_group = self._event_groups(keys, parties["key"])
-        parties = parties.assign(group=event_group)[event_group >= 0]
-        event_day = parties["day"].to_numpy("int64")
-        lines_before = count_before(
-            parties["group"].to_numpy(), event_day, group, days, weights=parties["lines"].to_numpy("float64")
+        event_group = self._event_groups(keys, events.parties["key"][of_entity])
+        touched = event_group >= 0
+        event_group = event_group[touched]
+        event_day, lines, outcome_weights, positive_weights = (
+            events.parties[column].to_numpy("int64")[of_entity][touched] for column in ("day", "lines", "outcomes", "positives")
         )
-        first_day = _net(parties, ["group"]).groupby("group")["day"].min()
-        first = first_day.reindex(group).to_numpy(dtype="float64")
+        lines_before = count_before(event_group, event_day, group, days, weights=lines.astype("float64"))
+        first = first_net_day(event_group, event_day, lines.astype("float64"), group)
         # Tenure is unknown for parties already there when the history begins (see the class docstring).
         start = events.coverage_start
         censored = first < start + self.tenure_unknown_days if start is not None else np.zeros(len(days), dtype=bool)
         days_since_first = np.where((first < days) & ~censored, days - first, np.nan)
         known_day = event_day + self.label_delay_days
-        outcomes = count_before(
-            parties["group"].to_numpy(), known_day, group, days, weights=parties["outcomes"].to_numpy("float64")
-        )
-        positives = count_before(
-            parties["group"].to_numpy(), known_day, group, days, weights=parties["positives"].to_numpy("float64")
-        )
+        outcomes = count_before(event_group, known_day, group, days, weights=outcome_weights.astype("float64"))
+        positives = count_before(event_group, known_day, group, days, weights=positive_weights.astype("float64"))
         rate = (positives + self.prior_strength * self.global_rate_) / (outcomes + self.prior_strength)
         return {
             f"{entity}_lines_before": lines_before,
@@ -626,30 +636,38 @@ class HistoryFeatures(FeatureTransformer):
             f"{entity}_misdeclared_rate": np.where(group >= 0, rate, np.nan),
         }
 
-    def _first_uses(self, keys: pd.Index, firsts: pd.DataFrame, entity: str, kind: str) -> pd.DataFrame:
-        """Per queried party and value of ``kind``: the first day it was used (``group, value, day``),
-        from :func:`first_uses_by_party`."""
-        used = firsts[((firsts["entity"] == entity) & (firsts["kind"] == kind)).to_numpy()]
-        group = self._event_groups(keys, used["key"])
-        return used.assign(group=group)[group >= 0][["group", "value", "day"]]
+    def _first_uses(
+        self, keys: pd.Index, firsts: pd.DataFrame, entity: str, kind: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per queried party and value of ``kind``: the first day it was used, from
+        :func:`first_uses_by_party`, as arrays (the party's group among ``keys``, the day, the value)."""
+        of_kind = ((firsts["entity"] == entity) & (firsts["kind"] == kind)).to_numpy()
+        group = self._event_groups(keys, firsts["key"][of_kind])
+        queried = group >= 0
+        return (
+            group[queried],
+            firsts["day"].to_numpy("int64")[of_kind][queried],
+            firsts["value"].to_numpy(object)[of_kind][queried],
+        )
 
     def _distinct_before(
         self, keys: pd.Index, group: np.ndarray, days: np.ndarray, firsts: pd.DataFrame, entity: str, kind: str
     ) -> np.ndarray:
         """Distinct values a party used before each day: count of (party, value) first uses."""
-        used = self._first_uses(keys, firsts, entity, kind)
-        return count_before(used["group"].to_numpy("int64"), used["day"].to_numpy("int64"), group, days)
+        used_group, used_day, _ = self._first_uses(keys, firsts, entity, kind)
+        return count_before(used_group.astype("int64"), used_day, group, days)
 
     def _switch_features(self, X: pd.DataFrame, days: np.ndarray, firsts: pd.DataFrame) -> dict[str, np.ndarray]:
         """A consignee that imported a controlled good directly from China before the controls."""
         query = X["consignee_id"].astype("string") if "consignee_id" in X else pd.Series(pd.NA, index=X.index, dtype="string")
         keys, group = self._query_keys(query)
-        direct = self._first_uses(keys, firsts, "consignee_id", "cn_direct")
-        cutoff = pd.to_datetime(direct["value"].astype(object).map(self.switch_dates_))
+        direct_group, direct_day, code = self._first_uses(keys, firsts, "consignee_id", "cn_direct")
+        cutoff = pd.to_datetime(pd.Series(code, dtype=object).map(self.switch_dates_))
         cutoff_day = ((cutoff - EPOCH).dt.days).to_numpy(dtype="float64", na_value=np.nan)
-        direct = direct[(direct["day"].to_numpy("float64") < cutoff_day)]
-        first_direct = direct.groupby("group")["day"].min().reindex(group).to_numpy(dtype="float64")
-        direct_before = first_direct < days
+        before_controls = direct_day < cutoff_day  # False where the code has no controls (NaN)
+        first_direct = np.full(len(keys), np.inf)  # per party: its first direct import before the controls
+        np.minimum.at(first_direct, direct_group[before_controls], direct_day[before_controls])
+        direct_before = np.where(group >= 0, first_direct[np.maximum(group, 0)] if len(keys) else np.inf, np.inf) < days
         switch_day = (pd.Timestamp(min(self.switch_dates_.values())) - EPOCH).days
         via_hub = via_hub_mask(X, set(self.hubs_)).to_numpy()
         return {

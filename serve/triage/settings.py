@@ -79,6 +79,6 @@ class Settings(BaseSettings):
     lockout_minutes: int = Field(default=15, gt=0)
     scoring_workers: int = Field(default=1, ge=0, le=64)
     scoring_nice: int = Field(default=10, ge=0, le=19)
-    outcome_push_seconds: float = Field(default=5.0, ge=0)
+    outcome_push_seconds: float = Field(default=30.0, ge=0)
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65_536, ge=8)
