@@ -15,9 +15,11 @@ from features.schema import (
     REQUIRED_COLUMNS,
     KeyHashes,
     ManifestFileError,
+    _check_parsed_types,
     duplicate_key_mask,
     neutralise_cell,
     neutralise_frame,
+    parse_manifest,
     restore_cell,
     validate_manifest,
 )
@@ -192,6 +194,18 @@ def test_valid_rows_are_normalised_and_typed(make_frame):
     assert pd.api.types.is_datetime64_dtype(valid["declared_at"])
     for column in ("declaration_id", "hs_code", "origin_country", "transshipment_ports"):
         assert pd.api.types.is_string_dtype(valid[column]), column
+
+
+@pytest.mark.parametrize(("column", "wrong"), [("hs_code", object), ("gross_weight_kg", "Int64"), ("declared_at", "string")])
+def test_a_column_the_parser_typed_otherwise_is_a_type_error_naming_it(make_frame, column, wrong):
+    # The row rules are checked without dtypes (the parser types every column): a parser fault
+    # must stop here, not pass as rule failures.
+    typed, _, _ = parse_manifest(make_frame({}))
+    _check_parsed_types(typed)
+    typed[column] = typed[column].astype(wrong)
+
+    with pytest.raises(TypeError, match=f"column '{column}'"):
+        _check_parsed_types(typed)
 
 
 def test_optional_columns_may_be_absent(make_frame):
