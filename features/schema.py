@@ -196,7 +196,8 @@ def _replace_where(text: pd.Series, pattern: str, replacement: str, candidates: 
     return replaced
 
 
-def _parse_column(raw: pd.Series, column: str) -> pd.Series:
+def _parse_column(raw: pd.Series, column: str, text: pd.Series | None = None) -> pd.Series:
+    """The typed values of one raw column; ``text`` is ``_as_text(raw)`` when the caller has it."""
     if column in DATE_COLUMNS:
         if pd.api.types.is_datetime64_any_dtype(raw):
             return pd.to_datetime(raw, errors="coerce").dt.tz_localize(None)
@@ -209,7 +210,7 @@ def _parse_column(raw: pd.Series, column: str) -> pd.Series:
         numbers = raw if pd.api.types.is_numeric_dtype(raw) else _as_text(raw)
         numbers = pd.to_numeric(numbers, errors="coerce").astype("float64")
         return numbers.where(np.isfinite(numbers))  # "inf" is no weight or value: unparseable
-    text = _as_text(raw)
+    text = _as_text(raw) if text is None else text
     if column == "hs_code":
         return _replace_where(text, r"[.\s]", "", "[^0-9A-Za-z]")
     if column in _UPPER_COLUMNS:
@@ -237,14 +238,15 @@ def parse_manifest(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, set[tupl
     unparsed : set of (index, column)
         Where a present value could not be parsed.
     """
-    typed = pd.DataFrame(index=raw.index)
+    typed: dict[str, pd.Series] = {}
     errors = pd.Series("", index=raw.index, dtype="object")
     unparsed: set[tuple[Hashable, str]] = set()
+    texts = _texts_of(raw, [c for c in CANONICAL_COLUMNS if c in TEXT_COLUMNS and c in raw.columns])
     for column in CANONICAL_COLUMNS:
         if column not in raw.columns:
             typed[column] = _missing_column(column, len(raw), raw.index)
             continue
-        parsed = _parse_column(raw[column], column)
+        parsed = _parse_column(raw[column], column, texts.get(column))
         missing = parsed.isna().to_numpy()
         if column in FLOAT_COLUMNS + INT_COLUMNS + DATE_COLUMNS and missing.any():
             # A value present in the file (not blank) that gave no number or date: only the rows
@@ -259,9 +261,25 @@ def parse_manifest(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, set[tupl
                 unparsed.add((index, column))
         typed[column] = parsed
     typed["line_no"] = typed["line_no"].fillna(1.0)
+    frame = pd.DataFrame({column: values.array for column, values in typed.items()}, index=raw.index)
     extras = [column for column in raw.columns if column not in CANONICAL_COLUMNS]
-    typed = pd.concat([typed, raw[extras]], axis=1) if extras else typed
-    return typed, errors, unparsed
+    frame = pd.concat([frame, raw[extras]], axis=1) if extras else frame
+    return frame, errors, unparsed
+
+
+def _texts_of(raw: pd.DataFrame, columns: list[str]) -> dict[str, pd.Series]:
+    """``_as_text`` of each of ``columns``, computed once over all of them end to end.
+
+    Each text operation has a fixed cost of about a tenth of a millisecond: for a request of 100
+    lines, sixteen columns cost more one by one than their values do together.
+    """
+    if not columns or len(raw) == 0:
+        return {}
+    stacked = _as_text(pd.concat([raw[column].astype("string") for column in columns], ignore_index=True))
+    return {
+        column: pd.Series(stacked.array[i * len(raw) : (i + 1) * len(raw)], index=raw.index, name=column)
+        for i, column in enumerate(columns)
+    }
 
 
 def _missing_column(column: str, n_rows: int, index: pd.Index) -> pd.Series:
