@@ -154,20 +154,73 @@ def summed(events: PastEvents) -> PastEvents:
         frame = getattr(events, name)
         weights = [c for c in columns if c in _SUMMED]
         keys = [c for c in columns if c not in _SUMMED]
-        total = frame.groupby(keys, sort=False, observed=True)[weights].sum().reset_index()
-        frames[name] = total[(total[weights] != 0).any(axis=1)].reindex(columns=list(columns))
+        groups = _groups(frame, keys)
+        if groups is None:  # too many distinct keys to number them in one integer: pandas' way
+            total = frame.groupby(keys, sort=False, observed=True)[weights].sum().reset_index()
+            frames[name] = total[(total[weights] != 0).any(axis=1)].reindex(columns=list(columns))
+            continue
+        group, first_rows = groups
+        sums = {c: _group_sums(group, frame[c].to_numpy("int64"), len(first_rows)) for c in weights}
+        nonzero = np.any([sums[c] != 0 for c in weights], axis=0)
+        kept = first_rows[nonzero]
+        frames[name] = pd.DataFrame(
+            {c: sums[c][nonzero] if c in sums else frame[c].array.take(kept) for c in columns}, index=np.flatnonzero(nonzero)
+        )
     return PastEvents(frames["parties"], first_uses(events.values), frames["flows"], events.coverage_start)
 
 
 def first_uses(values: pd.DataFrame) -> pd.DataFrame:
     """Value events reduced to the first day of each (entity, key, kind, value), weight 1."""
-    firsts = (
-        values[values["lines"] > 0]
-        .groupby(["entity", "key", "kind", "value"], sort=False, observed=True)["day"]
-        .min()
-        .reset_index()
-    )
-    return firsts.assign(lines=1).reindex(columns=list(VALUE_EVENT_COLUMNS))
+    used = values[values["lines"] > 0]
+    keys = ["entity", "key", "kind", "value"]
+    groups = _groups(used, keys)
+    if groups is None:  # too many distinct keys to number them in one integer: pandas' way
+        firsts = used.groupby(keys, sort=False, observed=True)["day"].min().reset_index()
+        return firsts.assign(lines=1).reindex(columns=list(VALUE_EVENT_COLUMNS))
+    group, first_rows = groups
+    day = np.full(len(first_rows), np.iinfo("int64").max)
+    np.minimum.at(day, group[group >= 0], used["day"].to_numpy("int64")[group >= 0])
+    columns = {c: used[c].array.take(first_rows) for c in keys} | {"day": day, "lines": np.ones(len(first_rows), dtype="int64")}
+    return pd.DataFrame({c: columns[c] for c in VALUE_EVENT_COLUMNS})
+
+
+def _groups(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each row's group by its values of ``keys``, numbered in order of first appearance (-1 when a
+    key is missing, as a group-by drops it), and the first row of each group.
+
+    What ``frame.groupby(keys, sort=False, observed=True)`` finds, in numpy: for the small frames
+    of a request its fixed cost was most of a store write. None when the keys' distinct values are
+    too many to number a combination in one int64.
+    """
+    combined = np.zeros(len(frame), dtype="int64")
+    missing = np.zeros(len(frame), dtype=bool)
+    radix = 1
+    for key in keys:
+        column = frame[key]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes, size = column.cat.codes.to_numpy("int64"), len(column.cat.categories)
+        else:
+            codes = pd.factorize(column)[0].astype("int64")
+            size = int(codes.max(initial=-1)) + 1
+        radix *= max(size, 1)
+        if radix >= 1 << 62:
+            return None
+        missing |= codes < 0
+        combined = combined * max(size, 1) + np.maximum(codes, 0)
+    _, first, inverse = np.unique(combined[~missing], return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype="int64")
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    group = np.full(len(frame), -1, dtype="int64")
+    group[~missing] = rank[inverse.ravel()]
+    rows = np.flatnonzero(~missing)
+    return group, rows[np.sort(first)]
+
+
+def _group_sums(group: np.ndarray, weights: np.ndarray, groups: int) -> np.ndarray:
+    """Sums of integer ``weights`` per group (rows of group -1 left out), exactly in int64."""
+    sums = np.zeros(groups, dtype="int64")
+    np.add.at(sums, group[group >= 0], weights[group >= 0])
+    return sums
 
 
 # Party totals from per-day events: each (party, day) is netted first, so that a day whose lines

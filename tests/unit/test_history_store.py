@@ -334,3 +334,42 @@ def test_a_part_of_a_file_in_date_order_reads_its_parties_earlier_days_folded(tm
     assert added["day"].tolist() == [start] + [start + d for d in range(69, 199)]
     assert added["lines"].tolist() == [1, 69] + [1] * 129
     assert shipper["lines"].sum() == 99  # 199 days read, the part's own 100 lines taken out
+
+
+def test_summed_events_net_per_key_and_day_and_keep_first_uses():
+    def events(parties: list[tuple], values: list[tuple]) -> PastEvents:
+        party_frame = pd.DataFrame(parties, columns=["entity", "key", "day", "lines", "outcomes", "positives"])
+        value_frame = pd.DataFrame(values, columns=["entity", "key", "kind", "value", "day", "lines"])
+        for frame in (party_frame, value_frame):
+            for column in ("entity", "key", "kind", "value"):
+                if column in frame:
+                    frame[column] = frame[column].astype("category")
+        flows = pd.DataFrame({"flow": pd.Categorical(["TH|7901|USLAX"] * 3), "day": [5, 5, 6], "lines": [1, -1, 2]})
+        return PastEvents(party_frame, value_frame, flows, 0)
+
+    parties = [
+        ("shipper_id", "S1", 5, 1, 1, 0),
+        ("shipper_id", "S2", 5, 1, 0, 0),
+        ("shipper_id", "S1", 5, 1, 1, 1),
+        ("shipper_id", "S2", 5, -1, 0, 0),  # S2's only line taken out: no row
+        ("shipper_id", None, 5, 1, 0, 0),  # no party: no row
+        ("consignee_id", "S1", 7, 1, 0, 0),
+    ]
+    values = [
+        ("shipper_id", "S1", "hs6", "790111", 9, 1),
+        ("shipper_id", "S1", "hs6", "790111", 4, 1),
+        ("shipper_id", "S1", "hs6", "790111", 2, -1),  # a copy taken out is no first use
+        ("shipper_id", "S1", "route", "TH>US", 3, 1),
+    ]
+
+    total = history_store.summed(events(parties, values))
+
+    assert total.parties.astype({"entity": str, "key": str}).values.tolist() == [
+        ["shipper_id", "S1", 5, 2, 2, 1],
+        ["consignee_id", "S1", 7, 1, 0, 0],
+    ]
+    assert total.values.astype({c: str for c in ("entity", "key", "kind", "value")}).values.tolist() == [
+        ["shipper_id", "S1", "hs6", "790111", 4, 1],
+        ["shipper_id", "S1", "route", "TH>US", 3, 1],
+    ]
+    assert total.flows.astype({"flow": str}).values.tolist() == [["TH|7901|USLAX", 6, 2]]
