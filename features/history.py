@@ -186,13 +186,14 @@ def as_category(values: pd.Series | np.ndarray | list[str]) -> pd.Categorical:
     Event keys are categoricals so that matching them to a batch's keys hashes each distinct key
     once, not every event; one category dtype everywhere lets event frames be concatenated.
     """
-    text_already = (
+    text: np.ndarray | pd.Series = values  # type: ignore[assignment]  # narrowed just below
+    if not (
         isinstance(values, np.ndarray)
         and values.dtype == object
         and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty")
-    )
-    # Text already needs no conversion to pandas strings first (a tenth of PastEvents.from_lines).
-    codes, uniques = pd.factorize(values if text_already else pd.Series(values, dtype="string"), use_na_sentinel=True)
+    ):
+        text = pd.Series(values, dtype="string")  # text already needs no conversion (a tenth of PastEvents.from_lines)
+    codes, uniques = pd.factorize(text, use_na_sentinel=True)
     return pd.Categorical.from_codes(codes, categories=pd.Index(np.asarray(uniques, dtype=object), dtype=object))
 
 
