@@ -377,6 +377,11 @@ class HistoryStore:
         Every line appended is new to the store (a file's own store: keys are unique within a
         file), so no stored copy is looked for and no key filter is kept (rebuilding it read every
         stored key at each doubling: half a GiB at 6M lines).
+    threads : int, optional
+        DuckDB threads for this store's operations (``SET threads``: the setting of the process's
+        one DuckDB instance, so for a process that uses one store, such as an API scoring worker,
+        where one thread spends ~8 % less CPU on a 100-line request than two). None leaves
+        DuckDB's default (one per core).
     """
 
     def __init__(
@@ -386,14 +391,18 @@ class HistoryStore:
         recent_days: int = 365,
         unique_first_uses: bool = True,
         new_keys_only: bool = False,
+        threads: int | None = None,
     ):
         if recent_days < 1:
             raise ValueError(f"recent_days must be >= 1, got {recent_days}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
         self.directory = Path(directory)
         self.lock_timeout = lock_timeout
         self.recent_days = recent_days
         self.unique_first_uses = unique_first_uses
         self.new_keys_only = new_keys_only
+        self.threads = threads
         self.key_filter = KeyFilter(self.directory / KEY_FILTER_NAME)
         self.read_only = False
         self._prepared: tuple[int, int] | None = None  # the database file the last write prepared
@@ -404,7 +413,9 @@ class HistoryStore:
         Only for a process that does not also write it (DuckDB refuses read-write and read-only
         connections to one file from one process).
         """
-        copy = HistoryStore(self.directory, self.lock_timeout, self.recent_days, self.unique_first_uses, self.new_keys_only)
+        copy = HistoryStore(
+            self.directory, self.lock_timeout, self.recent_days, self.unique_first_uses, self.new_keys_only, self.threads
+        )
         copy.read_only = True
         return copy
 
@@ -474,6 +485,8 @@ class HistoryStore:
         engine = _Engine.of_this_process()
         with engine.attached(self.path, read_only=not write and self.read_only, timeout=self.lock_timeout) as connection:
             try:
+                if self.threads is not None:
+                    connection.execute(f"SET threads = {int(self.threads)}")
                 connection.execute("BEGIN TRANSACTION")
                 identity = _file_identity(self.path) if write else None
                 if write:

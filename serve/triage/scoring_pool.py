@@ -84,7 +84,8 @@ def _start_worker(bundle: BundleBytes, history_dir: str, niceness: int, num_thre
     model = bundle.build()
     scorer: Scorer = partial(score_frame, model, num_threads=num_threads)
     _warm_up(scorer, model)
-    _WORKER.update(scorer=scorer, store=HistoryStore(history_dir))
+    # One DuckDB thread: a worker is one of several processes sharing the cores, on small queries.
+    _WORKER.update(scorer=scorer, store=HistoryStore(history_dir, threads=1))
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -373,3 +373,21 @@ def test_summed_events_net_per_key_and_day_and_keep_first_uses():
         ["shipper_id", "S1", "route", "TH>US", 3, 1],
     ]
     assert total.flows.astype({"flow": str}).values.tolist() == [["TH|7901|USLAX", 6, 2]]
+
+
+def test_a_store_with_one_duckdb_thread_gives_the_same_events_and_refuses_zero(tmp_path, manifest):
+    lines, later = manifest.iloc[:2_000], manifest.iloc[2_000:2_100]
+    default, single = HistoryStore(tmp_path / "default"), HistoryStore(tmp_path / "single", threads=1)
+    for store in (default, single):
+        store.append(lines)
+
+    expected, got = default.events_for(later), single.events_for(later)
+
+    def rows(frame: pd.DataFrame) -> list[tuple]:  # a group-by's row order depends on its threads
+        return sorted(frame.astype(object).itertuples(index=False, name=None), key=repr)
+
+    for name in ("parties", "values", "flows"):
+        assert rows(getattr(got, name)) == rows(getattr(expected, name))
+        assert len(getattr(got, name)) > 0
+    with pytest.raises(ValueError, match="threads must be >= 1 or None, got 0"):
+        HistoryStore(tmp_path / "zero", threads=0)
