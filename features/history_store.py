@@ -30,10 +30,12 @@ are appended as labelled copies of their lines.
 Several processes (batch jobs, the API, triage) share one store: each operation attaches the
 database, does its work in a transaction and detaches it (which releases DuckDB's file lock); an
 operation that finds the database locked by another process waits and retries for ``lock_timeout``
-seconds. Within a process, operations on one database take turns (the API serves requests from a
-thread pool). The database is attached to one in-memory DuckDB instance per process
-(:class:`_Engine`): creating an instance costs about 20 ms of CPU (DuckDB registers its built-in
-functions), attaching a file about 2 ms, and a scoring request of the API opens the store twice.
+seconds. Reads attach it read-only, which several processes may do at once; a write waits until no
+other process has it attached, and the others wait while it writes. Within a process, operations
+on one database take turns (the API serves requests from a thread pool). The database is attached
+to one in-memory DuckDB instance per process (:class:`_Engine`): creating an instance costs about
+20 ms of CPU (DuckDB registers its built-in functions), attaching a file about 2 ms, and a scoring
+request of the API opens the store twice.
 """
 
 from __future__ import annotations
@@ -408,10 +410,10 @@ class HistoryStore:
         self._prepared: tuple[int, int] | None = None  # the database file the last write prepared
 
     def reader(self) -> HistoryStore:
-        """The same store, opened read-only for reads: several processes may read it at once.
+        """The same store for a process that only reads it: any write, even the one-time upgrade of
+        an old store (Parquet parts, a lost key filter), raises instead of taking the write lock.
 
-        Only for a process that does not also write it (DuckDB refuses read-write and read-only
-        connections to one file from one process).
+        Every store reads with the database attached read-only (several processes read at once).
         """
         copy = HistoryStore(
             self.directory, self.lock_timeout, self.recent_days, self.unique_first_uses, self.new_keys_only, self.threads
@@ -473,8 +475,8 @@ class HistoryStore:
         that other processes may open it in between.
         """
         legacy = any(self.directory.glob("part-*.parquet"))
-        if not write and not legacy and not self.path.exists():
-            yield None
+        if not write and not legacy and (not self.path.exists() or self.path.stat().st_size == 0):
+            yield None  # no store yet, or one whose creation was cut before DuckDB wrote its header
             return
         # The one-time import of Parquet parts and a lost key filter are written under the lock.
         write = write or legacy or (not self.new_keys_only and not self.key_filter.path.exists())
@@ -483,7 +485,7 @@ class HistoryStore:
         if write:
             self.directory.mkdir(parents=True, exist_ok=True)
         engine = _Engine.of_this_process()
-        with engine.attached(self.path, read_only=not write and self.read_only, timeout=self.lock_timeout) as connection:
+        with engine.attached(self.path, read_only=not write, timeout=self.lock_timeout) as connection:
             try:
                 if self.threads is not None:
                     connection.execute(f"SET threads = {int(self.threads)}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 
 import duckdb
@@ -391,3 +393,52 @@ def test_a_store_with_one_duckdb_thread_gives_the_same_events_and_refuses_zero(t
         assert len(getattr(got, name)) > 0
     with pytest.raises(ValueError, match="threads must be >= 1 or None, got 0"):
         HistoryStore(tmp_path / "zero", threads=0)
+
+
+def _held_by_another_process(path, read_only: bool) -> subprocess.Popen:
+    """A process holding ``path`` open (DuckDB's file lock: shared when read-only) until killed."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'ro'); "
+            "print('open', flush=True); time.sleep(120)",
+            str(path),
+            "ro" if read_only else "rw",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+    return holder
+
+
+def test_reads_share_the_database_with_other_readers_and_a_write_waits_for_them(tmp_path, manifest):
+    lines, later = manifest.iloc[:1_000], manifest.iloc[1_000:1_100]
+    HistoryStore(tmp_path).append(lines)
+    store = HistoryStore(tmp_path, lock_timeout=0.3)
+    expected = store.events_for(later)
+
+    reader = _held_by_another_process(store.path, read_only=True)
+    try:
+        assert len(store) == 1_000  # read while another process reads
+        pd.testing.assert_frame_equal(store.events_for(later).parties, expected.parties)
+        with pytest.raises(duckdb.IOException, match="lock"):
+            store.append(later)  # a write waits for the reader (here longer than lock_timeout)
+    finally:
+        reader.kill()
+        reader.wait()
+    writer = _held_by_another_process(store.path, read_only=False)
+    try:
+        with pytest.raises(duckdb.IOException, match="lock"):
+            len(store)  # a read waits for a writer
+    finally:
+        writer.kill()
+        writer.wait()
+    assert store.append(later) == 100 and len(store) == 1_100
+
+
+def test_a_database_file_left_empty_by_a_cut_creation_reads_as_no_store(tmp_path, manifest):
+    store = HistoryStore(tmp_path)
+    store.path.touch()
+    assert len(store) == 0 and store.events_for(manifest.iloc[:10]).parties.empty
