@@ -27,6 +27,7 @@ from features.reference import load_reference
 from serve.charts import wilson_interval
 from serve.triage import accounts
 from serve.triage.api_routes import router as api_router
+from serve.triage.append_behind import append_orphans
 from serve.triage.db import make_engine
 from serve.triage.errors import TriageError
 from serve.triage.export import OutcomePusher, outcomes_to_store
@@ -174,13 +175,15 @@ def _openapi(app: FastAPI) -> dict:
 
 
 def open_history(settings: Settings, engine: Engine) -> HistoryStore:
-    """The history store of ``settings.history_dir``, holding every outcome in force of the triage database.
+    """The history store of ``settings.history_dir``, holding every outcome in force of the triage
+    database and the lines scoring workers that are gone answered for but had not stored.
 
     Pushing every labelled outcome at start-up is idempotent (copies the store holds change
     nothing) and catches up outcomes whose store write failed, or that were recorded while the
-    store was elsewhere or absent.
+    store was elsewhere or absent; the spooled lines (:mod:`serve.triage.append_behind`) likewise.
     """
     store = HistoryStore(resolve_history_dir(settings.history_dir))
+    append_orphans(store)
     with Session(engine) as db:
         outcomes_to_store(db, store)
     return store

@@ -69,7 +69,12 @@ def _rejected(quarantine: pd.DataFrame) -> list[dict]:
     ]
 
 
-def score_lines(scorer: Scorer | None, lines: list[dict], store: HistoryStore | None = None) -> ScoreResult:
+def score_lines(
+    scorer: Scorer | None,
+    lines: list[dict],
+    store: HistoryStore | None = None,
+    append: Callable[[pd.DataFrame], object] | None = None,
+) -> ScoreResult:
     """Validate lines with the manifest rules and score the valid ones.
 
     Parameters
@@ -83,6 +88,10 @@ def score_lines(scorer: Scorer | None, lines: list[dict], store: HistoryStore | 
         History store: the history features read the events of the lines' parties and flows from it
         (not its copies of the lines themselves), and the valid lines are appended to it once scored.
         Without it, the lines are their own history.
+    append : callable, optional
+        What takes the valid lines once scored, with a store (default ``store.append``); a scoring
+        worker hands them to :class:`serve.triage.append_behind.AppendBehind`, which appends them
+        after the answer is sent.
 
     Returns
     -------
@@ -102,8 +111,6 @@ def score_lines(scorer: Scorer | None, lines: list[dict], store: HistoryStore | 
     if result.valid.empty:
         return ScoreResult(scores=[], rejected=rejected)
     scored = scorer(result.valid) if store is None else scorer(result.valid, past=store)
-    if store is not None:
-        store.append(result.valid)
     answered = ["declaration_id", "line_no", "risk_score", "channel", "reasons", "suspected_commodity", "model_version"]
     scores = [
         {
@@ -117,4 +124,6 @@ def score_lines(scorer: Scorer | None, lines: list[dict], store: HistoryStore | 
         }
         for row in scored[answered].itertuples(index=False)  # not the other columns, which cost time
     ]
+    if store is not None:  # once the answer is built: an append behind it does not compete with it
+        (append or store.append)(result.valid)
     return ScoreResult(scores=scores, rejected=rejected)

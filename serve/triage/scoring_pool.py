@@ -10,9 +10,10 @@ worker
   (:func:`models.bundle.bundle_from_contents`): models are data, no model object crosses a process
   boundary; only manifest lines, file bytes and results do;
 - opens the history store of ``Settings.history_dir``, reads the lines' history from it and appends
-  the lines it scores, as the in-process scorer did (:func:`serve.triage.scoring.score_lines`), and
-  appends the outcomes recorded on the pages (:class:`WorkerStore`), so that the web process spends
-  no CPU on store writes;
+  the lines it scores, as the in-process scorer did (:func:`serve.triage.scoring.score_lines`), but
+  after its answer is sent (:class:`serve.triage.append_behind.AppendBehind`: spooled to disk first,
+  appended before the worker's next task), and appends the outcomes recorded on the pages
+  (:class:`WorkerStore`), so that the web process spends no CPU on store writes;
 - runs at a lower OS priority (``os.nice(Settings.scoring_nice)``), so that a page waiting for the
   CPU gets it first, and with one LightGBM thread.
 
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from serve.triage.append_behind import AppendBehind
 from serve.triage.errors import ModelUnavailableError
 from serve.triage.scoring import DECLARED_COLUMNS, Scorer, ScoreResult, score_lines
 
@@ -85,7 +87,8 @@ def _start_worker(bundle: BundleBytes, history_dir: str, niceness: int, num_thre
     scorer: Scorer = partial(score_frame, model, num_threads=num_threads)
     _warm_up(scorer, model)
     # One DuckDB thread: a worker is one of several processes sharing the cores, on small queries.
-    _WORKER.update(scorer=scorer, store=HistoryStore(history_dir, threads=1))
+    store = HistoryStore(history_dir, threads=1)
+    _WORKER.update(scorer=scorer, store=store, behind=AppendBehind(store).open())
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -122,13 +125,23 @@ def _worker_pid() -> int:
     return os.getpid()
 
 
+def _settled_worker_pid() -> int:
+    """The process id of the worker that runs it, once it has stored the lines it answered for."""
+    _WORKER["behind"].wait()  # type: ignore[attr-defined]
+    return os.getpid()
+
+
 def _score_in_worker(lines: list[dict]) -> ScoreResult:
-    """Task of a scoring worker: validate, score with the history of the store, append the lines."""
-    return score_lines(_WORKER["scorer"], lines, _WORKER["store"])  # type: ignore[arg-type]
+    """Task of a scoring worker: validate, score with the history of the store, hand the lines over
+    to be appended once the answer is sent (after the worker's earlier lines are stored)."""
+    behind: AppendBehind = _WORKER["behind"]  # type: ignore[assignment]
+    behind.wait()
+    return score_lines(_WORKER["scorer"], lines, _WORKER["store"], append=behind.hand_over)  # type: ignore[arg-type]
 
 
 def _append_in_worker(lines: pd.DataFrame) -> int:
     """Task of a scoring worker: append lines (recorded outcomes) to its history store."""
+    _WORKER["behind"].wait()  # type: ignore[attr-defined]
     return _WORKER["store"].append(lines)  # type: ignore[attr-defined]
 
 
@@ -180,6 +193,14 @@ class ScoringPool:
     async def pids(self) -> set[int]:
         """Process ids of the workers answering now (one task per worker slot)."""
         return set(await asyncio.gather(*(self._run(_worker_pid) for _ in range(self.workers))))
+
+    async def settled(self) -> set[int]:
+        """:meth:`pids`, each once its worker has stored the lines it answered for.
+
+        One task per worker slot: with several workers, one of them may run two of the tasks, so
+        that only a pool of one worker is sure to have stored everything (tests use such pools).
+        """
+        return set(await asyncio.gather(*(self._run(_settled_worker_pid) for _ in range(self.workers))))
 
     async def score(self, lines: list[dict]) -> ScoreResult:
         """Score ``lines`` in a worker (see :func:`serve.triage.scoring.score_lines`).

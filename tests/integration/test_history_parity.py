@@ -116,6 +116,9 @@ def test_post_score_and_batch_scoring_give_the_same_scores_from_the_same_history
     assert from_api.index.equals(from_batch.index)
     np.testing.assert_array_equal(from_api["risk_score"].to_numpy(), from_batch["risk_score"].to_numpy())
     pd.testing.assert_frame_equal(from_api, from_batch)
+    if scored_in == "scoring worker":  # a worker stores the lines after its answer
+        client.portal.call(client.app.state.runtime.scoring.settled)
+    pd.testing.assert_frame_equal(api_store.read(), batch_store.read())
 
 
 def test_the_history_changes_the_scores(world, model_dir, tmp_path):
@@ -386,6 +389,7 @@ def test_post_score_runs_in_a_worker_process_while_pages_answer(world, make_clie
         answered_while_scoring = not scoring.done()
         held.close()
         scored = scoring.result(timeout=300)
+    client.portal.call(pool.settled)  # the worker stores the lines after its answer
 
     assert os.getpid() not in workers and len(workers) == 1
     assert (queue.status_code, case.status_code, answered_while_scoring) == (200, 200, True)
