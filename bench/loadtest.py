@@ -318,9 +318,9 @@ async def drive(
         scorer(url, token, lines, Thinking(args.think[0], args.think[1], until, seed=1_000 + i), record)
         for i in range(args.scorers)
     ]
-    cpu_before = server_cpu_seconds(server, args.workers)
+    cpu_before = {**server_cpu_seconds(server, args.workers), **machine_cpu_seconds(), "load generator": time.process_time()}
     await asyncio.gather(*tasks)
-    cpu_after = server_cpu_seconds(server, args.workers)
+    cpu_after = {**server_cpu_seconds(server, args.workers), **machine_cpu_seconds(), "load generator": time.process_time()}
     record.cpu_seconds = {kind: cpu_after[kind] - cpu_before[kind] for kind in cpu_before}
 
 
@@ -353,6 +353,15 @@ def server_cpu_seconds(root: int, workers: int) -> dict[str, float]:
     web = [root] + ([pid for pid, (ppid, _) in processes.items() if ppid == root] if workers > 1 else [])
     scoring = [pid for pid, (ppid, _) in processes.items() if ppid in web and pid not in web]
     return {"web": sum(processes[p][1] for p in web if p in processes), "scoring": sum(processes[p][1] for p in scoring)}
+
+
+def machine_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of the whole machine so far (``/proc/stat``): ``busy`` (every core, any process)
+    and ``steal`` (taken by other virtual machines on the same host)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {"machine busy": (user + nice + system + irq + softirq) / ticks, "steal": steal / ticks}
 
 
 def load_average() -> str:
@@ -393,7 +402,7 @@ def one_run(kind: str, root: Path, demo_root: Path, lines: list[dict], args: arg
         "no_answer": sum(record.failures.values()),
         "outcomes_seen": record.outcomes_seen,
         "outcomes_stored": stored,
-        "server_cpu_seconds": record.cpu_seconds,
+        "cpu_seconds": record.cpu_seconds,
     }
     for route in ROUTES:
         seconds = np.asarray(record.seconds.get(route, []))
@@ -428,10 +437,15 @@ def print_summary(summary: dict) -> None:
         print(f"| {route} | {r['requests']:,} | {p50} | {p90} | {p99} | {errors} |")
     pages = sum(summary["routes"][route]["requests"] for route in ROUTES[:3])
     scored = summary["routes"][ROUTES[3]]["requests"]
-    cpu = summary["server_cpu_seconds"]
+    cpu = summary["cpu_seconds"]
     print(
         f"server CPU in the window: web processes {cpu['web']:.1f} s ({1000 * cpu['web'] / max(pages, 1):.0f} ms per page "
         f"request), scoring workers {cpu['scoring']:.1f} s ({1000 * cpu['scoring'] / max(scored, 1):.0f} ms per POST /score)"
+    )
+    print(
+        f"the machine in the window: {cpu['machine busy']:.1f} CPU seconds busy of {os.cpu_count() * summary['seconds']:.0f} "
+        f"({os.cpu_count()} cores; the load generator {cpu['load generator']:.1f} s of them), "
+        f"{cpu['steal']:.1f} s stolen by other virtual machines"
     )
     print(
         f"server errors: {summary['server_errors']}; outcomes recorded as seen by the clients: "
