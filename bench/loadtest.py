@@ -356,8 +356,8 @@ def server_cpu_seconds(root: int, workers: int) -> dict[str, float]:
 
 
 def machine_cpu_seconds() -> dict[str, float]:
-    """CPU seconds of the whole machine so far (``/proc/stat``): ``busy`` (every core, any process)
-    and ``steal`` (taken by other virtual machines on the same host)."""
+    """CPU seconds of the whole machine so far (``/proc/stat``): ``machine busy`` (every core, any
+    process) and ``steal`` (taken by other virtual machines on the same host)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
     ticks = os.sysconf("SC_CLK_TCK")

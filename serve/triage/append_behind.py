@@ -111,7 +111,7 @@ class AppendBehind:
     def __init__(self, store: HistoryStore):
         self.store = store
         self.folder_: Path | None = None
-        self._owner: IO[bytes] | None = None
+        self._owner: IO[bytes] | None = None  # kept open: closing it would release the owner lock
         self._written = 0
         self._thread: threading.Thread | None = None
 
@@ -136,6 +136,8 @@ class AppendBehind:
         self._written += 1
         path = self.folder_ / f"{self._written:012d}.arrow"
         temporary = path.with_suffix(".tmp")
+        # Not features.io.write_table: that writes manifests for people and tools (timestamps as
+        # dates, no fsync); a spool file must give back exactly the frame and survive a crash.
         with open(temporary, "wb") as out:
             feather.write_feather(pa.Table.from_pandas(lines, preserve_index=False), out, compression="uncompressed")
             out.flush()
