@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.history import HistoryFeatures, count_before, count_in_window
+from features.history import HistoryFeatures, _encoded, _stacked_category, as_category, count_before, count_in_window
 from features.schema import validate_manifest
 
 # Global rate from the inspected lines: A misdeclared; G, C and H clean: 1/4.
@@ -269,3 +269,24 @@ def test_tenure_is_censored_at_the_store_start_not_at_the_first_line_relevant_to
     assert scored["shipper_id_days_since_first"].tolist() == [19]
     # The same as when the whole history is one frame, as in training.
     assert history.transform(lines)["shipper_id_days_since_first"]["M"] == 19
+
+
+_TEXT = st.one_of(st.none(), st.sampled_from(["a", "b", "S-1", "CN>US", ""]))
+
+
+@given(st.lists(st.tuples(st.lists(_TEXT, max_size=8), st.lists(st.integers(0, 7), max_size=8)), max_size=5))
+@settings(max_examples=200, deadline=None)
+def test_events_stacked_from_codes_equal_the_stacked_text(pieces):
+    """Event columns built from per-column codes encode exactly as the stacked text would: the same
+    categories in the same order (first appearance) and the same codes, missing values as -1."""
+    encoded, texts = [], []
+    for values, rows in pieces:
+        column = pd.Series(values, dtype="string")
+        rows = np.array([r for r in rows if r < len(values)], dtype="int64")
+        codes, categories = _encoded(column)
+        encoded.append((codes[rows], categories))
+        texts.append(np.asarray(column.astype(object), dtype=object)[rows])
+    got = _stacked_category(encoded)
+    expected = as_category(np.concatenate(texts) if texts else [])
+    assert list(got.categories) == list(expected.categories)
+    assert got.codes.tolist() == expected.codes.tolist()
