@@ -101,6 +101,10 @@ LOCK_RETRY_SECONDS = 0.02
 # DuckDB's own memory (buffer pool, joins, sorts) per database: by default it may take 80 % of the
 # machine, and a process's resident memory keeps what it took. Beyond this it spills to disk.
 DUCKDB_MEMORY_LIMIT = "512MB"
+# Party events moved to the old tables per transaction when the checkpoint advances: DuckDB holds a
+# transaction's changes in its memory (DUCKDB_MEMORY_LIMIT): the 3M of a year of a 6M-line store,
+# moved in one transaction with the lines that set it off, ran out of it.
+CHECKPOINT_SLICE_ROWS = 1_000_000
 _SUMMED = ("lines", "outcomes", "positives")
 # A file's own store never folds events into totals: it is read event by event.
 _NEVER_FOLDED = 1 << 30
@@ -239,6 +243,20 @@ _TOTALS_UPSERT = """
         outcomes = party_totals_old.outcomes + excluded.outcomes,
         positives = party_totals_old.positives + excluded.positives
 """
+
+
+def _slice_ends(connection: duckdb.DuckDBPyConnection, target: int, rows: int) -> list[int]:
+    """Days ending the slices in which the recent events before ``target`` move to the old tables:
+    whole days, at most ``rows`` party events a slice (more only for a single day that holds more)."""
+    ends, held = [], 0
+    for day, count in connection.execute(
+        "SELECT day, count(*) FROM party_events WHERE day < ? GROUP BY day ORDER BY day", [target]
+    ).fetchall():
+        if held and held + count > rows:
+            ends.append(int(day))
+            held = 0
+        held += count
+    return [*ends, target]
 
 
 def _checkpoint(connection: duckdb.DuckDBPyConnection) -> int | None:
@@ -647,19 +665,30 @@ class HistoryStore:
 
     def _advance_checkpoint(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Move events older than ``recent_days`` before the latest day into the old tables and totals,
-        once the recent tables hold more than twice that."""
+        once the recent tables hold more than twice that.
+
+        The write under way is committed first, and the events move in slices of whole days, each
+        in its own transaction with the checkpoint it reaches (:func:`_slice_ends`): a year of the
+        events of a 6M-line store, moved in the transaction of the lines that set it off, ran out of
+        DuckDB's memory. A crash between slices leaves an earlier checkpoint, from which the next
+        write goes on; the totals sum the slices exactly (a day is never split).
+        """
         checkpoint = _checkpoint(connection)
         first, last = connection.execute("SELECT min(day), max(day) FROM party_events").fetchall()[0]
         if last is None or last - (first if checkpoint is None else checkpoint) <= 2 * self.recent_days:
             return
-        target = int(last) - self.recent_days
-        connection.execute("INSERT INTO party_events_old SELECT * FROM party_events WHERE day < ?", [target])
-        connection.execute(_TOTALS_UPSERT.format(source="party_events", where=f"WHERE day < {target}"))
-        connection.execute("DELETE FROM party_events WHERE day < ?", [target])
-        connection.execute("INSERT INTO flow_events_old SELECT * FROM flow_events WHERE day < ?", [target])
-        connection.execute("DELETE FROM flow_events WHERE day < ?", [target])
-        connection.execute("DELETE FROM checkpoint")
-        connection.execute("INSERT INTO checkpoint VALUES (?)", [target])
+        connection.execute("COMMIT")
+        for end in _slice_ends(connection, int(last) - self.recent_days, CHECKPOINT_SLICE_ROWS):
+            connection.execute("BEGIN TRANSACTION")
+            connection.execute("INSERT INTO party_events_old SELECT * FROM party_events WHERE day < ?", [end])
+            connection.execute(_TOTALS_UPSERT.format(source="party_events", where=f"WHERE day < {end}"))
+            connection.execute("DELETE FROM party_events WHERE day < ?", [end])
+            connection.execute("INSERT INTO flow_events_old SELECT * FROM flow_events WHERE day < ?", [end])
+            connection.execute("DELETE FROM flow_events WHERE day < ?", [end])
+            connection.execute("DELETE FROM checkpoint")
+            connection.execute("INSERT INTO checkpoint VALUES (?)", [end])
+            connection.execute("COMMIT")
+        connection.execute("BEGIN TRANSACTION")  # the caller's transaction, which it commits
 
     @staticmethod
     def _insert(connection: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:

@@ -442,3 +442,29 @@ def test_a_database_file_left_empty_by_a_cut_creation_reads_as_no_store(tmp_path
     store = HistoryStore(tmp_path)
     store.path.touch()
     assert len(store) == 0 and store.events_for(manifest.iloc[:10]).parties.empty
+
+
+def test_the_checkpoint_moves_events_in_slices_to_the_same_tables(manifest, tmp_path, monkeypatch):
+    """Events move to the old tables in slices of whole days, each committed with the checkpoint it
+    reaches (a single move of a big store's year ran out of DuckDB's memory): the tables end as
+    one move leaves them, and a small slice size did cut the move."""
+    past = manifest[manifest["declared_at"] < manifest["declared_at"].iloc[4_500]]
+
+    def filled(directory):
+        store = HistoryStore(directory, recent_days=30)
+        for batch in np.array_split(past.index, 3):
+            store.append(past.loc[batch])
+        return store
+
+    def tables(store):
+        names = ["party_events", "party_events_old", "party_totals_old", "flow_events", "flow_events_old", "checkpoint"]
+        with duckdb.connect(str(store.path), read_only=True) as connection:
+            return {name: connection.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall() for name in names}
+
+    whole = tables(filled(tmp_path / "whole"))
+    slices, slice_ends = [], history_store._slice_ends
+    monkeypatch.setattr(history_store, "CHECKPOINT_SLICE_ROWS", 300)
+    monkeypatch.setattr(history_store, "_slice_ends", lambda *args: slices.append(slice_ends(*args)) or slices[-1])
+    sliced = tables(filled(tmp_path / "sliced"))
+    assert slices and max(len(ends) for ends in slices) > 1
+    assert whole["party_events_old"] and sliced == whole
