@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from joblib.externals.loky import get_reusable_executor
 
 from features.history import HISTORY_COLUMNS, HistoryFeatures
@@ -60,6 +60,7 @@ from models.bundle import ModelBundle, load_bundle_folder, save_bundle
 from models.channels import channel_rates, quota_keys
 from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, needs_features, score_risk
 from models.scope import DISGUISE, ORIGIN
+from serve.processes import exit_with_parent
 from serve.report import BatchReport
 
 
@@ -325,7 +326,10 @@ def score_file(
                     save_bundle(workdir / "bundle", bundle.booster, bundle.spec, bundle.commodity_booster),
                     bundle.version,
                 )
-                run = Parallel(n_jobs=jobs, backend="loky", return_as="generator", max_nbytes=None)
+                # Each worker, from its start, ends when this process is gone: the workers of a command
+                # killed outright lived on, idle, a model and a few hundred MB each, for good.
+                with parallel_config(backend="loky", initializer=exit_with_parent, initargs=(os.getpid(),)):
+                    run = Parallel(n_jobs=jobs, return_as="generator", max_nbytes=None)
                 model, past = files, past.for_workers()
             else:
                 run, model = _in_process, bundle

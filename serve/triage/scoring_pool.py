@@ -28,8 +28,6 @@ import asyncio
 import multiprocessing
 import os
 import signal
-import threading
-import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from serve.processes import exit_with_parent
 from serve.triage.append_behind import AppendBehind
 from serve.triage.errors import ModelUnavailableError
 from serve.triage.scoring import DECLARED_COLUMNS, Scorer, ScoreResult, score_lines
@@ -46,7 +45,6 @@ from serve.triage.scoring import DECLARED_COLUMNS, Scorer, ScoreResult, score_li
 # process pool's initializer can hand state to its tasks only through the worker's own globals;
 # this dict lives in the worker processes, the web process never fills it.
 _WORKER: dict[str, object] = {}
-PARENT_CHECK_SECONDS = 1.0
 WARM_UP_LINES = 64  # enough lines of one day for red and yellow ones, whose reasons are computed
 
 
@@ -80,7 +78,7 @@ def _start_worker(bundle: BundleBytes, history_dir: str, niceness: int, num_thre
     # Ctrl-C reaches the whole process group: the web process shuts the pool down, the workers
     # finish or drop their task instead of printing a KeyboardInterrupt each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with_parent(os.getppid())
+    exit_with_parent(os.getppid())
     if niceness:
         os.nice(niceness)
     model = bundle.build()
@@ -89,21 +87,6 @@ def _start_worker(bundle: BundleBytes, history_dir: str, niceness: int, num_thre
     # One DuckDB thread: a worker is one of several processes sharing the cores, on small queries.
     store = HistoryStore(history_dir, threads=1)
     _WORKER.update(scorer=scorer, store=store, behind=AppendBehind(store).open())
-
-
-def _exit_with_parent(parent: int) -> None:
-    """End this worker when the web process that started it is gone.
-
-    A web worker killed outright (``SIGKILL``, out of memory, uvicorn's health check) cannot stop
-    its pool; its workers would wait for tasks forever, each holding a model and a share of memory.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_SECONDS)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _warm_up(scorer: Scorer, model) -> None:

@@ -94,6 +94,57 @@ def test_a_killed_score_leaves_no_partial_output_and_its_rerun_equals_an_uninter
     pd.testing.assert_frame_equal(stored, reference)
 
 
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (from ``/proc``)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while being read
+            continue
+        if int(fields[1]) == pid:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:  # the process ended
+        return ""
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (an ended process that nobody reaped yet is a zombie: not running)."""
+    running = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            running.add(pid)
+    return running
+
+
+def test_the_workers_of_a_killed_score_end_with_it(job):
+    """A command killed outright cannot stop its worker processes: they watch it and end when it is
+    gone (before, they lived on idle, a model and a few hundred MB each, until the machine restarted)."""
+    folder, _ = job
+    run = _score(folder, "killed-with-workers")
+    workers: set[int] = set()
+    while run.poll() is None and len(workers) < 2:  # two parts at least: one worker per core
+        workers |= {pid for pid in _children(run.pid) if "loky" in _command_line(pid)}
+        time.sleep(0.05)
+    assert workers, "the run ended before it started worker processes"
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(workers)
+
+
 def test_only_the_work_of_processes_that_no_longer_run_is_removed(tmp_path):
     from serve.batch import remove_stale_work
 
