@@ -274,7 +274,9 @@ class PastEvents:
         party_rows: list[np.ndarray] = []  # the line of each event, piece by piece
         value_rows: list[np.ndarray] = []
         for entity in entities:
-            key = _encoded(lines[entity]) if entity in lines else _encoded(pd.Series(pd.NA, index=lines.index, dtype="string"))
+            if entity not in lines:
+                continue
+            key = _encoded(lines[entity])
             known = key[0] >= 0
             if not known.any():
                 continue

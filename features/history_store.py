@@ -551,7 +551,8 @@ class HistoryStore:
         if not parts:
             return
         for part in parts:
-            self._add(connection, pq.read_table(part).to_pandas())
+            if self._add(connection, pq.read_table(part).to_pandas()):
+                self._advance_checkpoint(connection)
         moved = self.directory / "imported-parts"
         moved.mkdir(exist_ok=True)
         for part in parts:
@@ -563,7 +564,10 @@ class HistoryStore:
             return 0
         with self._connect(write=True) as connection:
             assert connection is not None  # a write opens the database, creating it if need be
-            return self._add(connection, lines)
+            added = self._add(connection, lines)
+            if added:
+                self._advance_checkpoint(connection)
+            return added
 
     def stored_copies(self, lines: pd.DataFrame) -> pd.DataFrame:
         """The stored versions of ``lines`` (by key; none when the store is missing)."""
@@ -593,6 +597,11 @@ class HistoryStore:
             self._insert_events(connection, delta, _checkpoint(connection))
 
     def _add(self, connection: duckdb.DuckDBPyConnection, lines: pd.DataFrame) -> int:
+        """Store lines within the open transaction; returns lines added or changed.
+
+        The checkpoint is not advanced here: :meth:`_advance_checkpoint`, which commits this
+        transaction and moves events in transactions of their own, is the caller's next step.
+        """
         batch = winning_copies(history_frame(lines))
         if self.new_keys_only:
             added, removed = batch, batch.iloc[0:0]
@@ -632,7 +641,6 @@ class HistoryStore:
             )
             connection.unregister("stale")
             self._add_first_uses(connection, exact)
-        self._advance_checkpoint(connection)
         return len(added)
 
     def _insert_events(self, connection: duckdb.DuckDBPyConnection, delta: PastEvents, checkpoint: int | None) -> None:

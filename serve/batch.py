@@ -126,17 +126,14 @@ def extra_history_entities(bundle) -> tuple[str, ...]:
     )
 
 
-def _features_part(part: Path) -> Path:
-    return part.with_name(part.name.replace("part-", "features-"))
-
-
-def _keys_part(part: Path) -> Path:
-    return part.with_name(part.name.replace("part-", "keys-"))
+def _beside(part: Path, kind: str) -> Path:
+    """The file of ``kind`` (``features``, ``keys``) kept beside a part: ``part-N`` -> ``kind-N``."""
+    return part.with_name(part.name.replace("part-", f"{kind}-"))
 
 
 def _read_keys(parts: list[Path]) -> pd.DataFrame:
     """The :func:`models.channels.quota_keys` of every part, in part order, in one frame."""
-    return pa.concat_tables([pq.read_table(_keys_part(part)) for part in parts]).to_pandas()
+    return pa.concat_tables([pq.read_table(_beside(part, "keys")) for part in parts]).to_pandas()
 
 
 def _read_rows(path: Path, mask: np.ndarray, batch_rows: int = 16_384) -> pd.DataFrame | None:
@@ -191,7 +188,7 @@ def _risk_part(model: ModelBundle | _BundleFiles, part: Path, past: FileHistory,
     """Pass 2 for one part: risk and scope; derived features to disk beside the part."""
     bundle = _worker_bundle(model) if isinstance(model, _BundleFiles) else model
     risk = score_risk(bundle, pd.read_parquet(part), past, num_threads)
-    risk.derived.to_parquet(_features_part(part), index=False)
+    risk.derived.to_parquet(_beside(part, "features"), index=False)
     return _PartRisk.of(risk)
 
 
@@ -203,7 +200,7 @@ def _finish_part(
     risk, channels = kept.scores(), _CHANNELS[channel_codes]
     lines = pd.read_parquet(part)
     needed = needs_features(channels, explain)
-    derived = _read_rows(_features_part(part), needed)
+    derived = _read_rows(_beside(part, "features"), needed)
     with_features = RiskScores(
         risk.risk[needed],
         risk.check[needed],
@@ -305,7 +302,7 @@ def score_file(
                     parts.append(workdir / f"part-{len(parts):06d}.parquet")
                     result.valid.to_parquet(parts[-1], index=False)
                     past.add(result.valid)
-                    quota_keys(result.valid).to_parquet(_keys_part(parts[-1]), index=False)
+                    quota_keys(result.valid).to_parquet(_beside(parts[-1], "keys"), index=False)
                 if len(result.quarantine):
                     quarantined.write(result.quarantine)
                     if report is not None:
