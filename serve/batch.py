@@ -14,7 +14,7 @@ output (removed on success and on failure):
    go to a second part file (writing and reading them back costs far less than recomputing the
    history features), and only risk, check and origin alert stay in memory (a few bytes a line);
 3. **channels**: quotas per arrival day over the whole file, from day, risk and line key only
-   (:func:`models.predict.assign_channels`);
+   (:func:`models.predict.assign_channels`), a group of whole days at a time;
 4. **write**: each part again, with channel, suspected commodity and reasons
    (:func:`models.predict.finish_frame`), into the output file, which appears only when complete;
    then the file's lines join the history store, a part at a time (one transaction each: a
@@ -27,8 +27,9 @@ loads the bundle from plain files written to the temporary folder (models are da
 pickled but parts' paths and small arrays) and reads the stores read-only; results come back in
 part order, a few parts ahead at most, so the output does not depend on the number of workers.
 
-Memory holds one chunk per process plus a few small arrays per line (risk, then channel; the days
-and keys only in pass 3, when no worker is alive); neither the store nor the file is ever read whole.
+Memory holds one chunk per process plus a few small arrays per line (risk, then channel; the days,
+and one group of days' keys, only in pass 3, when no worker is alive); neither the store nor the
+file is ever read whole.
 """
 
 from __future__ import annotations
@@ -131,9 +132,6 @@ def _beside(part: Path, kind: str) -> Path:
     return part.with_name(part.name.replace("part-", f"{kind}-"))
 
 
-def _read_keys(parts: list[Path]) -> pd.DataFrame:
-    """The :func:`models.channels.quota_keys` of every part, in part order, in one frame."""
-    return pa.concat_tables([pq.read_table(_beside(part, "keys")) for part in parts]).to_pandas()
 
 
 def _read_rows(path: Path, mask: np.ndarray, batch_rows: int = 16_384) -> pd.DataFrame | None:
@@ -180,8 +178,57 @@ class _PartRisk:
         return RiskScores(self.risk, np.where(self.origin, ORIGIN, DISGUISE).astype(object), self.origin_alert)
 
 
+# Lines ranked at once in pass 3 (a day is never split): their keys and channels as pandas text
+# take about 0.3 KiB a line while they are ranked.
+CHANNEL_GROUP_LINES = 1_000_000
 # Channels of the whole file as one byte a line between passes 3 and 4.
 _CHANNELS = np.array(["green", "yellow", "red"], dtype=object)
+
+
+def day_groups(days: np.ndarray, group_lines: int) -> list[tuple[int, int]]:
+    """Consecutive ranges of days, ``(first, last)`` inclusive, of at most ``group_lines`` lines each.
+
+    A day is never split: a day of more lines than ``group_lines`` is a range of its own.
+    """
+    if group_lines < 1:
+        raise ValueError(f"group_lines must be >= 1, got {group_lines}")
+    unique, counts = np.unique(days, return_counts=True)
+    groups: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for index, count in enumerate(counts.tolist()):
+        if size and size + count > group_lines:
+            groups.append((int(unique[start]), int(unique[index - 1])))
+            start, size = index, 0
+        size += count
+    if len(unique):
+        groups.append((int(unique[start]), int(unique[-1])))
+    return groups
+
+
+def _channel_codes(parts: list[Path], risks: list[_PartRisk], rates: dict[str, float], group_lines: int) -> np.ndarray:
+    """Pass 3: the channel of every line of the file (0 green, 1 yellow, 2 red), in part order.
+
+    Quotas are per arrival day over the whole file (:func:`models.predict.assign_channels`), and a
+    day's lines may be in any part, so the days are ranked a group at a time (:func:`day_groups`),
+    each group's keys read from the parts that hold its lines: memory follows the group, not the
+    file (ranking 10M lines at once took 3 GiB).
+    """
+    days = [pq.read_table(_beside(part, "keys"), columns=["day"]).column("day").to_numpy() for part in parts]
+    starts = np.cumsum([0] + [len(part_days) for part_days in days])
+    risk, origin, alert = (np.concatenate([getattr(r, name) for r in risks]) for name in ("risk", "origin", "origin_alert"))
+    codes = np.zeros(int(starts[-1]), dtype="int8")
+    for first, last in day_groups(np.concatenate(days), group_lines) if parts else []:
+        keys, positions = [], []
+        for part, part_days, start in zip(parts, days, starts, strict=False):
+            inside = (part_days >= first) & (part_days <= last)
+            if inside.any():
+                keys.append(pq.read_table(_beside(part, "keys")).filter(pa.array(inside)))
+                positions.append(start + np.flatnonzero(inside))
+        where = np.concatenate(positions)
+        scores = _PartRisk(risk[where], origin[where], alert[where]).scores()
+        channels = assign_channels(pa.concat_tables(keys).to_pandas(), scores, rates)
+        codes[where] = np.select([channels == "red", channels == "yellow"], [2, 1], 0)
+    return codes
 
 
 def _risk_part(model: ModelBundle | _BundleFiles, part: Path, past: FileHistory, num_threads: int) -> _PartRisk:
@@ -336,14 +383,8 @@ def score_file(
 
             _stop_idle_workers(jobs)  # their memory is not needed while the quotas are assigned
 
-            # Pass 3: quotas per arrival day over the whole file.
-            if risks:
-                whole = _PartRisk(
-                    *(np.concatenate([getattr(r, name) for r in risks]) for name in ("risk", "origin", "origin_alert"))
-                )
-                channels = assign_channels(_read_keys(parts), whole.scores(), rates)
-                codes = np.select([channels == "red", channels == "yellow"], [2, 1], 0).astype("int8")
-                del whole, channels
+            # Pass 3: quotas per arrival day over the whole file, a group of days at a time.
+            codes = _channel_codes(parts, risks, rates, CHANNEL_GROUP_LINES)
             starts = np.cumsum([0] + [len(r.risk) for r in risks])
 
             # Pass 4: channel, suspected commodity and reasons, written in input order; only the

@@ -128,6 +128,19 @@ def test_chunk_size_and_row_order_do_not_change_the_output(bundle, manifest, bat
     pd.testing.assert_frame_equal(scored_file(tmp_path / "scored.parquet"), reference)
 
 
+@pytest.mark.parametrize("group_lines", [1, 450, 900])  # one day at a time (~400 lines a day), two days
+def test_days_ranked_a_group_at_a_time_get_the_channels_of_the_whole_file(
+    bundle, manifest, batch, tmp_path, monkeypatch, group_lines
+):
+    _, reference = batch
+    write_table(manifest.astype("string"), tmp_path / "incoming.parquet")
+    monkeypatch.setattr(serve.batch, "CHANNEL_GROUP_LINES", group_lines)
+
+    score_file(tmp_path / "incoming.parquet", tmp_path / "scored.parquet", bundle, chunk_rows=500, num_threads=1)
+
+    pd.testing.assert_frame_equal(scored_file(tmp_path / "scored.parquet"), reference)
+
+
 def test_output_columns_and_no_temporary_files_left_after_success(batch):
     folder, _ = batch
 
