@@ -132,8 +132,6 @@ def _beside(part: Path, kind: str) -> Path:
     return part.with_name(part.name.replace("part-", f"{kind}-"))
 
 
-
-
 def _read_rows(path: Path, mask: np.ndarray, batch_rows: int = 16_384) -> pd.DataFrame | None:
     """The rows of a Parquet file selected by ``mask``, read batch by batch (None when none are)."""
     if not mask.any():
