@@ -963,10 +963,13 @@ def limit_engine_memory(limit: str) -> None:
 
     Raises
     ------
-    duckdb.Error
-        When DuckDB does not understand ``limit`` (e.g. ``"128MB"``).
+    ValueError
+        When ``limit`` is not a size DuckDB reads (e.g. ``"128MB"``); the limit is then unchanged.
     """
-    _Engine.of_this_process().database.execute(f"SET memory_limit = '{_sql_text(limit)}'")
+    try:
+        _Engine.of_this_process().database.execute(f"SET memory_limit = '{_sql_text(limit)}'")
+    except duckdb.ParserException as error:
+        raise ValueError(f"limit must be a memory size such as '128MB', got {limit!r} ({error})") from error
 
 
 def _sql_text(text: str) -> str:
