@@ -178,6 +178,18 @@ def test_a_file_level_error_leaves_nothing(bundle, manifest, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["incoming.csv"]
 
 
+def test_a_file_whose_every_row_is_quarantined_gives_an_empty_output_and_its_rows_in_quarantine(bundle, manifest, tmp_path):
+    raw = manifest.head(30).astype("string")
+    raw["gross_weight_kg"] = "-5"
+    write_table(raw, tmp_path / "incoming.csv")
+
+    summary = score_file(tmp_path / "incoming.csv", tmp_path / "scored.csv", bundle, num_threads=1)
+
+    assert (summary.lines_read, summary.lines_scored, summary.lines_quarantined) == (30, 0, 30)
+    assert len(pd.read_csv(tmp_path / "scored.csv")) == 0
+    assert len(pd.read_csv(tmp_path / "scored.quarantine.csv")) == 30
+
+
 def test_every_row_is_accounted_for_and_the_history_store_gets_the_scored_lines(bundle, manifest, tmp_path):
     raw = manifest.head(1_200).astype("string")
     raw.loc[[3, 700], "gross_weight_kg"] = "-5"
