@@ -1,9 +1,10 @@
-"""Worker processes that end with the process that started them."""
+"""Worker processes: they end with the process that started them and give back the memory they free."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 import time
@@ -39,9 +40,13 @@ def give_back_memory() -> None:
     the same way).
     """
     pa.default_memory_pool().release_unused()
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None; looked up once per process (``find_library`` runs ``ldconfig``)."""
+    name = ctypes.util.find_library("c")
+    return None if name is None else getattr(ctypes.CDLL(name), "malloc_trim", None)
