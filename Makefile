@@ -48,7 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_scoring.py
 	$(BIN)/python bench/bench_pages.py
 
-# Spark local[1] vs local[2] on the same ROWS lines (default 10M), and Spark vs the default engine (long: run it alone).
+# Spark local[1] vs local[2] on the same ROWS lines (default 10M), each pinned to one CPU per task slot, and Spark vs the default engine (long: run it alone).
 bench-spark: $(STAMP)
 	$(BIN)/python bench/bench_spark.py --rows $(or $(ROWS),10000000)
 
