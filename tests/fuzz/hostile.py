@@ -228,7 +228,11 @@ def _parquet(frame: pd.DataFrame, extra: str) -> bytes:
         if extra == "typed" and name in NUMERIC:
             columns[name] = pa.array(pd.to_numeric(values, errors="coerce"), type=pa.float64())
         elif extra == "typed" and name == "declared_at":
-            columns[name] = pa.array(pd.to_datetime(values, errors="coerce", utc=True))
+            # Hostile text dates come in many formats (format="mixed" parses each as it is); the
+            # UTC instants go to Arrow as numpy values: pyarrow reads a tz-aware Series through its
+            # deprecated ``.values`` (a Pandas4Warning per file).
+            instants = pd.to_datetime(values, errors="coerce", utc=True, format="mixed").dt.tz_convert(None)
+            columns[name] = pa.array(instants.to_numpy(), type=pa.timestamp("us", tz="UTC"), from_pandas=True)
         elif extra == "categorical" and name in ("origin_country", "hs_code"):
             columns[name] = pa.array(values.tolist()).dictionary_encode()
         else:
