@@ -148,9 +148,31 @@ def _arrow_field(field: pa.Field) -> pa.Field:
     return field
 
 
-def _arrow_schema(frame: pd.DataFrame) -> pa.Schema:
+def _arrow_schema(table: pa.Table) -> pa.Schema:
     """Arrow schema of the first chunk, which every later chunk is cast to."""
-    return pa.schema([_arrow_field(f) for f in pa.Schema.from_pandas(frame, preserve_index=False)])
+    return pa.schema([_arrow_field(f) for f in table.schema])
+
+
+def _arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """``pa.Table.from_pandas`` of ``frame``, its timezone-aware columns given to Arrow as instants.
+
+    pyarrow reads a timezone-aware column through ``Series.values``, which pandas deprecates (a
+    Pandas4Warning per file, and another result once pandas 4 changes it): such a column (a
+    quarantined line of a Parquet file with typed timestamps) goes to Arrow as its UTC values with
+    its timezone in the type, the same timestamps Arrow made of it before.
+    """
+    aware = {i: dtype for i, dtype in enumerate(frame.dtypes) if isinstance(dtype, pd.DatetimeTZDtype)}
+    if not aware:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    naive = frame.copy(deep=False)
+    for i in aware:
+        naive.isetitem(i, frame.iloc[:, i].dt.tz_convert(None))
+    table = pa.Table.from_pandas(naive, preserve_index=False)
+    for i, dtype in aware.items():
+        kind = pa.timestamp(dtype.unit, tz=str(dtype.tz))
+        values = pa.array(naive.iloc[:, i].to_numpy(), type=kind, from_pandas=True)
+        table = table.set_column(i, pa.field(table.field(i).name, kind), values)
+    return table
 
 
 class AtomicTableWriter:
@@ -184,10 +206,11 @@ class AtomicTableWriter:
         """Append one chunk; its columns must match the first chunk's."""
         if self.people_facing and self.kind == "csv":
             frame = neutralise_frame(frame)
+        table = _arrow_table(frame)
         if self._schema is None:
-            self._schema = _arrow_schema(frame)
+            self._schema = _arrow_schema(table)
             self._writer = self._open(self._schema)
-        table = pa.Table.from_pandas(frame, preserve_index=False).cast(self._schema)
+        table = table.cast(self._schema)
         self._writer.write_table(table)
         self.rows_written += len(frame)
 

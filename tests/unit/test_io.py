@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 
 import pandas as pd
 import pyarrow as pa
@@ -264,6 +265,24 @@ def test_parquet_output_stores_dates_as_dates(tmp_path):
     back = pd.read_parquet(target)
     assert back["declared_at"].astype(str).tolist() == ["2025-01-15", "2025-02-01"]
     assert back["packages"].tolist()[0] == 20
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.parquet"])
+def test_timezone_aware_timestamps_are_written_as_their_local_dates_without_a_deprecation(tmp_path, name):
+    """A quarantined line of a Parquet file with typed timestamps keeps them timezone-aware: written
+    as the date where they were stamped (Arrow's cast), without pyarrow reading them through the
+    ``Series.values`` pandas deprecates."""
+    stamped = pd.Series(pd.to_datetime(["2025-01-15 23:30:00+00:00", None, "2025-03-01 01:00:00+00:00"], utc=True))
+    frame = pd.DataFrame({"id": ["A", "B", "C"], "declared_at": stamped.dt.tz_convert("Asia/Bangkok"), "seen_at": stamped})
+    target = tmp_path / name
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_table(frame, target)
+
+    back = pd.read_csv(target, dtype=str) if name.endswith(".csv") else pd.read_parquet(target).astype("string")
+    assert back.iloc[:, 1].fillna("-").tolist() == ["2025-01-16", "-", "2025-03-01"]
+    assert back.iloc[:, 2].fillna("-").tolist() == ["2025-01-15", "-", "2025-03-01"]
 
 
 def test_later_chunks_are_cast_to_the_first_chunks_schema(tmp_path):
