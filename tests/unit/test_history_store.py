@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from features import history_store
 from features.history import HISTORY_COLUMNS, HistoryFeatures, PastEvents, line_keys
-from features.history_store import FileHistory, HistoryStore, history_frame, winning_copies
+from features.history_store import FileHistory, HistoryStore, KeyFilter, history_frame, winning_copies
 from features.schema import validate_manifest
 from training.synthetic import generate_manifest
 
@@ -237,6 +237,34 @@ def test_the_key_filter_never_misses_a_stored_line_and_is_rebuilt_when_lost(mani
     store.key_filter.path.unlink()
     assert store.append(manifest.iloc[:3_000]) == 0  # copies still found: the filter is rebuilt
     assert len(store) == 3_000 and store.key_filter.path.exists()
+
+
+def test_the_key_filter_rebuilt_in_slices_sets_the_bits_of_one_rebuild(manifest, tmp_path):
+    """Rebuilding reads the stored keys a slice at a time (bounded memory): the same filter."""
+    store = HistoryStore(tmp_path / "store")
+    store.append(manifest.iloc[:3_000])
+    with duckdb.connect(str(store.path)) as connection:
+        whole = KeyFilter(tmp_path / "whole.npz", rebuild_rows=10_000).load(connection)
+        sliced = KeyFilter(tmp_path / "sliced.npz", rebuild_rows=7).load(connection)
+        fresh = manifest.iloc[3_000:3_500].assign(declaration_id=lambda f: "NEW-" + f["declaration_id"])
+        grown = KeyFilter(tmp_path / "grown.npz", rebuild_rows=7)
+        grown.add(connection, np.zeros(8, dtype="uint8"), 0, fresh)  # past its capacity: rebuilt from the table
+        with np.load(grown.path) as saved:
+            grown_bits, grown_keys = saved["bits"], int(saved["keys"])
+    assert whole[1] == sliced[1] == 3_000
+    np.testing.assert_array_equal(sliced[0], whole[0])
+    assert KeyFilter(tmp_path / "x.npz").may_hold(whole[0], manifest.iloc[:3_000]).all()
+    # As the rebuild read every key at once: a filter for 3,500 keys, holding the stored and the new ones.
+    at_once = KeyFilter(tmp_path / "at-once.npz")
+    keys = pd.concat([manifest.iloc[:3_000], fresh])[["declaration_id", "line_no"]]
+    assert grown_keys == 500
+    np.testing.assert_array_equal(grown_bits, at_once._set(at_once._empty(3_500), KeyFilter.hashes_of(keys)))
+
+
+@pytest.mark.parametrize("rows", [0, -1])
+def test_the_key_filter_refuses_a_rebuild_slice_of_no_rows(tmp_path, rows):
+    with pytest.raises(ValueError, match=f"rebuild_rows must be >= 1, got {rows}"):
+        KeyFilter(tmp_path / "f.npz", rebuild_rows=rows)
 
 
 FILE_ROWS = st.lists(
