@@ -169,7 +169,7 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
         naive.isetitem(i, frame.iloc[:, i].dt.tz_convert(None))
     table = pa.Table.from_pandas(naive, preserve_index=False)
     for i, dtype in aware.items():
-        kind = pa.timestamp(dtype.unit, tz=str(dtype.tz))
+        kind = pa.timestamp(dtype.unit, tz=pa.lib.tzinfo_to_string(dtype.tz))  # as pyarrow names it: "+07:00"
         values = pa.array(naive.iloc[:, i].to_numpy(), type=kind, from_pandas=True)
         table = table.set_column(i, pa.field(table.field(i).name, kind), values)
     return table

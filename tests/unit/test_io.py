@@ -273,7 +273,14 @@ def test_timezone_aware_timestamps_are_written_as_their_local_dates_without_a_de
     as the date where they were stamped (Arrow's cast), without pyarrow reading them through the
     ``Series.values`` pandas deprecates."""
     stamped = pd.Series(pd.to_datetime(["2025-01-15 23:30:00+00:00", None, "2025-03-01 01:00:00+00:00"], utc=True))
-    frame = pd.DataFrame({"id": ["A", "B", "C"], "declared_at": stamped.dt.tz_convert("Asia/Bangkok"), "seen_at": stamped})
+    frame = pd.DataFrame(
+        {
+            "id": ["A", "B", "C"],
+            "declared_at": stamped.dt.tz_convert("Asia/Bangkok"),
+            "seen_at": stamped,
+            "offset_at": pd.Series(pd.to_datetime(["2025-01-15 01:30:00+07:00", None, "2025-03-01 00:30:00+07:00"])),
+        }
+    )
     target = tmp_path / name
 
     with warnings.catch_warnings():
@@ -283,6 +290,7 @@ def test_timezone_aware_timestamps_are_written_as_their_local_dates_without_a_de
     back = pd.read_csv(target, dtype=str) if name.endswith(".csv") else pd.read_parquet(target).astype("string")
     assert back.iloc[:, 1].fillna("-").tolist() == ["2025-01-16", "-", "2025-03-01"]
     assert back.iloc[:, 2].fillna("-").tolist() == ["2025-01-15", "-", "2025-03-01"]
+    assert back.iloc[:, 3].fillna("-").tolist() == ["2025-01-15", "-", "2025-03-01"]
 
 
 def test_later_chunks_are_cast_to_the_first_chunks_schema(tmp_path):
