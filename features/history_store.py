@@ -287,7 +287,7 @@ class KeyFilter:
     bits_per_key, hashes : int
         About 1 % false positives with 10 and 7.
     rebuild_rows : int
-        Stored keys read at a time when the filter is rebuilt from the table (memory of a rebuild).
+        Most stored keys read at a time when the filter is rebuilt from the table (memory of a rebuild).
     """
 
     def __init__(self, path: Path, bits_per_key: int = 10, hashes: int = 7, rebuild_rows: int = 500_000):
@@ -335,20 +335,23 @@ class KeyFilter:
                     return self._loaded[1], self._loaded[2]
         except (OSError, ValueError, KeyError):
             pass
-        count = int(connection.execute("SELECT count(*) FROM lines").fetchall()[0][0])
-        return self._set_stored(connection, self._empty(count)), count
+        return self._rebuilt(connection)
 
-    def _set_stored(self, connection: duckdb.DuckDBPyConnection, bits: np.ndarray) -> np.ndarray:
-        """Set the bits of every stored key, ``rebuild_rows`` keys at a time.
+    def _rebuilt(self, connection: duckdb.DuckDBPyConnection, more: int = 0) -> tuple[np.ndarray, int]:
+        """(bits, stored keys): a filter sized for the stored keys and ``more``, holding the stored ones.
 
-        All at once, the keys of a 6M-line store as pandas text and their ``hashes`` x keys bit
-        positions took the batch command from 1.0 to 2.5 GiB for the seconds of the rebuild
-        (10M lines, 2026-12-08); in slices the same bits are set (an OR does not depend on order).
+        The stored keys are read at most ``rebuild_rows`` at a time (DuckDB hands them over in
+        batches of about 100k). All at once, the keys of a 6M-line store as pandas text and their
+        ``hashes`` x keys bit positions took the batch command from 1.0 to 2.5 GiB for the seconds
+        of the rebuild (10M lines, 2026-12-08); in slices the same bits are set (an OR does not
+        depend on order).
         """
+        stored = int(connection.execute("SELECT count(*) FROM lines").fetchall()[0][0])
+        bits = self._empty(stored + more)
         reader = connection.sql("SELECT declaration_id, line_no FROM lines").to_arrow_reader(self.rebuild_rows)
         for batch in reader:
             bits = self._set(bits, self.hashes_of(batch.to_pandas()))
-        return bits
+        return bits, stored
 
     def ensure(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Write the filter rebuilt from the table when it is missing (under the store's write lock)."""
@@ -384,8 +387,7 @@ class KeyFilter:
         """Add keys and save; past twice its capacity the filter is rebuilt larger from the table."""
         count += len(keys)
         if count * self.bits_per_key > 8 * len(bits):
-            stored = int(connection.execute("SELECT count(*) FROM lines").fetchall()[0][0])
-            bits = self._set_stored(connection, self._empty(stored + len(keys)))
+            bits, _ = self._rebuilt(connection, more=len(keys))
         bits = self._set(bits, self.hashes_of(keys))
         self.save(bits, count)
 

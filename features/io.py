@@ -169,8 +169,9 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
         naive.isetitem(i, frame.iloc[:, i].dt.tz_convert(None))
     table = pa.Table.from_pandas(naive, preserve_index=False)
     for i, dtype in aware.items():
+        # The naive column holds the UTC values in the same unit: only its type gains the zone.
         kind = pa.timestamp(dtype.unit, tz=pa.lib.tzinfo_to_string(dtype.tz))  # as pyarrow names it: "+07:00"
-        values = pa.array(naive.iloc[:, i].to_numpy(), type=kind, from_pandas=True)
+        values = pa.chunked_array([chunk.view(kind) for chunk in table.column(i).chunks], type=kind)
         table = table.set_column(i, pa.field(table.field(i).name, kind), values)
     return table
 
