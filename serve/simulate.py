@@ -221,7 +221,8 @@ def _retrain(
     folder: Path,
 ) -> tuple[object, dict]:
     """The week's retrain: the new champion, and what was decided (``skipped`` with the reason when
-    the labels do not allow a comparison yet)."""
+    the labels do not allow a comparison yet; otherwise also the challenger's last training day,
+    ``trained_until``, exclusive, and the first day of the comparison window, ``compared_from``)."""
     lines = _training_lines(world, engine, end - train_weeks * WEEK, end, settings.loop_start)
     try:
         done = challenge(lines, champion, retrain, config, folder)
@@ -232,6 +233,10 @@ def _retrain(
         "action": decision.action,
         "reason": decision.reason,
         "gain": None if not np.isfinite(decision.gain) else float(decision.gain),
+        # How stale a promoted challenger is: it learnt from lines declared before `trained_until`
+        # (the comparison window, the label delay and its own validation period come after).
+        "trained_until": done.result.split.boundaries["train_end"],
+        "compared_from": done.window.start.date().isoformat(),
     }
 
 
