@@ -170,7 +170,7 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
     table = pa.Table.from_pandas(naive, preserve_index=False)
     for i, dtype in aware.items():
         # The naive column holds the UTC values in the same unit: only its type gains the zone.
-        kind = pa.timestamp(dtype.unit, tz=pa.lib.tzinfo_to_string(dtype.tz))  # as pyarrow names it: "+07:00"
+        kind = pa.timestamp(dtype.unit, tz=dtype.tz)  # pyarrow names the zone itself ("Asia/Bangkok", "+07:00")
         values = pa.chunked_array([chunk.view(kind) for chunk in table.column(i).chunks], type=kind)
         table = table.set_column(i, pa.field(table.field(i).name, kind), values)
     return table
